@@ -1,0 +1,3 @@
+"""cerberus-cli: multi-task Cerberus segmentation of H&E whole-slide images."""
+
+__version__ = "0.1.0"

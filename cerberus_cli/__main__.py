@@ -1,0 +1,3 @@
+from cerberus_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Bundled models (weights and model cards); installed as cerberus_cli.bundled."""
