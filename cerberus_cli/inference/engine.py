@@ -1,0 +1,99 @@
+"""The batched network engine: uint8 tiles in, cropped and quantised maps out.
+
+Everything that shrinks the data (softmax, centre crop, argmax, uint8 quantisation)
+happens on the device, so the host receives ~8 bytes per kept pixel. A batch that
+does not fit in GPU memory is split, and the smaller batch size is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cerberus_cli.inference.device import autocast
+from cerberus_cli.model.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchMaps:
+    """Host-side maps of a batch of tiles, cropped to the kept ``tile`` px.
+
+    ``prob[head]``: (B, 2, T, T) uint8 inner/boundary probability x 255;
+    ``types[head]``: (B, T, T) uint8 argmax class; ``tissue``: (B, C, h, w) float16
+    dense tissue probabilities over the whole input tile (or None).
+    """
+
+    prob: dict[str, np.ndarray]
+    types: dict[str, np.ndarray]
+    tissue: np.ndarray | None
+
+
+class Engine:
+    """Runs a prepared model on batches of uint8 tiles."""
+
+    def __init__(
+        self, model: torch.nn.Module, config: ModelConfig, device: torch.device,
+        dtype: torch.dtype | None, margin: int, tile: int, channels_last: bool = True,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.device = device
+        self.dtype = dtype
+        self.margin = margin
+        self.tile = tile
+        self.channels_last = channels_last
+        self.max_batch: int | None = None
+        self.instance_heads = [h.name for h in config.heads_of_kind("instance")]
+        self.type_heads = [h.name for h in config.heads_of_kind("type")]
+        self.has_tissue = bool(config.heads_of_kind("tissue"))
+
+    def __call__(self, images: torch.Tensor) -> BatchMaps:
+        """Maps for a (B, 3, H, W) uint8 batch; splits it after a CUDA OOM."""
+        if self.max_batch is not None and images.shape[0] > self.max_batch:
+            return _concat([self(part) for part in images.split(self.max_batch)])
+        try:
+            return self._forward(images)
+        except torch.cuda.OutOfMemoryError:
+            if images.shape[0] == 1:
+                raise
+            torch.cuda.empty_cache()
+            self.max_batch = max(1, images.shape[0] // 2)
+            log.warning("GPU out of memory: batch size reduced to %d", self.max_batch)
+            return self(images)
+
+    @torch.inference_mode()
+    def _forward(self, images: torch.Tensor) -> BatchMaps:
+        x = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.dtype):
+            out = self.model(x, tissue="dense" if self.has_tissue else None)
+        m, t = self.margin, self.tile
+        prob, types = {}, {}
+        for name in self.instance_heads:
+            p = out[name].float().softmax(1)[:, 1:3, m:m + t, m:m + t]
+            prob[name] = (p * 255).round_().to(torch.uint8)
+        for name in self.type_heads:
+            types[name] = out[name][:, :, m:m + t, m:m + t].argmax(1).to(torch.uint8)
+        tissue = None
+        if self.has_tissue:
+            tissue = out[self.config.heads_of_kind("tissue")[0].name].float().softmax(1).half()
+        # One synchronising copy per batch.
+        return BatchMaps(
+            {k: v.cpu().numpy() for k, v in prob.items()},
+            {k: v.cpu().numpy() for k, v in types.items()},
+            None if tissue is None else tissue.cpu().numpy(),
+        )
+
+
+def _concat(parts: list[BatchMaps]) -> BatchMaps:
+    return BatchMaps(
+        {k: np.concatenate([p.prob[k] for p in parts]) for k in parts[0].prob},
+        {k: np.concatenate([p.types[k] for p in parts]) for k in parts[0].types},
+        None if parts[0].tissue is None else np.concatenate([p.tissue for p in parts]),
+    )

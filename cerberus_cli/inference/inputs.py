@@ -1,0 +1,114 @@
+"""Which slides a run processes: files, folders, globs and manifests."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cerberus_cli.errors import InputError
+
+#: File suffixes taken from folders (OpenSlide formats, TIFF and plain images).
+SLIDE_SUFFIXES = frozenset({
+    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
+    ".png", ".jpg", ".jpeg",
+})
+
+
+@dataclass(frozen=True)
+class SlideInput:
+    """One slide to process; ``mpp`` overrides the file's resolution when set."""
+
+    path: Path
+    mpp: float | None = None
+    id: str | None = None
+
+    @property
+    def stem(self) -> str:
+        """Output name: the file name without its (last) extension."""
+        return self.path.name[: -len(self.path.suffix)] if self.path.suffix else self.path.name
+
+
+def collect_inputs(
+    paths: list[str], manifest: str | None = None, slides_dir: str | None = None
+) -> list[SlideInput]:
+    """Expand arguments and a manifest into a de-duplicated, ordered slide list.
+
+    Folders are searched recursively for slide files (a GDC download keeps each
+    slide in a folder named by its file id); arguments that do not exist but hold
+    glob characters are expanded. Paths that do not exist are kept, so the run
+    reports them as failed slides rather than stopping.
+    """
+    found: list[SlideInput] = []
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            found += [SlideInput(f) for f in sorted(p.rglob("*"))
+                      if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith(".")]
+        elif not p.exists() and glob.has_magic(arg):
+            matches = sorted(glob.glob(arg, recursive=True))
+            if not matches:
+                raise InputError(f"{arg}: pattern matches no file")
+            found += [SlideInput(Path(m)) for m in matches if Path(m).is_file()]
+        else:
+            found.append(SlideInput(p))
+    if manifest:
+        found += read_manifest(manifest, slides_dir)
+    unique: dict[Path, SlideInput] = {}
+    for item in found:
+        unique.setdefault(item.path.resolve() if item.path.exists() else item.path, item)
+    items = list(unique.values())
+    stems: dict[str, Path] = {}
+    for item in items:
+        if item.stem in stems:
+            raise InputError(
+                f"{item.path}: same output name '{item.stem}' as {stems[item.stem]}; "
+                "outputs are named by slide file name, so process them into different folders"
+            )
+        stems[item.stem] = item.path
+    return items
+
+
+def read_manifest(path: str | os.PathLike, slides_dir: str | None = None) -> list[SlideInput]:
+    """Slides listed in a GDC manifest (TSV: id, filename, ...) or a CSV (path[, mpp]).
+
+    A GDC file name is looked up as ``SLIDES_DIR/<id>/<filename>`` (the layout the
+    GDC client downloads to), then ``SLIDES_DIR/<filename>``; ``SLIDES_DIR``
+    defaults to the manifest's folder. CSV paths are relative to the same folder.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: manifest not found")
+    base = Path(slides_dir) if slides_dir else path.parent
+    text = path.read_text(encoding="utf-8-sig")
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        raise InputError(f"{path}: manifest is empty")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    rows = list(csv.DictReader(lines, delimiter=delimiter))
+    header = [h.strip().lower() for h in (csv.DictReader(lines, delimiter=delimiter).fieldnames or [])]
+    out: list[SlideInput] = []
+    if "filename" in header and "id" in header:
+        for row in rows:
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            by_id = base / row["id"] / row["filename"]
+            out.append(SlideInput(by_id if by_id.exists() else base / row["filename"], id=row["id"]))
+    elif "path" in header:
+        for n, row in enumerate(rows, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            mpp = None
+            if row.get("mpp"):
+                try:
+                    mpp = float(row["mpp"])
+                except ValueError:
+                    raise InputError(f"{path}: line {n}: mpp {row['mpp']!r} is not a number") from None
+            p = Path(row["path"])
+            out.append(SlideInput(p if p.is_absolute() else base / p, mpp=mpp, id=row.get("id") or None))
+    else:
+        raise InputError(
+            f"{path}: not a manifest: expected a GDC manifest (columns id, filename) "
+            f"or a CSV with a 'path' column (found {', '.join(header) or 'no header'})"
+        )
+    return out

@@ -1,0 +1,291 @@
+"""Segmentation of one slide: tiles -> network -> map store -> objects -> files.
+
+Three stages overlap so the network never waits: loader processes read and resize
+tiles ahead of the network; the main thread only feeds the network; a consumer
+thread stores the maps and hands each completed chunk to a pool of
+post-processing processes, whose objects stream into the writers.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cerberus_cli.inference.device import prepare_model, resolve_device, resolve_precision
+from cerberus_cli.inference.engine import BatchMaps, Engine
+from cerberus_cli.inference.loader import TileDataset, make_loader
+from cerberus_cli.inference.mapstore import Box, Chunk, ChunkTracker, MapStore, TissueMap
+from cerberus_cli.inference.options import SegmentOptions
+from cerberus_cli.inference.slide_outputs import SlideOutputs
+from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
+from cerberus_cli.model.checkpoint import LoadedModel
+from cerberus_cli.model.config import ModelConfig
+from cerberus_cli.outputs.records import ObjectRecord
+from cerberus_cli.postprocess.chunks import ChunkMaps, PostprocessOptions, process_chunk, required_margin
+
+log = logging.getLogger(__name__)
+
+#: Callback for progress: (tiles done, tiles total, objects found).
+Progress = Callable[[int, int, int], None]
+
+
+@dataclass
+class SlideRun:
+    """What one slide's segmentation produced and measured."""
+
+    tiles: int = 0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    tissue_fraction: float = 0.0
+    grid: tuple[int, int] = (0, 0)
+
+    def add(self, records: list[ObjectRecord]) -> None:
+        for r in records:
+            per_task = self.counts.setdefault(r.task, {})
+            per_task[r.class_name] = per_task.get(r.class_name, 0) + 1
+
+    @property
+    def objects(self) -> int:
+        return sum(sum(c.values()) for c in self.counts.values())
+
+
+class Segmenter:
+    """A loaded model prepared once for many slides."""
+
+    def __init__(self, loaded: LoadedModel, options: SegmentOptions) -> None:
+        self.loaded = loaded
+        self.config: ModelConfig = loaded.config
+        self.options = options
+        stride = self.config.total_stride
+        if (options.tile + 2 * options.margin) % stride:
+            raise ValueError(
+                f"tile + 2 * margin = {options.tile + 2 * options.margin} px must be a multiple of "
+                f"the network stride {stride} (e.g. --tile {options.tile - (options.tile + 2 * options.margin) % stride})"
+            )
+        self.device = resolve_device(options.device)
+        self.dtype = resolve_precision(options.precision, self.device)
+        model = prepare_model(loaded.model, self.device, options.channels_last, options.compile)
+        self.engine = Engine(model, self.config, self.device, self.dtype, options.margin,
+                             options.tile, options.channels_last)
+        self.post_options = PostprocessOptions()
+        self.post_margin = required_margin(self.post_options)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def pool(self) -> ProcessPoolExecutor | None:
+        """The post-processing processes, started once and kept for every slide."""
+        if self._pool is None and self.options.post_workers > 0:
+            self._pool = ProcessPoolExecutor(self.options.post_workers, mp_context=get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run(self, slide: Any, mask: Any, outputs: SlideOutputs, progress: Progress | None = None) -> SlideRun:
+        """Segment an opened slide into ``outputs`` (committed only on success)."""
+        opts, cfg = self.options, self.config
+        run = SlideRun(tissue_fraction=float(mask.fraction) if mask is not None else 1.0)
+        t_start = time.perf_counter()
+        tiles = plan_tiles(slide, mask, cfg.mpp, opts.tile, opts.margin)
+        width, height = grid_size(slide, cfg.mpp)
+        run.tiles, run.grid = len(tiles), (width, height)
+        scale = cfg.mpp / slide.mpp
+        work = Path(tempfile.mkdtemp(prefix=f".{outputs.stem}.", suffix=".work", dir=outputs.folder))
+        try:
+            store = MapStore.create(work / "maps.zarr", cfg, width, height, opts.tile)
+            tracker = ChunkTracker(tiles, store.width, store.height, opts.chunk, self.post_margin)
+            tissue = self._tissue_map(width, height)
+            outputs.open(slide, self.loaded, opts, scale)
+            run.timings["plan_s"] = time.perf_counter() - t_start
+            self._stream(slide, tiles, store, tracker, tissue, outputs, run, scale, progress)
+            t_fin = time.perf_counter()
+            outputs.finish(tissue, store if opts.save_maps else None, run)
+            run.timings["finalise_s"] = time.perf_counter() - t_fin
+        except BaseException:
+            outputs.abort()
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        run.timings["total_s"] = time.perf_counter() - t_start
+        return run
+
+    def _tissue_map(self, width: int, height: int) -> TissueMap | None:
+        heads = self.config.heads_of_kind("tissue")
+        if not heads:
+            return None
+        return TissueMap(width, height, self.config.total_stride, self.config.tissue_crop,
+                         heads[0].channels)
+
+    def _stream(self, slide, tiles: list[Tile], store: MapStore, tracker: ChunkTracker,
+                tissue: TissueMap | None, outputs: SlideOutputs, run: SlideRun, scale: float,
+                progress: Progress | None) -> None:
+        opts = self.options
+        consumer = _Consumer(store, tracker, tissue, outputs, run, tiles, self.pool(), self.config,
+                             self.post_options, scale, slide.mpp)
+        consumer.start()
+        loader = make_loader(TileDataset(slide, tiles, self.config.mpp), opts.batch_size,
+                             opts.workers, pin_memory=self.device.type == "cuda")
+        t_net = 0.0
+        t0 = time.perf_counter()
+        done = 0
+        try:
+            for index, images in loader:
+                t = time.perf_counter()
+                maps = self.engine(images)
+                t_net += time.perf_counter() - t
+                consumer.put([tiles[i] for i in index.tolist()], maps)
+                done += len(index)
+                if progress:
+                    progress(done, len(tiles), run.objects)
+                consumer.raise_if_failed()
+            run.timings["network_s"] = t_net
+            run.timings["tiles_s"] = time.perf_counter() - t0
+            t_drain = time.perf_counter()
+            consumer.finish()
+            run.timings["drain_s"] = time.perf_counter() - t_drain
+            run.timings["postprocess_cpu_s"] = consumer.post_seconds
+        finally:
+            consumer.stop()
+        if progress:
+            progress(len(tiles), len(tiles), run.objects)
+
+
+class _Consumer(threading.Thread):
+    """Stores maps, schedules complete chunks and writes their objects in order."""
+
+    def __init__(self, store, tracker, tissue, outputs, run, tiles, pool, config, post_options,
+                 scale, slide_mpp) -> None:
+        super().__init__(daemon=True, name="cerberus-consumer")
+        self.store, self.tracker, self.tissue = store, tracker, tissue
+        self.outputs, self.run_stats, self.pool = outputs, run, pool
+        self.config, self.post_options = config, post_options
+        self.scale, self.slide_mpp = scale, slide_mpp
+        self.planned = {(t.x, t.y) for t in tiles}
+        self.tile_size = tiles[0].size if tiles else 1
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self.pending: dict[int, Future | list[ObjectRecord]] = {}
+        self.next_chunk = 0
+        self.error: BaseException | None = None
+        self.post_seconds = 0.0
+
+    def put(self, tiles: list[Tile], maps: BatchMaps) -> None:
+        while True:
+            self.raise_if_failed()
+            try:
+                self.queue.put((tiles, maps), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self) -> None:
+        self.queue.put(None)
+        self.join()
+        self.raise_if_failed()
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self.error = self.error or RuntimeError("stopped")
+            try:
+                self.queue.put_nowait(None)
+            except queue.Full:
+                pass
+            self.join(timeout=5)
+
+    def run(self) -> None:
+        try:
+            while True:
+                item = self.queue.get()
+                if item is None or self.error is not None:
+                    break
+                tiles, maps = item
+                for i, tile in enumerate(tiles):
+                    self.store.write(tile, {k: v[i] for k, v in maps.prob.items()},
+                                     {k: v[i] for k, v in maps.types.items()})
+                    if self.tissue is not None and maps.tissue is not None:
+                        self.tissue.add(tile, maps.tissue[i])
+                    for chunk in self.tracker.tile_done(tile):
+                        self._submit(chunk)
+                self._collect(block=False)
+            if self.error is None:
+                self._collect(block=True)
+        except BaseException as exc:  # surfaced in the main thread
+            self.error = exc
+
+    def _submit(self, chunk: Chunk) -> None:
+        valid = [(x, y) for (x, y) in self._tiles_in(chunk.window)]
+        args = (str(self.store.path), self.store.tile, chunk, valid, self.config.to_dict(),
+                self.post_options, self.scale, self.slide_mpp)
+        if self.pool is None:
+            self.pending[chunk.index] = process_window(*args)
+        else:
+            self.pending[chunk.index] = self.pool.submit(process_window, *args)
+
+    def _tiles_in(self, box: Box) -> list[tuple[int, int]]:
+        s = self.tile_size
+        return [(x, y) for y in range(box.y0 // s * s, box.y1, s)
+                for x in range(box.x0 // s * s, box.x1, s) if (x, y) in self.planned]
+
+    def _collect(self, block: bool) -> None:
+        # Chunks are written in plan order so row groups follow the slide's raster.
+        while self.next_chunk < len(self.tracker.chunks):
+            item = self.pending.get(self.next_chunk)
+            if item is None:
+                if block:
+                    raise RuntimeError(f"chunk {self.next_chunk} was never scheduled")
+                return
+            if isinstance(item, Future):
+                if not block and not item.done():
+                    return
+                item = item.result()
+            records, seconds = item
+            self.post_seconds += seconds
+            self.outputs.write(records)
+            self.run_stats.add(records)
+            del self.pending[self.next_chunk]
+            self.next_chunk += 1
+
+
+_STORES: dict[str, MapStore] = {}
+
+
+def process_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[tuple[int, int]],
+                   config: dict, options: PostprocessOptions, scale: float,
+                   slide_mpp: float) -> tuple[list[ObjectRecord], float]:
+    """Post-process one chunk window read from the map store (runs in a worker)."""
+    t0 = time.perf_counter()
+    cfg = ModelConfig.from_dict(config)
+    store = _STORES.get(store_path)
+    if store is None:
+        _STORES.clear()  # one slide at a time: drop the previous slide's handle
+        store = _STORES[store_path] = MapStore.open(store_path)
+    w = chunk.window
+    prob, types = store.read(w)
+    valid = np.zeros((w.y1 - w.y0, w.x1 - w.x0), bool)
+    for x, y in valid_tiles:
+        valid[max(0, y - w.y0):max(0, y + tile - w.y0), max(0, x - w.x0):max(0, x + tile - w.x0)] = True
+    maps = ChunkMaps(origin=(w.x0, w.y0), core=(chunk.core.x0, chunk.core.y0, chunk.core.x1, chunk.core.y1),
+                     prob=prob, types=types, valid=valid)
+    records = process_chunk(maps, cfg, options, scale, slide_mpp)
+    return records, time.perf_counter() - t0
