@@ -52,6 +52,7 @@ class MapStore:
         self.tile = int(group.attrs["tile"])
         self.width = int(group.attrs["width"])
         self.height = int(group.attrs["height"])
+        self.mpp = float(group.attrs["mpp"])
         self.instance_heads = sorted(group["prob"].array_keys()) if "prob" in group else []
         self.type_heads = sorted(group["type"].array_keys()) if "type" in group else []
 
@@ -142,9 +143,11 @@ class TissueMap:
     the window whose centre is nearest its own, from the tile that owns the cell.
     """
 
-    def __init__(self, width: int, height: int, stride: int, crop: int, classes: int) -> None:
+    def __init__(self, width: int, height: int, stride: int, crop: int, grid_mpp: float) -> None:
         self.stride = stride
         self.crop = crop
+        #: um/px of one cell of the tissue map.
+        self.mpp = stride * grid_mpp
         self.shape = (math.ceil(height / stride), math.ceil(width / stride))
         self.classes = np.zeros(self.shape, np.uint8)
         self.confidence = np.zeros(self.shape, np.float16)

@@ -132,7 +132,7 @@ class Segmenter:
         if not heads:
             return None
         return TissueMap(width, height, self.config.total_stride, self.config.tissue_crop,
-                         heads[0].channels)
+                         self.config.mpp)
 
     def _stream(self, slide, tiles: list[Tile], store: MapStore, tracker: ChunkTracker,
                 tissue: TissueMap | None, outputs: SlideOutputs, run: SlideRun, scale: float,
