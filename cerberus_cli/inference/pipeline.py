@@ -140,14 +140,16 @@ class Segmenter:
         opts = self.options
         consumer = _Consumer(store, tracker, tissue, outputs, run, tiles, self.pool(), self.config,
                              self.post_options, scale, slide.mpp)
-        consumer.start()
         loader = make_loader(TileDataset(slide, tiles, self.config.mpp), opts.batch_size,
                              opts.workers, pin_memory=self.device.type == "cuda")
+        # Fork the loader processes before the consumer thread exists.
+        batches = iter(loader)
+        consumer.start()
         t_net = 0.0
         t0 = time.perf_counter()
         done = 0
         try:
-            for index, images in loader:
+            for index, images in batches:
                 t = time.perf_counter()
                 maps = self.engine(images)
                 t_net += time.perf_counter() - t
