@@ -19,6 +19,7 @@ from cerberus_cli.errors import CerberusError
 COMMANDS: dict[str, str] = {
     "convert-weights": "cerberus_cli.cli.convert:convert_weights",
     "model": "cerberus_cli.cli.model_info:model_info",
+    "train": "cerberus_cli.cli.train:train",
     "segment": "cerberus_cli.cli.segment:segment",
 }
 

@@ -1,0 +1,44 @@
+"""Phantom datasets written by ``cerberus synth tiles``: one root, one folder per task.
+
+``ROOT/dataset.json`` names the generator; ``nuclei/`` is in the Lizard layout,
+``gland/`` and ``lumen/`` in the generic instance layout (gland with subtype class
+maps), ``tissue/`` in Kather class folders. Opening the root for a task opens that
+task's folder with its reader.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cerberus_cli.errors import InputError
+from cerberus_cli.training.datasets import TaskDataset
+
+SUBFORMAT = {"nuclei": "lizard", "gland": "generic", "lumen": "generic", "tissue": "class-folders"}
+
+
+def looks_like(path: Path) -> bool:
+    return path.is_dir() and (path / "dataset.json").is_file() and any(
+        (path / t).is_dir() for t in SUBFORMAT
+    )
+
+
+def tasks_in(path: Path) -> list[str]:
+    """Tasks for which the phantom root has a folder."""
+    return [t for t in ("gland", "lumen", "nuclei", "tissue") if (path / t).is_dir()]
+
+
+def open_phantom(path: Path, task: str, target_mpp: float = 0.5) -> TaskDataset:
+    from cerberus_cli.training.formats import FORMATS
+
+    meta = path / "dataset.json"
+    try:
+        json.loads(meta.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{meta}: not valid JSON: {exc}") from None
+    sub = path / task
+    if not sub.is_dir():
+        raise InputError(f"{path}: phantom dataset has no '{task}/' folder (has: {', '.join(tasks_in(path))})")
+    ds = FORMATS[SUBFORMAT[task]](sub, task, target_mpp)
+    ds.format = "phantom"
+    return ds

@@ -1,0 +1,71 @@
+"""Per-task losses, each masked to the samples of its task.
+
+Instance heads: cross-entropy weighted by the U-Net weight map. Type heads:
+cross-entropy + soft Dice over the pixels whose type is known (IGNORE excluded).
+Tissue head: plain cross-entropy. A head whose task has no sample in the batch gets
+no loss term at all, so its decoder receives no gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cerberus_cli.model.config import ModelConfig
+from cerberus_cli.training.datasets import IGNORE
+from cerberus_cli.training.sampler import TISSUE
+
+
+def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (B, C, H, W) vs (B, H, W) averaged with per-pixel weights."""
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    return (ce * weight).sum() / weight.sum().clamp_min(1e-6)
+
+
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore: int = IGNORE) -> torch.Tensor:
+    """1 - mean soft Dice over the classes present in target or prediction, on valid pixels."""
+    probs = logits.float().softmax(dim=1)
+    valid = (target != ignore).unsqueeze(1).float()
+    onehot = F.one_hot(target.clamp(0, logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2).float()
+    probs, onehot = probs * valid, onehot * valid
+    dims = (0, 2, 3)
+    inter = (probs * onehot).sum(dims)
+    denom = probs.sum(dims) + onehot.sum(dims)
+    present = denom > 1e-3
+    dice = (2 * inter + 1.0) / (denom + 1.0)
+    return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
+
+
+def type_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """CE + Dice on pixels with a known type; ``None`` when there are none."""
+    if not (target != IGNORE).any():
+        return None
+    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
+    return ce + soft_dice_loss(logits, target)
+
+
+def task_losses(outputs: dict[str, torch.Tensor], batch: dict, config: ModelConfig,
+                heads: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Loss per head for one batch, each over the samples of its own task only.
+
+    ``heads`` restricts which heads get a loss (the subtyping stage trains a type
+    head alone); by default every head whose task is in the batch does.
+    """
+    losses: dict[str, torch.Tensor] = {}
+    want = (lambda h: True) if heads is None else (lambda h: h in heads)
+    if batch["super_task"] == TISSUE:
+        name = config.heads_of_kind("tissue")[0].name
+        if want(name):
+            losses[name] = F.cross_entropy(outputs[name].float(), batch["label"])
+        return losses
+    tasks = batch["task"]
+    for task in dict.fromkeys(tasks):
+        mask = torch.tensor([t == task for t in tasks], device=batch["inst"].device)
+        if want(task) and task in outputs:
+            losses[task] = weighted_ce(outputs[task][mask], batch["inst"][mask], batch["weight"][mask])
+        type_head = config.type_head_for(task)
+        if type_head is not None and want(type_head.name) and type_head.name in outputs:
+            loss = type_loss(outputs[type_head.name][mask], batch["type"][mask])
+            if loss is not None:
+                losses[type_head.name] = loss
+    return losses

@@ -1,0 +1,360 @@
+"""The training loop: ``train(TrainOptions) -> TrainResult``.
+
+One optimizer (Adam) over the whole network. Each batch decodes only the heads of
+the tasks it holds; gradients are reset to ``None`` before every backward pass, so
+Adam leaves the parameters of absent decoders untouched (no gradient, no moment
+update): the encoder learns from every batch, a decoder only from batches of its
+task ("dynamic freezing"). The subtyping stage (``subtype``) trains one type decoder
+with everything else frozen, batch-norm statistics included.
+
+Resuming is bit-for-bit: batches are a pure function of (seed, step), and the
+checkpoint carries the weights (fp32), the optimizer, the AMP scaler and the torch
+RNG state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cerberus_cli.errors import InputError
+from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
+from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.training.augment import AugmentConfig
+from cerberus_cli.training.batches import BatchBuilder, PatchConfig, batch_loader
+from cerberus_cli.training.datasets import TASKS, ConcatDataset, TaskDataset, open_dataset
+from cerberus_cli.training.losses import task_losses
+from cerberus_cli.training.model_init import build_model, heads_for_tasks
+from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
+from cerberus_cli.training.plot import plot_run
+from cerberus_cli.training.rundir import RunDir
+from cerberus_cli.training.sampler import TISSUE, SamplerConfig, TaskSampler
+from cerberus_cli.training.splits import apply_split_file, random_split
+from cerberus_cli.training.validation import score, validate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    run_dir: Path
+    steps: int
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    best_score: float
+    best_metrics: dict[str, float]
+    final_losses: dict[str, float]
+    samples_per_s: dict[str, float] = field(default_factory=dict)
+
+
+# --- data --------------------------------------------------------------------------
+
+def _concat(parts: list[TaskDataset]) -> TaskDataset:
+    """Several sources for one task become one dataset (items of all of them)."""
+    if len(parts) == 1:
+        return parts[0]
+    return ConcatDataset(parts)
+
+
+def load_data(options: TrainOptions, mpp: float, tasks: list[str]) -> tuple[dict[str, TaskDataset], dict[str, TaskDataset]]:
+    """Training and validation datasets per task, at the model resolution."""
+    train: dict[str, list[TaskDataset]] = {}
+    val: dict[str, list[TaskDataset]] = {}
+    for spec in options.data:
+        if spec.task not in tasks:
+            continue
+        ds = open_dataset(spec.task, spec.path, spec.format, mpp, options.tissue_map)
+        split = options.splits.get(spec.task) or options.splits.get("*")
+        if split:
+            tr, va = apply_split_file(ds, split)
+        elif options.val_data:
+            tr, va = ds, None
+        else:
+            tr, va = random_split(ds, options.val_fraction, options.seed)
+        train.setdefault(spec.task, []).append(tr)
+        if va is not None:
+            val.setdefault(spec.task, []).append(va)
+        log.info("data %s: %d train, %d val", ds.describe(), len(tr), 0 if va is None else len(va))
+    for spec in options.val_data:
+        if spec.task in tasks:
+            ds = open_dataset(spec.task, spec.path, spec.format, mpp, options.tissue_map)
+            val.setdefault(spec.task, []).append(ds)
+            log.info("validation data %s", ds.describe())
+    missing = [t for t in tasks if t not in train]
+    if missing:
+        raise InputError(f"no training data for task(s) {', '.join(missing)}: add --data TASK=PATH")
+    return {t: _concat(v) for t, v in train.items()}, {t: _concat(v) for t, v in val.items()}
+
+
+# --- helpers -----------------------------------------------------------------------
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    return dev
+
+
+def _tasks(options: TrainOptions) -> list[str]:
+    with_data = list(dict.fromkeys(d.task for d in options.data))
+    tasks = options.tasks or with_data
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})")
+    if options.subtype:
+        return [options.subtype]
+    return [t for t in TASKS if t in tasks]
+
+
+def _trainable(model: CerberusNet, subtype_head: str | None) -> list[torch.nn.Parameter]:
+    """Parameters the optimizer owns; in the subtyping stage only the type decoder's."""
+    if subtype_head is None:
+        return list(model.parameters())
+    keep = set()
+    for module in (model.decoders[subtype_head], model.heads[subtype_head]):
+        keep |= {id(p) for p in module.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _set_mode(model: CerberusNet, subtype_head: str | None) -> None:
+    if subtype_head is None:
+        model.train()
+        return
+    # Frozen parts stay in eval mode so their batch-norm statistics do not move.
+    model.eval()
+    model.decoders[subtype_head].train()
+    model.heads[subtype_head].train()
+
+
+def _lr(options: TrainOptions, step: int) -> float:
+    drop = options.lr_drop_at if options.lr_drop_at is not None else int(0.8 * options.steps)
+    return options.lr if step < drop else min(options.lr, options.lr_drop_to)
+
+
+def _progress(options: TrainOptions, total: int, start: int):
+    if not options.progress or not sys.stderr.isatty():
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), transient=False)
+    bar.start()
+    bar.add_task("train", total=total, completed=start, info="")
+    return bar
+
+
+# --- checkpoints -------------------------------------------------------------------
+
+def _provenance(options: TrainOptions, step: int, init: dict, metrics: dict[str, float],
+                data: dict[str, TaskDataset]) -> dict[str, Any]:
+    return {
+        "training": {
+            "step": step,
+            "options": options.to_dict(),
+            "init": init,
+            "data": {t: ds.describe() for t, ds in data.items()},
+            "validation": metrics,
+        }
+    }
+
+
+def _save_state(run: RunDir, step: int, optimizer: torch.optim.Optimizer, scaler, best: float,
+                best_metrics: dict[str, float]) -> None:
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "best_score": best,
+        "best_metrics": best_metrics,
+    }
+    tmp = run.last_state.with_name(f".{run.last_state.name}.tmp")
+    torch.save(state, tmp)
+    tmp.replace(run.last_state)
+
+
+# --- the loop ----------------------------------------------------------------------
+
+def train(options: TrainOptions) -> TrainResult:
+    """Train (or resume, or subtype) a Cerberus model as ``options`` say.
+
+    Raises:
+        InputError: bad options, datasets or checkpoints (one-line messages).
+    """
+    run = RunDir.open(options.output, options.resume, options.overwrite)
+    if options.resume:
+        saved = run.read_config()["options"]
+        saved["data"] = [DataSpec(**d) for d in saved["data"]]
+        saved["val_data"] = [DataSpec(**d) for d in saved["val_data"]]
+        # Only how long to run and how to show it may change on resume.
+        for key in ("progress", "workers", "log_every", "threads"):
+            saved[key] = getattr(options, key)
+        saved.update(resume=True, output=options.output, steps=options.steps or saved["steps"])
+        options = TrainOptions(**saved)
+    elif options.steps is None:
+        options = replace(options, steps=DEFAULT_STEPS)
+    options.validate()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = _device(options.device)
+    tasks = _tasks(options)
+    subtype_head = {"nuclei": "nuclei_type", "gland": "gland_type"}.get(options.subtype or "")
+    if subtype_head and options.init in ("random", "imagenet"):
+        raise InputError("--subtype needs --init MODEL: the trained model whose encoder and decoders stay frozen")
+
+    if options.resume:
+        loaded = load_checkpoint(run.last)
+        model, init = loaded.model, loaded.provenance.get("training", {}).get("init", {})
+    else:
+        model, init = build_model(options.arch, options.init, tasks, options.tissue_patch,
+                                  options.imagenet_weights, [subtype_head] if subtype_head else None,
+                                  options.seed)
+    cfg = model.config
+    missing_heads = [t for t in tasks if t not in cfg.tasks]
+    if missing_heads:
+        raise InputError(f"--init {options.init}: the model has no head for task(s) {', '.join(missing_heads)}")
+    model.to(device)
+
+    train_sets, val_sets = load_data(options, cfg.mpp, tasks)
+    sampler = TaskSampler(SamplerConfig(
+        sizes={t: len(ds) for t, ds in train_sets.items()}, batch_size=options.batch_size,
+        mode=options.sampler, tissue_prob=options.tissue_prob, task_probs=options.task_probs,
+        seed=options.seed))
+    patch = PatchConfig(options.patch, options.tissue_patch, foreground_types_only=subtype_head is not None)
+    builder = BatchBuilder(train_sets, sampler, patch,
+                           AugmentConfig() if options.augment else AugmentConfig.none(), options.steps)
+
+    params = _trainable(model, subtype_head)
+    optimizer = torch.optim.Adam(params, lr=options.lr)
+    use_amp = options.amp
+    scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    loss_heads = [subtype_head] if subtype_head else None
+
+    start, best, best_metrics = 0, -math.inf, {}
+    if options.resume:
+        state = torch.load(run.last_state, map_location="cpu", weights_only=True)
+        start, best, best_metrics = int(state["step"]), float(state["best_score"]), dict(state["best_metrics"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if torch.cuda.is_available() and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        run.truncate_after(start)
+        log.info("resuming %s at step %d of %d", run.path, start, options.steps)
+    else:
+        torch.manual_seed(options.seed)
+        run.write_config({"options": options.to_dict(), "model": cfg.to_dict(), "tasks": tasks,
+                          "data": {t: ds.describe() for t, ds in train_sets.items()},
+                          "val_data": {t: ds.describe() for t, ds in val_sets.items()}})
+    if start >= options.steps:
+        raise InputError(f"{run.path}: already at step {start}; give --steps larger than that to continue")
+
+    def checkpoint(step: int, metrics: dict[str, float]) -> None:
+        prov = _provenance(options, step, init, metrics, train_sets)
+        save_checkpoint(model, run.last, prov, storage="fp32")
+        _save_state(run, step, optimizer, scaler, best, best_metrics)
+
+    timing: dict[str, list[float]] = {}
+    final: dict[str, float] = {}
+    bar = _progress(options, options.steps, start)
+    step = start
+    try:
+        for batch in batch_loader(builder, start, options.workers):
+            step = batch["step"]
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(options, step)
+            _set_mode(model, subtype_head)
+            t0 = time.perf_counter()
+            images = batch["images"].to(device, non_blocking=True)
+            is_tissue = batch["super_task"] == TISSUE
+            if is_tissue:
+                heads, tissue_mode = [], "centre"
+            else:
+                heads = [h for h in heads_for_tasks(batch["task"]) if h in model.seg_heads]
+                heads = [subtype_head] if subtype_head else heads
+                tissue_mode = None
+                for k in ("inst", "weight", "type"):
+                    batch[k] = batch[k].to(device, non_blocking=True)
+            if is_tissue:
+                batch["label"] = batch["label"].to(device)
+            ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
+            with ctx:
+                out = model(images, heads=heads, tissue=tissue_mode)
+            losses = task_losses(out, batch, cfg, loss_heads)
+            # No loss happens when, say, no patch of a subtyping batch holds a typed object.
+            total = sum(losses.values()) if losses else torch.zeros((), device=device)
+            optimizer.zero_grad(set_to_none=True)
+            if losses and scaler is not None:
+                scaler.scale(total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            elif losses:
+                total.backward()
+                optimizer.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
+            final = {k: float(v.detach()) for k, v in losses.items()}
+            done = step + 1
+            if done % options.log_every == 0 or done == options.steps or done == start + 1:
+                rec = {"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
+                       "loss": float(total.detach()), **{f"loss_{k}": v for k, v in final.items()}}
+                run.log(rec)
+                log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], rec["loss"],
+                         ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
+            if bar is not None:
+                bar.update(bar.task_ids[0], completed=done, info=f"loss {float(total):.3f}")
+            metrics: dict[str, float] = {}
+            if val_sets and (done % options.val_every == 0 or done == options.steps):
+                metrics = validate(model, val_sets, device, options.val_limit)
+                s = score(metrics)
+                run.log({"kind": "val", "step": done, "score": s, **metrics})
+                log.info("validation at step %d: %s", done, ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+                if s > best or not math.isfinite(best):
+                    best, best_metrics = s, metrics
+                    save_checkpoint(model, run.best, _provenance(options, done, init, metrics, train_sets))
+            if done % options.checkpoint_every == 0 or done == options.steps:
+                checkpoint(done, metrics)
+                run.write_csv()
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    speeds = {k: options.batch_size * len(v) / sum(v) for k, v in timing.items() if sum(v) > 0}
+    run.log({"kind": "summary", "step": options.steps,
+             **{f"samples_per_s_{k}": v for k, v in speeds.items()}})
+    run.write_csv()
+    _plot(run)
+    return TrainResult(run.path, options.steps, run.last, run.best if run.best.is_file() else None,
+                       best, best_metrics, final, speeds)
+
+
+def _plot(run: RunDir) -> None:
+    losses: dict[str, list[tuple[float, float]]] = {}
+    metrics: dict[str, list[tuple[float, float]]] = {}
+    for r in run.records():
+        target = losses if r.get("kind") == "train" else metrics if r.get("kind") == "val" else None
+        if target is None:
+            continue
+        for k, v in r.items():
+            if isinstance(v, (int, float)) and k not in ("step", "lr", "score") and (
+                    k.startswith("loss_") or target is metrics):
+                target.setdefault(k.removeprefix("loss_"), []).append((r["step"], float(v)))
+    plot_run(losses, metrics, run.plot)

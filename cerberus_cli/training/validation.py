@@ -1,0 +1,210 @@
+"""Validation and evaluation on held-out data.
+
+Per instance task: Dice of the predicted foreground (inner + boundary) and PQ of
+the instances post-processed from the inner/boundary maps; per type head: object
+type accuracy (each ground-truth object gets the majority vote of the predicted
+per-pixel types inside it, no-label ignored when another label is present); tissue:
+patch accuracy. :func:`evaluate_phantom` runs all of it on a ``cerberus synth tiles``
+folder, which is where the bundled model's card numbers come from.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.training.datasets import IGNORE, INSTANCE_TASKS, InstanceItem, TaskDataset
+from cerberus_cli.training.sampler import TISSUE
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_maps(model: CerberusNet, image: np.ndarray, heads: list[str],
+                 device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Softmax maps (C, H, W) of ``heads`` for one whole RGB image.
+
+    The image is reflect-padded to a multiple of the encoder stride so every
+    decoder level lines up, and the maps are cropped back.
+    """
+    stride = model.config.total_stride
+    h, w = image.shape[:2]
+    ph, pw = -h % stride, -w % stride
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float().to(device)
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    out = model(x, heads=heads, tissue=None)
+    return {k: v[0, :, :h, :w].float().softmax(0).cpu().numpy() for k, v in out.items()}
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
+
+
+def instances_from_maps(task: str, probs: np.ndarray) -> np.ndarray | None:
+    """Instance map from an instance head's (3, H, W) probabilities via the project's
+    post-processing; ``None`` when that module is not available."""
+    try:
+        from cerberus_cli.postprocess import instances as post
+    except ImportError:
+        return None
+    fn = {"nuclei": "nuclei_instances", "gland": "gland_instances", "lumen": "lumen_instances"}[task]
+    if not hasattr(post, fn):
+        return None
+    return np.asarray(getattr(post, fn)(probs[1], probs[2]))
+
+
+def panoptic_quality(true: np.ndarray, pred: np.ndarray) -> float | None:
+    """PQ of one image from the project's metrics; ``None`` when not available."""
+    try:
+        from cerberus_cli.metrics import pq as pq_mod
+    except ImportError:
+        return None
+    fn = getattr(pq_mod, "panoptic_quality", None) or getattr(pq_mod, "pq", None)
+    if fn is None:
+        return None
+    result = fn(true, pred)
+    return float(result["pq"] if isinstance(result, dict) else getattr(result, "pq", result))
+
+
+def object_type_votes(instances: np.ndarray, type_probs: np.ndarray) -> dict[int, int]:
+    """Object id -> majority predicted type over its pixels (0 only if nothing else)."""
+    pred = type_probs.argmax(0)
+    votes: dict[int, int] = {}
+    ids = instances.ravel()
+    classes = pred.ravel()
+    on = ids > 0
+    if not on.any():
+        return votes
+    counts = np.zeros((int(ids.max()) + 1, type_probs.shape[0]), np.int64)
+    np.add.at(counts, (ids[on], classes[on]), 1)
+    for i in np.unique(ids[on]):
+        c = counts[i]
+        votes[int(i)] = int(c[1:].argmax() + 1) if c[1:].sum() > 0 else 0
+    return votes
+
+
+def true_object_types(instances: np.ndarray, types: np.ndarray) -> dict[int, int]:
+    """Object id -> its ground-truth class (majority over its pixels), IGNORE/0 skipped."""
+    out = {}
+    for i in np.unique(instances[instances > 0]):
+        vals = types[instances == i]
+        vals = vals[(vals != IGNORE) & (vals != 0)]
+        if vals.size:
+            out[int(i)] = int(np.bincount(vals).argmax())
+    return out
+
+
+def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.device | str = "cpu",
+                           limit: int | None = None) -> dict[str, float]:
+    """Dice, PQ and (with a type head) object type accuracy on ``ds``."""
+    task = ds.task
+    type_head = model.config.type_head_for(task)
+    heads = [task] + ([type_head.name] if type_head is not None else [])
+    dices, pqs, correct, total = [], [], 0, 0
+    n = len(ds) if limit is None else min(limit, len(ds))
+    for i in range(n):
+        item: InstanceItem = ds.load(i)  # type: ignore[assignment]
+        maps = predict_maps(model, item.image, heads, device)
+        probs = maps[task]
+        dices.append(dice(probs[1:].sum(0) > 0.5, item.instances > 0))
+        pred_inst = instances_from_maps(task, probs)
+        if pred_inst is not None:
+            pq = panoptic_quality(item.instances, pred_inst)
+            if pq is not None:
+                pqs.append(pq)
+        if type_head is not None and item.types is not None:
+            truth = true_object_types(item.instances, item.types)
+            votes = object_type_votes(item.instances, maps[type_head.name])
+            correct += sum(votes.get(k) == v for k, v in truth.items())
+            total += len(truth)
+    out = {f"{task}_dice": float(np.mean(dices))}
+    if pqs:
+        out[f"{task}_pq"] = float(np.mean(pqs))
+    if total:
+        out[f"{type_head.name}_acc"] = correct / total
+    return out
+
+
+@torch.no_grad()
+def evaluate_tissue(model: CerberusNet, ds: TaskDataset, device: torch.device | str = "cpu",
+                    limit: int | None = None, batch_size: int = 32) -> dict[str, float]:
+    """Patch accuracy of the tissue head on the centre ``tissue_patch_px`` of each patch."""
+    size = model.config.tissue_patch_px
+    n = len(ds) if limit is None else min(limit, len(ds))
+    correct = 0
+    for start in range(0, n, batch_size):
+        images, labels = [], []
+        for i in range(start, min(n, start + batch_size)):
+            item = ds.load(i)
+            img = item.image
+            h, w = img.shape[:2]
+            if h >= size and w >= size:
+                y, x = (h - size) // 2, (w - size) // 2
+                img = img[y:y + size, x:x + size]
+            images.append(np.ascontiguousarray(img))
+            labels.append(item.label)
+        shapes = {im.shape for im in images}
+        batches = [np.stack(images)] if len(shapes) == 1 else [im[None] for im in images]
+        preds = []
+        for b in batches:
+            x = torch.from_numpy(b).permute(0, 3, 1, 2).to(device)
+            preds.append(model(x, heads=[], tissue="centre")[model.tissue_name].argmax(1).cpu())
+        correct += int((torch.cat(preds) == torch.tensor(labels)).sum())
+    return {"tissue_acc": correct / max(n, 1)}
+
+
+def validate(model: CerberusNet, datasets: dict[str, TaskDataset], device: torch.device | str = "cpu",
+             limit: int | None = None) -> dict[str, float]:
+    """All validation metrics of ``model`` on the held-out ``datasets`` (by task)."""
+    was_training = model.training
+    model.eval()
+    metrics: dict[str, float] = {}
+    try:
+        for task, ds in sorted(datasets.items()):
+            if task == TISSUE:
+                if model.tissue_name is not None:
+                    metrics.update(evaluate_tissue(model, ds, device, limit))
+            elif task in model.seg_heads:
+                metrics.update(evaluate_instance_task(model, ds, device, limit))
+    finally:
+        model.train(was_training)
+    return metrics
+
+
+def score(metrics: dict[str, float]) -> float:
+    """One number to pick the best checkpoint: mean of PQ (Dice where no PQ), accuracies."""
+    vals = []
+    for task in INSTANCE_TASKS:
+        key = f"{task}_pq" if f"{task}_pq" in metrics else f"{task}_dice"
+        if key in metrics:
+            vals.append(metrics[key])
+    vals += [v for k, v in metrics.items() if k.endswith("_acc")]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def evaluate_phantom(model: CerberusNet | str | Path, root: str | Path, limit: int | None = None,
+                     device: str = "cpu") -> dict[str, float]:
+    """Evaluate a model (object or checkpoint/registry name) on a phantom tile folder.
+
+    Returns Dice and PQ per instance task, nucleus- and gland-type object accuracy
+    and tissue accuracy, over the first ``limit`` items of each task (all by default).
+    """
+    from cerberus_cli.model.registry import load_model
+    from cerberus_cli.training.formats.phantom import open_phantom, tasks_in
+
+    if not isinstance(model, CerberusNet):
+        model = load_model(model).model
+    model = model.to(device).eval()
+    root = Path(root)
+    have = set(model.config.tasks)
+    datasets = {t: open_phantom(root, t, model.config.mpp) for t in tasks_in(root) if t in have}
+    return validate(model, datasets, device, limit)
