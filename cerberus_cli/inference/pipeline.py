@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cerberus_cli.errors import CerberusError
 from cerberus_cli.inference.device import prepare_model, resolve_device, resolve_precision
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
@@ -69,7 +70,7 @@ class Segmenter:
         self.options = options
         stride = self.config.total_stride
         if (options.tile + 2 * options.margin) % stride:
-            raise ValueError(
+            raise CerberusError(
                 f"tile + 2 * margin = {options.tile + 2 * options.margin} px must be a multiple of "
                 f"the network stride {stride} (e.g. --tile {options.tile - (options.tile + 2 * options.margin) % stride})"
             )

@@ -1,0 +1,210 @@
+"""`cerberus segment` end to end through the CLI, on phantom slides with the bundled model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import shapely
+import zarr
+from click.testing import CliRunner
+
+from cerberus_cli.cli import main
+
+SIZE = 640  # phantom side in px at 0.5 um/px
+# Small tiles keep CPU tests fast; 208 + 2 * 152 = 512 is a multiple of the stride.
+FAST = ["--tile", "208", "--workers", "0", "--post-workers", "0", "--batch-size", "2", "-q"]
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def segment(*args: str):
+    return cli("-q", "segment", *args)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("slides") / "phantom.svs"
+    res = cli("synth", "slide", str(path), "--size", f"{SIZE}x{SIZE}", "--seed", "5")
+    assert res.exit_code == 0, res.output
+    return path
+
+
+@pytest.fixture(scope="module")
+def result(phantom, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out")
+    res = segment(str(phantom), "-o", str(out), *FAST[:-1], "--save-maps", "--tissue-polygons")
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_outputs_are_complete_and_valid_geoparquet(result):
+    names = sorted(p.name for p in result.iterdir())
+    assert names == ["phantom.maps.zarr", "phantom.overlay.png", "phantom.parquet", "phantom.run.json",
+                     "phantom.tissue.parquet", "phantom.tissue.png", "phantom.tissue.zarr"]
+    table = pq.read_table(result / "phantom.parquet")
+    geo = json.loads(table.schema.metadata[b"geo"])
+    assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
+    col = geo["columns"]["geometry"]
+    assert col["encoding"] == "WKB" and col["crs"] is None and "bbox" in col["covering"]
+    meta = json.loads(table.schema.metadata[b"cerberus"])
+    assert meta["slide"]["width"] == SIZE and meta["model"]["sha256"]
+    df = gpd.read_parquet(result / "phantom.parquet")
+    assert set(df.task) == {"nuclei", "gland", "lumen"}
+    assert df.geometry.is_valid.all() and df.uuid.is_unique
+    assert all(uuid.UUID(u) for u in df.uuid.head())
+    assert (df.area_um2 > 0).all()
+    inside = (df.centroid_x >= 0) & (df.centroid_x < SIZE) & (df.centroid_y >= 0) & (df.centroid_y < SIZE)
+    assert inside.all()
+    lumina = df[df.task == "lumen"]
+    glands = df[df.task == "gland"].set_index("uuid")
+    linked = lumina.dropna(subset=["parent_uuid"])
+    assert len(linked) >= 0.8 * len(lumina)
+    for _, lum in linked.iterrows():
+        assert glands.geometry[lum.parent_uuid].buffer(2).contains(lum.geometry.centroid)
+
+
+def test_run_record(result, phantom):
+    rec = json.loads((result / "phantom.run.json").read_text())
+    assert rec["input"]["path"] == str(phantom) and len(rec["input"]["md5_first_mib"]) == 32
+    assert rec["model"]["sha256"] and rec["options"]["tile"] == 208
+    assert rec["objects"] == sum(sum(c.values()) for c in rec["counts"].values())
+    assert {"network_s", "total_s", "tissue_mask_s"} <= set(rec["timings"])
+    assert rec["peak_memory"]["rss_mib"] > 0 and rec["versions"]["torch"]
+
+
+def test_objects_match_phantom_truth(result, phantom):
+    from cerberus_cli.metrics.slides import evaluate_slides
+
+    truth = phantom.with_name("phantom.truth.parquet")
+    report = {task: evaluate_slides([truth], [result / "phantom.parquet"], task=task, metrics=["pq"])
+              for task in ("nuclei", "gland", "lumen")}
+    pq_ = {task: r.overall["pq"] for task, r in report.items()}
+    print("PQ per task on the phantom slide:", pq_)
+    assert pq_["nuclei"] > 0.5 and pq_["gland"] > 0.5 and pq_["lumen"] > 0.4
+
+
+def test_larger_tiles_give_the_same_maps(phantom, tmp_path):
+    maps = {}
+    for tile in ("144", "720"):
+        out = tmp_path / tile
+        res = segment(str(phantom), "-o", str(out), "--tile", tile, "--workers", "0",
+                      "--post-workers", "0", "--save-maps", "--no-overlay")
+        assert res.exit_code == 0, res.output
+        maps[tile] = zarr.open_group(str(out / "phantom.maps.zarr"), mode="r")
+    agreement = {}
+    for head in ("nuclei", "gland", "lumen"):
+        a, b = (np.asarray(maps[t][f"prob/{head}/0"][:, :SIZE, :SIZE]).astype(int) for t in ("144", "720"))
+        cls_a = np.argmax(np.stack([255 - a.sum(0), a[0], a[1]]), 0)
+        cls_b = np.argmax(np.stack([255 - b.sum(0), b[0], b[1]]), 0)
+        agreement[head] = float((cls_a == cls_b).mean())
+    for head in ("nuclei_type", "gland_type"):
+        a, b = (np.asarray(maps[t][f"type/{head}/0"][:SIZE, :SIZE]) for t in ("144", "720"))
+        agreement[head] = float((a == b).mean())
+    print("argmax agreement, 448-in/144-out vs 1024-in/720-out:", agreement)
+    assert min(agreement.values()) >= 0.99
+
+
+def test_chunk_size_does_not_change_objects(phantom, tmp_path):
+    frames = []
+    for chunk in ("256", "4096"):
+        out = tmp_path / chunk
+        res = segment(str(phantom), "-o", str(out), *FAST, "--chunk", chunk, "--no-overlay")
+        assert res.exit_code == 0, res.output
+        frames.append(gpd.read_parquet(out / "phantom.parquet").sort_values("uuid").reset_index(drop=True))
+    a, b = frames
+    assert list(a.uuid) == list(b.uuid)
+    assert shapely.equals(np.asarray(a.geometry), np.asarray(b.geometry)).all()
+    # No duplicates at seams: nuclei never overlap each other.
+    nuc = a[a.task == "nuclei"].geometry.values
+    tree = shapely.STRtree(nuc)
+    i, j = tree.query(nuc, predicate="intersects")
+    pairs = i < j
+    overlap = shapely.area(shapely.intersection(nuc[i[pairs]], nuc[j[pairs]]))
+    assert (overlap < 1.0).all()
+
+
+def test_geojson_output_for_qupath(phantom, tmp_path):
+    res = segment(str(phantom), "-o", str(tmp_path), *FAST, "--format", "geojson", "--gzip", "--no-overlay")
+    assert res.exit_code == 0, res.output
+    data = json.loads(gzip.open(tmp_path / "phantom.geojson.gz").read())
+    assert data["type"] == "FeatureCollection" and data["features"]
+    kinds = {}
+    for feat in data["features"]:
+        uuid.UUID(feat["id"])
+        props = feat["properties"]
+        kinds.setdefault(props["task"], set()).add(props["objectType"])
+        assert set(props["classification"]) == {"name", "color"}
+        assert all(isinstance(v, (int, float)) for v in props["measurements"].values())
+    assert kinds["nuclei"] == {"detection"} and kinds["lumen"] == {"detection"}
+    assert kinds["gland"] == {"annotation"}
+    assert len(gpd.read_file(tmp_path / "phantom.geojson.gz")) == len(data["features"])
+
+
+def test_rerun_skips_and_overwrite_redoes(phantom, tmp_path):
+    assert segment(str(phantom), "-o", str(tmp_path), *FAST, "--no-overlay").exit_code == 0
+    before = (tmp_path / "phantom.run.json").stat().st_mtime_ns
+    res = cli("segment", str(phantom), "-o", str(tmp_path), *FAST[:-1], "--no-overlay")
+    assert res.exit_code == 0 and "skipped" in res.output
+    assert (tmp_path / "phantom.run.json").stat().st_mtime_ns == before
+    assert segment(str(phantom), "-o", str(tmp_path), *FAST, "--no-overlay", "--overwrite").exit_code == 0
+    assert (tmp_path / "phantom.run.json").stat().st_mtime_ns != before
+
+
+def test_interrupted_run_leaves_nothing_and_resumes(phantom, tmp_path, monkeypatch):
+    import cerberus_cli.inference.pipeline as pipeline
+
+    real = pipeline.process_window
+    calls = {"n": 0}
+
+    def crash_on_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "process_window", crash_on_second)
+    res = segment(str(phantom), "-o", str(tmp_path), *FAST, "--chunk", "256")
+    assert res.exit_code == 1 and "simulated crash" in res.output
+    assert list(tmp_path.iterdir()) == []  # no partial output, no work folder
+    monkeypatch.setattr(pipeline, "process_window", real)
+    assert segment(str(phantom), "-o", str(tmp_path), *FAST, "--chunk", "256").exit_code == 0
+    assert (tmp_path / "phantom.run.json").exists()
+
+
+def test_manifest_with_broken_slides_finishes_the_others(phantom, tmp_path):
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    shutil.copy(phantom, slides / "good.svs")
+    (slides / "renamed.svs").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    manifest = tmp_path / "slides.csv"
+    manifest.write_text("path\nrenamed.svs\nmissing.svs\ngood.svs\n")
+    out = tmp_path / "out"
+    res = cli("segment", "--manifest", str(manifest), "--slides-dir", str(slides), "-o", str(out),
+              *FAST[:-1], "--no-overlay")
+    assert res.exit_code == 1
+    assert "1 done, 0 skipped, 2 failed" in res.output
+    assert "renamed.svs" in res.output and "missing.svs" in res.output
+    assert (out / "good.run.json").exists()
+    assert sorted(p.name for p in out.iterdir()) == [
+        "good.parquet", "good.run.json", "good.tissue.png", "good.tissue.zarr"]
+
+
+def test_clean_errors(phantom, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("x")
+    res = cli("segment", str(phantom), "-o", str(not_a_dir))
+    assert res.exit_code == 2 and "not a folder" in res.output
+    res = cli("segment", str(phantom), "-o", str(tmp_path / "o"), "--model", "no-such-model")
+    assert res.exit_code == 2 and "unknown model" in res.output
+    res = cli("segment", str(phantom), "-o", str(tmp_path / "o"), "--tile", "100")
+    assert res.exit_code == 2 and "multiple of the network stride" in res.output
