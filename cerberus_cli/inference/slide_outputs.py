@@ -62,9 +62,6 @@ class SlideOutputs:
     # --- writing -------------------------------------------------------------------------
     def open(self, slide: Any, loaded: Any, options: SegmentOptions, scale: float) -> None:
         """Start the streaming writers for a slide about to be segmented."""
-        from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
-        from cerberus_cli.outputs.geoparquet import GeoParquetWriter
-        from cerberus_cli.outputs.overlay import OverlayCanvas
         from cerberus_cli.slides import thumbnail
 
         meta = {
@@ -76,11 +73,17 @@ class SlideOutputs:
         }
         overwrite = True  # stale outputs without a complete run record are ours to replace
         if options.format == "parquet":
+            from cerberus_cli.outputs.geoparquet import GeoParquetWriter
+
             self._writer = GeoParquetWriter(self.objects_path, meta, overwrite=overwrite)
         else:
+            from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
+
             self._writer = QuPathGeoJSONWriter(self.objects_path, gzip=options.gzip,
                                                overwrite=overwrite)
         if options.overlay:
+            from cerberus_cli.outputs.overlay import OverlayCanvas
+
             thumb_mpp = max(OVERLAY_MPP, slide.mpp)
             self._overlay = OverlayCanvas(thumbnail(slide, thumb_mpp), slide.mpp / thumb_mpp)
         self._slide_mpp = slide.mpp
