@@ -1,1 +1,31 @@
-"""slides"""
+"""Whole-slide reading: readers, resolution handling, tissue masks.
+
+``open_slide`` gives a :class:`Slide` (OpenSlide, tiffslide or plain-image
+backend, RGB uint8 whatever the file); ``read_scaled`` reads any region at any
+um/px; ``detect_tissue`` / ``load_mask`` say where the tissue is.
+"""
+
+from cerberus_cli.slides.backends import TileReadError
+from cerberus_cli.slides.info import slide_info
+from cerberus_cli.slides.masks import load_mask
+from cerberus_cli.slides.scale import best_level, read_scaled, scaled_size, thumbnail
+from cerberus_cli.slides.slide import BACKENDS, Slide, open_slide
+from cerberus_cli.slides.tissue import TissueMask, detect_tissue, tissue_from_rgb
+from cerberus_cli.slides.writer import write_slide
+
+__all__ = [
+    "BACKENDS",
+    "Slide",
+    "TileReadError",
+    "TissueMask",
+    "best_level",
+    "detect_tissue",
+    "load_mask",
+    "open_slide",
+    "read_scaled",
+    "scaled_size",
+    "slide_info",
+    "thumbnail",
+    "tissue_from_rgb",
+    "write_slide",
+]

@@ -1,0 +1,255 @@
+"""The three slide readers behind one small interface.
+
+Every backend reads a rectangle given in *level* pixel coordinates that lies
+entirely inside that level, and returns RGB uint8 with transparent pixels
+composited on white. Clipping to the slide, white padding and the recovery from
+undecodable tiles are done once, in :class:`cerberus_cli.slides.slide.Slide`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+
+class TileReadError(Exception):
+    """A region could not be decoded (corrupt or missing tile data)."""
+
+
+class Backend(Protocol):
+    """What :class:`~cerberus_cli.slides.slide.Slide` needs from a reader."""
+
+    name: str
+    vendor: str
+    properties: dict[str, str]
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    tile_sizes: tuple[tuple[int, int], ...]
+    associated_images: tuple[str, ...]
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray: ...
+
+    def associated_image(self, name: str) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def to_rgb(arr: np.ndarray) -> np.ndarray:
+    """Any 2-D/3-D image array as contiguous RGB uint8; alpha composited on white."""
+    if arr.dtype == np.uint16:
+        arr = (arr // 257).astype(np.uint8)
+    elif arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype != np.uint8:
+        raise TileReadError(f"unsupported pixel type {arr.dtype}")
+    if arr.ndim == 2:
+        return cv2.cvtColor(arr, cv2.COLOR_GRAY2RGB)
+    channels = arr.shape[2]
+    if channels == 3:
+        return np.ascontiguousarray(arr)
+    if channels == 1:
+        return cv2.cvtColor(np.ascontiguousarray(arr[..., 0]), cv2.COLOR_GRAY2RGB)
+    if channels == 2:  # grey + alpha
+        arr = np.concatenate([np.repeat(arr[..., :1], 3, axis=2), arr[..., 1:2]], axis=2)
+    elif channels != 4:
+        raise TileReadError(f"unsupported channel count {channels}")
+    alpha = arr[..., 3]
+    rgb = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_RGBA2RGB)
+    if alpha.min() == 255:  # the common case: opaque, no arithmetic
+        return rgb
+    a = alpha.astype(np.float32)[..., None] / 255.0
+    return (rgb * a + 255.0 * (1.0 - a) + 0.5).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- OpenSlide
+class OpenSlideBackend:
+    """OpenSlide (C library via ``openslide-python``)."""
+
+    name = "openslide"
+
+    def __init__(self, path: Path) -> None:
+        import openslide
+
+        self._openslide = openslide
+        self._path = path
+        self._osr = openslide.OpenSlide(str(path))
+        props = dict(self._osr.properties)
+        self.properties = props
+        self.vendor = props.get("openslide.vendor", "unknown")
+        self.level_dimensions = tuple(tuple(map(int, d)) for d in self._osr.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
+        self.tile_sizes = tuple(
+            (int(props.get(f"openslide.level[{i}].tile-width", 256)),
+             int(props.get(f"openslide.level[{i}].tile-height", 256)))
+            for i in range(len(self.level_dimensions))
+        )
+        self.associated_images = tuple(sorted(self._osr.associated_images.keys()))
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        ds = self.level_downsamples[level]
+        # OpenSlide takes level-0 coordinates; at a non-integer downsample it
+        # interpolates the sub-pixel remainder (< 0.5/ds level px here).
+        try:
+            img = self._osr.read_region((round(x * ds), round(y * ds)), level, (w, h))
+            arr = np.asarray(img)
+        except self._openslide.OpenSlideError as exc:
+            # An OpenSlide handle stays in its error state after a failed
+            # read: reopen it so the next region is read normally.
+            self._reopen()
+            raise TileReadError(str(exc)) from exc
+        return to_rgb(arr)
+
+    def _reopen(self) -> None:
+        try:
+            self._osr.close()
+        finally:
+            self._osr = self._openslide.OpenSlide(str(self._path))
+
+    def associated_image(self, name: str) -> np.ndarray:
+        return to_rgb(np.asarray(self._osr.associated_images[name]))
+
+    def close(self) -> None:
+        self._osr.close()
+
+
+# --------------------------------------------------------------------------- tiffslide
+def _level_tiffslide_class():
+    import tiffslide
+
+    class LevelTiffSlide(tiffslide.TiffSlide):
+        """TiffSlide whose ``read_region`` location is in level coordinates.
+
+        ``_read_region_loc_transform`` is tiffslide's documented hook for this;
+        it avoids the level-0 round trip (tiffslide truncates ``x / ds``).
+        """
+
+        def _read_region_loc_transform(self, location, level):
+            return location
+
+    return LevelTiffSlide
+
+
+class TiffSlideBackend:
+    """tiffslide (pure Python: tifffile + zarr + imagecodecs)."""
+
+    name = "tiffslide"
+
+    def __init__(self, path: Path) -> None:
+        self._ts = _level_tiffslide_class()(str(path))
+        props = {k: str(v) for k, v in self._ts.properties.items() if v is not None}
+        self.properties = props
+        self.vendor = props.get("tiffslide.vendor") or "generic-tiff"
+        self.level_dimensions = tuple(tuple(map(int, d)) for d in self._ts.level_dimensions)
+        self.level_downsamples = tuple(float(d) for d in self._ts.level_downsamples)
+        self.tile_sizes = tuple(
+            (int(props.get(f"tiffslide.level[{i}].tile-width", 256) or 256),
+             int(props.get(f"tiffslide.level[{i}].tile-height", 256) or 256))
+            for i in range(len(self.level_dimensions))
+        )
+        self.associated_images = tuple(sorted(self._ts.associated_images.keys()))
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        try:
+            arr = self._ts.read_region((x, y), level, (w, h), as_array=True, padding=False)
+        except Exception as exc:  # codec errors come as many types
+            raise TileReadError(f"{type(exc).__name__}: {exc}") from exc
+        return to_rgb(arr)
+
+    def associated_image(self, name: str) -> np.ndarray:
+        return to_rgb(np.asarray(self._ts.associated_images[name]))
+
+    def close(self) -> None:
+        self._ts.close()
+
+
+# --------------------------------------------------------------------------- plain images
+class ImageBackend:
+    """Plain PNG / JPEG / TIFF images: one level, no pyramid.
+
+    TIFF is read region by region through tifffile's zarr view (only the strips
+    or tiles touched are decoded). PNG and JPEG cannot be decoded partially; they
+    are decoded once, on the first read, and kept for the life of the handle.
+    """
+
+    name = "image"
+
+    def __init__(self, path: Path, kind: str) -> None:
+        from cerberus_cli.slides.sniff import jpeg_header, png_header
+
+        self._path = path
+        self._kind = kind
+        self._pixels: np.ndarray | None = None
+        self._zarr = None
+        self.properties: dict[str, str] = {"image.format": kind}
+        if kind == "tiff":
+            import tifffile
+            import zarr
+
+            self._tif = tifffile.TiffFile(str(path))
+            series = self._tif.series[0]
+            page = series.pages[0]
+            if series.axes not in ("YX", "YXS"):
+                raise TileReadError(f"unsupported TIFF axes {series.axes}")
+            height, width = series.shape[:2]
+            self._zarr = zarr.open(series.aszarr(level=0), mode="r")
+            tags = page.tags
+            if "ResolutionUnit" in tags and "XResolution" in tags:
+                unit = int(tags["ResolutionUnit"].value)
+                xr, yr = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
+                self.properties.update({
+                    "tiff.ResolutionUnit": {2: "inch", 3: "centimeter"}.get(unit, "none"),
+                    "tiff.XResolution": str(xr[0] / xr[1]) if xr[1] else "0",
+                    "tiff.YResolution": str(yr[0] / yr[1]) if yr[1] else "0",
+                })
+            tile = (page.tilewidth or width, page.tilelength or page.rowsperstrip or height)
+        elif kind in ("png", "jpeg"):
+            width, height, mpp = (png_header if kind == "png" else jpeg_header)(path)
+            if mpp is not None:
+                self.properties.update({
+                    "tiff.ResolutionUnit": "centimeter",
+                    "tiff.XResolution": str(1e4 / mpp),
+                    "tiff.YResolution": str(1e4 / mpp),
+                })
+            tile = (width, height)
+        else:
+            raise TileReadError(f"not a PNG, JPEG or TIFF image ({kind})")
+        self.vendor = kind
+        self.level_dimensions = ((int(width), int(height)),)
+        self.level_downsamples = (1.0,)
+        self.tile_sizes = (tuple(map(int, tile)),)
+        self.associated_images = ()
+
+    def _decoded(self) -> np.ndarray:
+        if self._pixels is None:
+            arr = cv2.imread(str(self._path), cv2.IMREAD_UNCHANGED)
+            if arr is None:
+                raise TileReadError("the image data cannot be decoded")
+            if arr.ndim == 3 and arr.shape[2] == 3:
+                arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
+            elif arr.ndim == 3 and arr.shape[2] == 4:
+                arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
+            self._pixels = arr
+        return self._pixels
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        try:
+            if self._zarr is not None:
+                arr = np.asarray(self._zarr[y:y + h, x:x + w])
+            else:
+                arr = self._decoded()[y:y + h, x:x + w]
+        except TileReadError:
+            raise
+        except Exception as exc:
+            raise TileReadError(f"{type(exc).__name__}: {exc}") from exc
+        return to_rgb(arr)
+
+    def associated_image(self, name: str) -> np.ndarray:
+        raise KeyError(name)
+
+    def close(self) -> None:
+        if self._kind == "tiff":
+            self._tif.close()
+        self._pixels = None
