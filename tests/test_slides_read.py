@@ -167,3 +167,29 @@ def test_associated_images(slides):
         assert label.shape == (60, 50, 3) and label.dtype == np.uint8
         with pytest.raises(InputError, match="no associated image"):
             s.associated_image("barcode")
+
+
+def test_openslide_fast_path_matches_public_api_and_composites_white(slides):
+    from cerberus_cli.slides.backends import OpenSlideBackend, to_rgb
+
+    b = OpenSlideBackend(slides[("svs", "zlib")])
+    # straddles the slide's top-left corner: OpenSlide returns transparent pixels there
+    fast = b._read_raw(-40, -30, 0, 100, 80)
+    public = to_rgb(np.asarray(b._osr.read_region((-40, -30), 0, (100, 80))))
+    np.testing.assert_array_equal(fast, public)
+    assert (fast[:30] == 255).all() and (fast[:, :40] == 255).all()
+    assert not (fast[30:, 40:] == 255).all()
+    b.close()
+
+
+def test_to_rgb_normalises_pixel_layouts():
+    from cerberus_cli.slides.backends import to_rgb
+
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = [[255, 0], [128, 255]]
+    out = to_rgb(rgba)
+    assert out.tolist()[0] == [[200, 0, 0], [255, 255, 255]]
+    assert out[1, 0].tolist() == [227, 127, 127]  # 200 * 128/255 + 255 * 127/255
+    grey16 = np.full((2, 3), 65535, np.uint16)
+    assert (to_rgb(grey16) == 255).all() and to_rgb(grey16).shape == (2, 3, 3)
