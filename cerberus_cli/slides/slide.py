@@ -61,9 +61,10 @@ def check_tiff_complete(path: Path) -> None:
         with tifffile.TiffFile(str(path)) as tf:
             end = 0
             for page in tf.pages:
-                offsets, counts = page.dataoffsets, page.databytecounts
-                if len(offsets):
-                    end = max(end, max(int(o) + int(c) for o, c in zip(offsets, counts)))
+                offsets = np.asarray(page.dataoffsets, np.int64)
+                counts = np.asarray(page.databytecounts, np.int64)
+                if offsets.size:
+                    end = max(end, int((offsets + counts).max()))
     except Exception as exc:
         raise InputError(f"{path}: corrupt or truncated TIFF ({_first_line(exc)})") from None
     if end > size:
