@@ -193,3 +193,27 @@ def test_to_rgb_normalises_pixel_layouts():
     assert out[1, 0].tolist() == [227, 127, 127]  # 200 * 128/255 + 255 * 127/255
     grey16 = np.full((2, 3), 65535, np.uint16)
     assert (to_rgb(grey16) == 255).all() and to_rgb(grey16).shape == (2, 3, 3)
+
+
+def test_non_integer_ratio_stays_aligned(tmp_path, source):
+    from cerberus_cli.slides import write_slide
+
+    path = write_slide(tmp_path / "frac.tif", source, 0.3, layout="tiff", compression="zlib")
+    s = open_slide(path)
+    assert scaled_size(s, 0.5) == (780, 600)
+    ref = cv2.resize(source, (780, 600), interpolation=cv2.INTER_AREA)  # one global resize
+    for x, y in ((100, 100), (333, 217), (517, 401)):
+        want = ref[y:y + 150, x:x + 150].astype(int)
+        err = np.abs(read_scaled(s, x, y, 150, 150, 0.5).astype(int) - want).mean()
+        shifted = np.abs(read_scaled(s, x + 1, y, 150, 150, 0.5).astype(int) - want).mean()
+        # within half a level pixel: far closer than a one-pixel shift
+        assert err < 7 and shifted > 2 * err
+
+
+def test_large_reads_are_banded(slides, monkeypatch):
+    from cerberus_cli.slides import scale
+
+    s = open_slide(slides[("svs", "zlib")])
+    whole = read_scaled(s, 0, 0, 650, 500, 0.5)
+    monkeypatch.setattr(scale, "_BAND_PIXELS", 50_000)  # forces ~30 bands
+    np.testing.assert_array_equal(read_scaled(s, 0, 0, 650, 500, 0.5), whole)
