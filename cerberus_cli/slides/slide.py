@@ -245,8 +245,9 @@ def open_slide(path: str | os.PathLike, backend: str = "auto", mpp: float | None
             candidate.close()
         # OpenSlide reads a single-level generic TIFF; tiffslide may see the
         # pyramid in SubIFDs, so it gets a look before OpenSlide is accepted.
-        if backend == "auto" and not (reader.name == "openslide" and reader.vendor == "generic-tiff"
-                                      and len(reader.level_dimensions) == 1):
+        single_generic = (reader.name == "openslide" and reader.vendor == "generic-tiff"
+                          and len(reader.level_dimensions) == 1)
+        if name != "openslide" or not single_generic:
             break
     if reader is None:
         raise InputError(f"{p}: not a readable slide or image ({'; '.join(errors)})")
