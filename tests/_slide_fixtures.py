@@ -27,8 +27,8 @@ def he_tissue(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     """An H&E-like image on glass and its true tissue mask.
 
     Tissue: three filled ellipses, pink stroma texture with purple nuclei. The
-    image also carries distractors that are *not* tissue: a blue and a green
-    pen stroke and dark grey dust specks.
+    image also carries distractors that are *not* tissue: blue, green and black
+    pen strokes and dark grey dust specks.
     """
     rng = np.random.default_rng(seed)
     img = np.empty((height, width, 3), np.uint8)
@@ -50,6 +50,8 @@ def he_tissue(height: int, width: int, seed: int = 0) -> tuple[np.ndarray, np.nd
              (35, 70, 175), max(3, width // 100))
     cv2.line(img, (int(0.92 * width), int(0.05 * height)), (int(0.93 * width), int(0.40 * height)),
              (40, 150, 80), max(3, width // 100))
+    cv2.line(img, (int(0.05 * width), int(0.04 * height)), (int(0.45 * width), int(0.05 * height)),
+             (25, 25, 30), max(3, width // 100))  # black marker
     for k in range(12):
         x, y = int(rng.uniform(0.55, 0.9) * width), int(rng.uniform(0.05, 0.3) * height)
         cv2.circle(img, (x, y), max(2, width // 150), (45, 45, 48), -1)

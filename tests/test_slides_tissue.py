@@ -38,6 +38,7 @@ def test_detects_known_tissue_area_and_ignores_pen_and_dust(tissue_slide):
     # the pen strokes' rows/columns carry no tissue at all
     assert not full[int(0.9 * H):, :].any()
     assert not full[: int(0.4 * H), int(0.9 * W):].any()
+    assert not full[: int(0.08 * H), : int(0.5 * W)].any()  # black marker
 
 
 def test_blank_glass_has_no_tissue():
