@@ -133,3 +133,20 @@ def test_plain_images(tmp_path, image):
         open_slide(strip, backend="pil")
     with pytest.raises(InputError, match="openslide: "):
         open_slide(png, backend="openslide")
+
+
+def test_large_jpeg_has_reduced_levels(tmp_path):
+    from cerberus_cli.slides import thumbnail
+
+    big = smooth_image(3001, 4099, seed=4)
+    jpg = tmp_path / "big.jpg"
+    cv2.imwrite(str(jpg), cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    s = open_slide(jpg, mpp=0.5)
+    assert s.level_dimensions == ((4099, 3001), (2050, 1501), (1025, 751), (513, 376))
+    th = thumbnail(s, 4.0)  # 8x: decoded straight from the 1/8 level
+    assert th.shape == (376, 513, 3)
+    assert s._handle._pixels.keys() == {3}  # level 0 never decoded
+    assert s.level_downsamples == (1.0, 2.0, 4.0, 8.0)
+    # level pixel i averages level-0 pixels [8i, 8i + 8): compare whole blocks
+    want = cv2.resize(big[:3000, :4096], (512, 375), interpolation=cv2.INTER_AREA).astype(int)
+    assert np.abs(th[:375, :512].astype(int) - want).mean() < 6

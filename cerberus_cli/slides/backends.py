@@ -203,12 +203,18 @@ class TiffSlideBackend:
 
 
 # --------------------------------------------------------------------------- plain images
+# Reduced JPEG levels are offered down to this many pixels on the long side.
+_MIN_JPEG_LEVEL = 512
+_JPEG_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                 8: cv2.IMREAD_REDUCED_COLOR_8}
 class ImageBackend:
     """Plain PNG / JPEG / TIFF images: one level, no pyramid.
 
     TIFF is read region by region through tifffile's zarr view (only the strips
     or tiles touched are decoded). PNG and JPEG cannot be decoded partially; they
     are decoded once, on the first read, and kept for the life of the handle.
+    A large JPEG also offers levels at 1/2, 1/4 and 1/8, decoded directly at that
+    size by libjpeg's DCT scaling, so its thumbnail never decodes the full image.
     """
 
     name = "image"
@@ -218,7 +224,7 @@ class ImageBackend:
 
         self._path = path
         self._kind = kind
-        self._pixels: np.ndarray | None = None
+        self._pixels: dict[int, np.ndarray] = {}
         self._zarr = None
         self.properties: dict[str, str] = {"image.format": kind}
         if kind == "tiff":
@@ -254,29 +260,37 @@ class ImageBackend:
         else:
             raise TileReadError(f"not a PNG, JPEG or TIFF image ({kind})")
         self.vendor = kind
-        self.level_dimensions = ((int(width), int(height)),)
-        self.level_downsamples = (1.0,)
-        self.tile_sizes = (tuple(map(int, tile)),)
+        factors = [1]
+        if kind == "jpeg":
+            factors += [d for d in (2, 4, 8) if max(width, height) // d >= _MIN_JPEG_LEVEL]
+        # libjpeg's scaled output is ceil(size / factor)
+        sizes = [(-(-int(width) // d), -(-int(height) // d)) for d in factors]
+        self._factors = factors
+        self.level_dimensions = tuple(sizes)
+        # exactly d: level pixel i is the DCT average of level-0 pixels [d*i, d*i + d)
+        self.level_downsamples = tuple(float(d) for d in factors)
+        self.tile_sizes = (tuple(map(int, tile)),) + tuple(sizes[1:])
         self.associated_images = ()
 
-    def _decoded(self) -> np.ndarray:
-        if self._pixels is None:
-            arr = cv2.imread(str(self._path), cv2.IMREAD_UNCHANGED)
+    def _decoded(self, level: int) -> np.ndarray:
+        if level not in self._pixels:
+            flag = _JPEG_REDUCED[self._factors[level]] if level else cv2.IMREAD_UNCHANGED
+            arr = cv2.imread(str(self._path), flag)
             if arr is None:
                 raise TileReadError("the image data cannot be decoded")
             if arr.ndim == 3 and arr.shape[2] == 3:
                 arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
             elif arr.ndim == 3 and arr.shape[2] == 4:
                 arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA)
-            self._pixels = arr
-        return self._pixels
+            self._pixels[level] = arr
+        return self._pixels[level]
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         try:
             if self._zarr is not None:
                 arr = np.asarray(self._zarr[y:y + h, x:x + w])
             else:
-                arr = self._decoded()[y:y + h, x:x + w]
+                arr = self._decoded(level)[y:y + h, x:x + w]
         except TileReadError:
             raise
         except Exception as exc:
@@ -289,4 +303,4 @@ class ImageBackend:
     def close(self) -> None:
         if self._kind == "tiff":
             self._tif.close()
-        self._pixels = None
+        self._pixels = {}
