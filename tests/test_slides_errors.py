@@ -150,3 +150,14 @@ def test_large_jpeg_has_reduced_levels(tmp_path):
     # level pixel i averages level-0 pixels [8i, 8i + 8): compare whole blocks
     want = cv2.resize(big[:3000, :4096], (512, 375), interpolation=cv2.INTER_AREA).astype(int)
     assert np.abs(th[:375, :512].astype(int) - want).mean() < 6
+
+
+def test_corrupt_png_data_is_an_input_error(tmp_path, image):
+    ok, buf = cv2.imencode(".png", image)
+    data = bytearray(buf.tobytes())
+    data[200:-20] = bytes(len(data) - 220)  # header intact, pixel data zeroed
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(bytes(data))
+    s = open_slide(bad, mpp=0.5)
+    with pytest.raises(InputError, match=r"bad\.png: cannot decode the PNG image data"):
+        s.read_level(0, 0, 0, 10, 10)

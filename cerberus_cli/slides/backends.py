@@ -16,6 +16,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from cerberus_cli.errors import InputError
+
 
 class TileReadError(Exception):
     """A region could not be decoded (corrupt or missing tile data)."""
@@ -277,7 +279,10 @@ class ImageBackend:
             flag = _JPEG_REDUCED[self._factors[level]] if level else cv2.IMREAD_UNCHANGED
             arr = cv2.imread(str(self._path), flag)
             if arr is None:
-                raise TileReadError("the image data cannot be decoded")
+                # The whole file is one tile: failing it is an input error, not a bad tile.
+                raise InputError(
+                    f"{self._path}: cannot decode the {self._kind.upper()} image data (corrupt, "
+                    f"or over OpenCV's limit of 2^30 pixels per image)")
             if arr.ndim == 3 and arr.shape[2] == 3:
                 arr = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
             elif arr.ndim == 3 and arr.shape[2] == 4:
@@ -291,7 +296,7 @@ class ImageBackend:
                 arr = np.asarray(self._zarr[y:y + h, x:x + w])
             else:
                 arr = self._decoded(level)[y:y + h, x:x + w]
-        except TileReadError:
+        except (TileReadError, InputError):
             raise
         except Exception as exc:
             raise TileReadError(f"{type(exc).__name__}: {exc}") from exc
