@@ -1,0 +1,126 @@
+"""Read object files (our GeoParquet or (QuPath) GeoJSON) into one table layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import shape
+
+from cerberus_cli.errors import InputError
+from cerberus_cli.outputs.classes import class_id_for
+from cerberus_cli.outputs.geojson import AREA_NAME, PERIMETER_NAME, PROBABILITY_NAME
+
+#: Columns of :func:`read_objects` results, in order (geometry last).
+COLUMNS = ["uuid", "task", "class_id", "class_name", "probability", "centroid_x",
+           "centroid_y", "area_um2", "perimeter_um", "parent_uuid", "geometry"]
+
+_DTYPES = {"class_id": "int16", "probability": "float32", "centroid_x": "float64",
+           "centroid_y": "float64", "area_um2": "float64", "perimeter_um": "float64"}
+
+
+def read_objects(path: str | os.PathLike) -> gpd.GeoDataFrame:
+    """Objects of a GeoParquet, GeoJSON or gzipped GeoJSON file as a GeoDataFrame.
+
+    The columns are :data:`COLUMNS` whatever the format. GeoJSON from other
+    tools (e.g. exported by QuPath) may lack some fields: ``class_id`` is then
+    looked up from the class name (-1 when unknown), missing measurements are NaN
+    and the centroid is computed from the geometry.
+
+    Raises:
+        InputError: the file is missing, not one of these formats, or malformed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    try:
+        if head == b"PAR1":
+            return _read_parquet(path)
+        return _read_geojson(path, gzipped=head[:2] == b"\x1f\x8b")
+    except InputError:
+        raise
+    except Exception as exc:  # any parser failure means a malformed file
+        raise InputError(f"{path}: cannot read objects ({type(exc).__name__}: {exc})") from exc
+
+
+def _read_parquet(path: Path) -> gpd.GeoDataFrame:
+    try:
+        gdf = gpd.read_parquet(path)
+    except ValueError as exc:
+        raise InputError(f"{path}: not a GeoParquet file ({exc})") from exc
+    missing = [c for c in COLUMNS if c not in gdf.columns]
+    if missing:
+        raise InputError(f"{path}: missing columns {', '.join(missing)}")
+    return _finish(gdf[COLUMNS])
+
+
+def _read_geojson(path: Path, gzipped: bool) -> gpd.GeoDataFrame:
+    opener = gzip.open if gzipped else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        doc = json.load(fh)
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        features = doc.get("features", [])
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        features = [doc]
+    elif isinstance(doc, list):  # QuPath may export a bare list of Features
+        features = doc
+    else:
+        raise InputError(f"{path}: not a GeoJSON FeatureCollection or Feature list")
+    rows = [_feature_row(f, path, i) for i, f in enumerate(features)]
+    if not rows:
+        frame = pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS[:-1]})
+        return _finish(gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([]), crs=None))
+    gdf = gpd.GeoDataFrame(pd.DataFrame(rows), geometry="geometry", crs=None)
+    missing_centroid = gdf["centroid_x"].isna().to_numpy()
+    if missing_centroid.any():
+        c = shapely.centroid(gdf.geometry.values[missing_centroid])
+        gdf.loc[missing_centroid, "centroid_x"] = shapely.get_x(c)
+        gdf.loc[missing_centroid, "centroid_y"] = shapely.get_y(c)
+    return _finish(gdf[COLUMNS])
+
+
+def _feature_row(feature: Any, path: Path, index: int) -> dict[str, Any]:
+    if not isinstance(feature, dict) or feature.get("geometry") is None:
+        raise InputError(f"{path}: feature {index} has no geometry")
+    props = feature.get("properties") or {}
+    cls = props.get("classification") or {}
+    meas = props.get("measurements") or {}
+    if isinstance(meas, list):  # older QuPath: [{"name": ..., "value": ...}]
+        meas = {m.get("name"): m.get("value") for m in meas}
+    task = str(props.get("task", "nuclei" if props.get("objectType") == "detection"
+                         else "gland"))
+    name = str(cls.get("name", ""))
+    class_id = props.get("class_id")
+    return {
+        "uuid": str(feature.get("id") or props.get("uuid") or ""),
+        "task": task,
+        "class_id": int(class_id) if class_id is not None else class_id_for(task, name),
+        "class_name": name,
+        "probability": _float(meas.get(PROBABILITY_NAME)),
+        "centroid_x": np.nan,
+        "centroid_y": np.nan,
+        "area_um2": _float(meas.get(AREA_NAME)),
+        "perimeter_um": _float(meas.get(PERIMETER_NAME)),
+        "parent_uuid": props.get("parent_uuid"),
+        "geometry": shape(feature["geometry"]),
+    }
+
+
+def _float(v: Any) -> float:
+    return float(v) if v is not None else np.nan
+
+
+def _finish(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+    gdf = gdf.astype(_DTYPES)
+    gdf["parent_uuid"] = gdf["parent_uuid"].astype(object).where(gdf["parent_uuid"].notna(),
+                                                                  None)
+    return gdf.reset_index(drop=True)
