@@ -1,0 +1,264 @@
+"""Chunked post-processing with ownership: each object decided in exactly one chunk.
+
+A slide's maps are post-processed chunk by chunk. Each chunk carries its maps
+plus a margin around the ``core`` box it owns. Within a chunk:
+
+* objects touching a side of the array where the array extends beyond the core
+  (a margin side) are dropped: they may be cut, and a neighbour sees them whole.
+  Sides where the core reaches the array edge (the edge of the slide grid) do
+  not cut anything: nothing lies beyond them.
+* of the rest, the chunk keeps the objects it owns: those whose pixel centroid
+  lies in ``core``. The test uses integer pixel-index sums in the global grid
+  (``x0 * n <= sum(x) < x1 * n``), so it is exact and the same in every chunk.
+
+With a margin of at least :func:`required_margin` px, each object is whole in
+the chunk that owns it, so chunked and whole-image post-processing give the
+same objects with the same polygons.
+
+Object UUIDs are deterministic: uuid5 of the slide ``key``, the task and the
+object's integer pixel moments (count, sum of x, sum of y in the global grid).
+Reruns give the same ids, and a lumen's chunk can name its gland's UUID even
+when another chunk owns (and writes) that gland.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_mod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cerberus_cli.model.config import LUMEN_CLASSES, ModelConfig
+from cerberus_cli.outputs.records import OBJECT_NAMESPACE, ObjectRecord, make_record
+from cerberus_cli.postprocess.instances import (
+    as_probability, gland_instances, lumen_instances, nuclei_instances,
+)
+from cerberus_cli.postprocess.options import PostprocessOptions
+from cerberus_cli.postprocess.polygons import label_polygons
+from cerberus_cli.postprocess.types import vote_types
+
+#: Instance heads this module knows how to post-process (head name = task name).
+INSTANCE_TASKS = ("gland", "lumen", "nuclei")
+
+
+@dataclass
+class ChunkMaps:
+    """Maps of one chunk at the model resolution.
+
+    ``origin``: (x, y) of ``array[0, 0]`` in the model-resolution grid.
+    ``core``: (x0, y0, x1, y1) box owned by this chunk, same grid, end-exclusive.
+    ``prob``: instance head -> (2, H, W) inner/boundary probabilities (float 0..1
+    or uint8 0..255). ``types``: type head -> (H, W) uint8 class ids.
+    ``valid``: (H, W) bool of computed pixels (None: all computed).
+    """
+
+    origin: tuple[int, int]
+    core: tuple[int, int, int, int]
+    prob: dict[str, np.ndarray]
+    types: dict[str, np.ndarray] = field(default_factory=dict)
+    valid: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the chunk arrays."""
+        first = next(iter(self.prob.values()))
+        return int(first.shape[-2]), int(first.shape[-1])
+
+    def check(self) -> None:
+        """Raise ValueError when arrays disagree in shape or the core leaves the array."""
+        if not self.prob:
+            raise ValueError("chunk has no instance maps")
+        h, w = self.shape
+        for name, a in self.prob.items():
+            if a.ndim != 3 or a.shape[0] != 2 or a.shape[1:] != (h, w):
+                raise ValueError(f"prob[{name!r}] has shape {a.shape}, expected (2, {h}, {w})")
+        for name, a in self.types.items():
+            if a.shape != (h, w):
+                raise ValueError(f"types[{name!r}] has shape {a.shape}, expected ({h}, {w})")
+        if self.valid is not None and self.valid.shape != (h, w):
+            raise ValueError(f"valid has shape {self.valid.shape}, expected ({h}, {w})")
+        ox, oy = self.origin
+        x0, y0, x1, y1 = self.core
+        if not (ox <= x0 <= x1 <= ox + w and oy <= y0 <= y1 <= oy + h):
+            raise ValueError(f"core {self.core} is not inside the array at {self.origin} "
+                             f"of size {w}x{h}")
+
+
+def required_margin(options: PostprocessOptions = PostprocessOptions(),
+                    tasks: tuple[str, ...] = INSTANCE_TASKS) -> int:
+    """Chunk margin (model-grid px) so every object of ``tasks`` is whole in its owner.
+
+    The largest object extent plus the reach of the post-processing around it
+    (erosion/watershed for nuclei; growth kernel for glands and lumina). Lumina
+    need their whole gland (lumen filter and parent link), so they take the
+    gland margin. Rounded up to even so 2x-downsampled blocks stay aligned.
+    """
+    need = [0]
+    if "nuclei" in tasks:
+        need.append(options.max_nucleus_px + 4)
+    if "gland" in tasks or "lumen" in tasks:
+        need.append(max(options.max_gland_px, options.max_lumen_px)
+                    + options.gland_kernel_px + 2 * options.gland_downsample)
+    m = max(need)
+    return m + (m % 2)
+
+
+def object_uuid_from_moments(key: str, task: str, n: int, sx: int, sy: int) -> str:
+    """Deterministic object UUID from exact integer pixel moments in the global grid."""
+    return str(uuid_mod.uuid5(OBJECT_NAMESPACE, f"{key}|{task}|{n}|{sx}|{sy}"))
+
+
+@dataclass
+class _Objects:
+    """Label map of one head plus per-object integer moments in the global grid."""
+
+    labels: np.ndarray
+    n: np.ndarray    # pixel count per label (index 0 = background)
+    sx: np.ndarray   # sum of global x indices
+    sy: np.ndarray   # sum of global y indices
+    cut: np.ndarray  # touches a margin side of the array
+
+    @staticmethod
+    def of(labels: np.ndarray, origin: tuple[int, int], cut_sides: tuple[bool, ...]) -> "_Objects":
+        h, w = labels.shape
+        count = int(labels.max()) + 1
+        flat = labels.ravel()
+        n = np.bincount(flat, minlength=count).astype(np.int64)
+        # Row/column sums avoid materialising index images.
+        sx_local = np.bincount(flat, weights=np.tile(np.arange(w, dtype=np.float64), h),
+                               minlength=count)
+        sy_local = np.bincount(flat, weights=np.repeat(np.arange(h, dtype=np.float64), w),
+                               minlength=count)
+        sx = np.rint(sx_local).astype(np.int64) + n * origin[0]
+        sy = np.rint(sy_local).astype(np.int64) + n * origin[1]
+        cut = np.zeros(count, bool)
+        left, top, right, bottom = cut_sides
+        for side, edge in ((left, labels[:, 0]), (top, labels[0, :]),
+                           (right, labels[:, -1]), (bottom, labels[-1, :])):
+            if side:
+                cut[edge] = True
+        cut[0] = True
+        return _Objects(labels, n, sx, sy, cut)
+
+    def owned(self, core: tuple[int, int, int, int]) -> np.ndarray:
+        """Labels (ascending) not cut and with their centroid inside ``core``."""
+        x0, y0, x1, y1 = core
+        ok = ((~self.cut) & (self.n > 0)
+              & (x0 * self.n <= self.sx) & (self.sx < x1 * self.n)
+              & (y0 * self.n <= self.sy) & (self.sy < y1 * self.n))
+        return np.flatnonzero(ok)
+
+
+def _aligned_labels(fn, arrays: list[np.ndarray], origin: tuple[int, int],
+                    factor: int) -> np.ndarray:
+    """Run a label function with the arrays padded so blocks align to the global grid."""
+    py, px = origin[1] % factor, origin[0] % factor
+    if py == px == 0:
+        return fn(*arrays)
+    padded = [np.pad(a, ((py, 0), (px, 0))) for a in arrays]
+    return np.ascontiguousarray(fn(*padded)[py:, px:])
+
+
+def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOptions,
+                  scale: float, mpp: float, key: str = "") -> list[ObjectRecord]:
+    """Objects owned by one chunk, as records with polygons in level-0 px.
+
+    Runs the instance post-processing of every instance head of ``config``
+    (gland before lumen: lumina are kept only inside glands and linked to the
+    enclosing gland via ``parent_uuid``), the type vote of each head's type head
+    (``probability`` = vote share; heads without a type head, i.e. lumina, get
+    class 1 of ``LUMEN_CLASSES`` and their mean foreground probability), then
+    polygons scaled by ``scale`` (level-0 px per grid px). ``mpp`` is the
+    slide's level-0 mpp (for areas); ``key`` (e.g. the slide name) enters the
+    deterministic UUIDs.
+    """
+    maps.check()
+    heads = [h.name for h in config.heads_of_kind("instance")]
+    unknown = [h for h in heads if h not in INSTANCE_TASKS]
+    if unknown:
+        raise ValueError(f"no post-processing for instance head(s) {unknown}")
+    missing = [h for h in heads if h not in maps.prob]
+    if missing:
+        raise ValueError(f"chunk lacks maps of instance head(s) {missing}")
+
+    h, w = maps.shape
+    ox, oy = maps.origin
+    x0, y0, x1, y1 = maps.core
+    cut_sides = (x0 > ox, y0 > oy, x1 < ox + w, y1 < oy + h)
+    valid = None if maps.valid is None else maps.valid.astype(np.float32)
+
+    def maps_of(name: str) -> tuple[np.ndarray, np.ndarray]:
+        inner, boundary = as_probability(maps.prob[name][0]), as_probability(maps.prob[name][1])
+        if valid is not None:  # never computed -> no evidence of an object
+            inner, boundary = inner * valid, boundary * valid
+        return inner, boundary
+
+    records: list[ObjectRecord] = []
+    glands: _Objects | None = None
+    for name in sorted(heads, key=INSTANCE_TASKS.index):
+        inner, boundary = maps_of(name)
+        if name == "nuclei":
+            labels = nuclei_instances(inner, boundary, options)
+        elif name == "gland":
+            labels = _aligned_labels(lambda i, b: gland_instances(i, b, options),
+                                     [inner, boundary], maps.origin, options.gland_downsample)
+        else:
+            gl = glands.labels if glands is not None else np.ones((h, w), np.int32)
+            labels = _aligned_labels(lambda i, b, g: lumen_instances(i, b, g, options),
+                                     [inner, boundary, gl], maps.origin,
+                                     options.gland_downsample)
+        objs = _Objects.of(labels, maps.origin, cut_sides)
+        if name == "gland":
+            glands = objs
+        ids = objs.owned(maps.core)
+        if ids.size == 0:
+            continue
+        class_ids, class_names, probs = _classify(name, objs, ids, inner, boundary, maps, config)
+        parents = _parents(objs, ids, glands, key) if name == "lumen" and glands is not None \
+            else [None] * ids.size
+        geoms = label_polygons(labels, ids.tolist(), offset=(float(ox), float(oy)),
+                               scale=scale, simplify=options.simplify_px)
+        for j, i in enumerate(ids):
+            if geoms[j] is None:
+                continue
+            uid = object_uuid_from_moments(key, name, int(objs.n[i]), int(objs.sx[i]),
+                                           int(objs.sy[i]))
+            records.append(make_record(geoms[j], name, int(class_ids[j]), class_names[j],
+                                       float(probs[j]), mpp, parent_uuid=parents[j], uuid=uid))
+    return records
+
+
+def _classify(name: str, objs: _Objects, ids: np.ndarray, inner: np.ndarray,
+              boundary: np.ndarray, maps: ChunkMaps, config: ModelConfig):
+    """Class ids, names and probabilities of the objects ``ids``."""
+    type_head = config.type_head_for(name)
+    if type_head is not None:
+        if type_head.name not in maps.types:
+            raise ValueError(f"chunk lacks the type map {type_head.name!r} of head {name!r}")
+        cls, share = vote_types(objs.labels, maps.types[type_head.name], type_head.channels,
+                                n_objects=len(objs.n) - 1)
+        names = type_head.class_names()
+        return cls[ids - 1], [names[c] for c in cls[ids - 1]], share[ids - 1]
+    fg = np.bincount(objs.labels.ravel(), weights=(inner + boundary).ravel(),
+                     minlength=len(objs.n))
+    prob = np.clip(fg[ids] / np.maximum(objs.n[ids], 1), 0.0, 1.0)
+    return np.ones(ids.size, np.int16), [LUMEN_CLASSES[1].name] * ids.size, prob
+
+
+def _parents(lumina: _Objects, ids: np.ndarray, glands: _Objects, key: str) -> list[str | None]:
+    """UUID of the gland overlapping each lumen most (None if that gland is cut)."""
+    ng = len(glands.n)
+    sel = lumina.labels.ravel() > 0
+    pairs = np.bincount(lumina.labels.ravel()[sel].astype(np.int64) * ng
+                        + glands.labels.ravel()[sel], minlength=len(lumina.n) * ng)
+    pairs = pairs.reshape(len(lumina.n), ng)[:, 1:]
+    out: list[str | None] = []
+    for i in ids:
+        if pairs[i].max() == 0:
+            out.append(None)
+            continue
+        g = int(pairs[i].argmax()) + 1
+        # A gland cut by the array border has partial moments: its id would be wrong.
+        out.append(None if glands.cut[g] else object_uuid_from_moments(
+            key, "gland", int(glands.n[g]), int(glands.sx[g]), int(glands.sy[g])))
+    return out
