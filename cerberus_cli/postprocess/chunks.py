@@ -198,7 +198,7 @@ def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOpti
     for name in sorted(heads, key=INSTANCE_TASKS.index):
         inner, boundary = maps_of(name)
         if name == "nuclei":
-            labels = nuclei_instances(inner, boundary, options)
+            labels = nuclei_instances(inner, boundary, options, maps.origin)
         elif name == "gland":
             labels = _aligned_labels(lambda i, b: gland_instances(i, b, options),
                                      [inner, boundary], maps.origin, options.gland_downsample)

@@ -62,9 +62,30 @@ def _ellipse(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
+def tie_breaker(shape: tuple[int, int], origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """A fixed pseudo-random value in [0, 1) per global grid position.
+
+    The watershed floods pixels of equal height in an order that depends on
+    everything else in the array; a perturbation far below the map's precision
+    that depends only on the global position makes the flooding order, and so
+    the split between touching nuclei, the same in every chunk.
+    """
+    h, w = shape
+    gy = np.arange(origin[1], origin[1] + h, dtype=np.uint64)[:, None]
+    gx = np.arange(origin[0], origin[0] + w, dtype=np.uint64)[None, :]
+    mixed = (gx * np.uint64(0x9E3779B1)) ^ (gy * np.uint64(0x85EBCA77))
+    mixed = (mixed ^ (mixed >> np.uint64(15))) * np.uint64(0x2C1B3C6D)
+    return ((mixed >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.float64) / float(1 << 24)
+
+
 def nuclei_instances(inner: np.ndarray, boundary: np.ndarray,
-                     options: PostprocessOptions = PostprocessOptions()) -> np.ndarray:
-    """Nucleus labels: marker-controlled watershed of ``-inner`` inside the mask."""
+                     options: PostprocessOptions = PostprocessOptions(),
+                     origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Nucleus labels: marker-controlled watershed of ``-inner`` inside the mask.
+
+    ``origin`` (grid position of ``inner[0, 0]``) only seeds the tie-breaking of
+    equal heights, so that chunks of one grid split touching nuclei identically.
+    """
     inner = as_probability(inner)
     boundary = as_probability(boundary)
     t = options.nuclei_threshold
@@ -73,7 +94,8 @@ def nuclei_instances(inner: np.ndarray, boundary: np.ndarray,
     markers, n = label_components(inner > t, options.nuclei_min_marker_px)
     if n == 0:
         return np.zeros(inner.shape, np.int32)
-    labels = watershed(-inner, markers, mask=mask)
+    height = tie_breaker(inner.shape, origin) * 1e-9 - inner.astype(np.float64)
+    labels = watershed(height, markers, mask=mask)
     return relabel_sequential(labels.astype(np.int32, copy=False), options.nuclei_min_size_px)
 
 
