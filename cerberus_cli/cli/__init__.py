@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "model": "cerberus_cli.cli.model_info:model_info",
     "train": "cerberus_cli.cli.train:train",
     "segment": "cerberus_cli.cli.segment:segment",
+    "synth": "cerberus_cli.cli.synth:synth",
 }
 
 

@@ -1,0 +1,46 @@
+"""``cerberus synth``: synthetic H&E phantoms with exact labels (tiles and slides)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group("synth")
+def synth() -> None:
+    """Generate phantom H&E colon tissue with exact labels for every task.
+
+    \b
+    Examples:
+      cerberus synth tiles -o phantoms/ --count 200 --size 448 --seed 1
+      cerberus synth slide phantom.svs --size 8192x8192 --seed 1 --mpp 0.25
+    """
+
+
+@synth.command("tiles")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset folder to create.")
+@click.option("--count", type=int, default=100, show_default=True, help="Tiles per task.")
+@click.option("--size", type=int, default=448, show_default=True, help="Tile side in px (0.5 um/px).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
+@click.option("--tasks", default="nuclei,gland,lumen,tissue", show_default=True,
+              help="Comma-separated subset of nuclei, gland, lumen, tissue.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
+def tiles(out_dir: str, count: int, size: int, seed: int, tasks: str, overwrite: bool) -> None:
+    """Write a tile dataset (Lizard-, GlaS- and Kather-style folders).
+
+    \b
+    Example:
+      cerberus synth tiles -o phantoms/ --count 200 --size 448 --seed 1
+      cerberus synth tiles -o nuclei_only/ --tasks nuclei --count 50
+    """
+    from rich.progress import Progress
+
+    from cerberus_cli.synthetic.dataset import write_tile_dataset
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    with Progress(transient=True) as bar:
+        job = bar.add_task("rendering tiles", total=None)
+        meta = write_tile_dataset(out_dir, count=count, size=size, seed=seed, tasks=names,
+                                  overwrite=overwrite,
+                                  progress=lambda i, n: bar.update(job, completed=i, total=n))
+    click.echo(f"wrote {meta['count']} tiles per task ({', '.join(meta['tasks'])}) to {out_dir}")

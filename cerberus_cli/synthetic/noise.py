@@ -1,0 +1,94 @@
+"""Deterministic random numbers addressed by position.
+
+Everything the phantom generator draws is a pure function of the seed and of
+global integer coordinates (a lattice cell, a noise tile). A whole slide can then
+be rendered block by block, in any order, and every block agrees with its
+neighbours: an object near a border is drawn identically from both sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    x = x + _GOLDEN
+    x = (x ^ (x >> np.uint64(30))) * _M1
+    x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def hash_u64(seed: int, stream: int, *keys: np.ndarray | int) -> np.ndarray:
+    """Hash ``(seed, stream, *keys)`` elementwise to uint64 (keys broadcast)."""
+    arrays = np.broadcast_arrays(*[np.asarray(k, dtype=np.int64) for k in keys])
+    shape = arrays[0].shape if arrays else ()
+    with np.errstate(over="ignore"):
+        h = _mix(np.full(shape, (seed * 1_000_003 + stream) & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64))
+        for a in arrays:
+            h = _mix(h ^ a.astype(np.uint64))
+    return h
+
+
+def hash_uniform(seed: int, stream: int, *keys: np.ndarray | int) -> np.ndarray:
+    """Uniform floats in [0, 1) hashed from ``(seed, stream, *keys)``."""
+    return (hash_u64(seed, stream, *keys) >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
+
+
+def value_noise(seed: int, stream: int, x: np.ndarray, y: np.ndarray, scale: float,
+                octaves: int = 3, persistence: float = 0.5) -> np.ndarray:
+    """Smooth fractal value noise in about [-1, 1] at global points ``(x, y)``.
+
+    ``scale`` is the lattice spacing of the first octave in pixels; each further
+    octave halves it. Lattice values are hashed, so the field is defined everywhere.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    total = np.zeros(np.broadcast(x, y).shape)
+    amp, norm = 1.0, 0.0
+    for o in range(octaves):
+        s = scale / (2 ** o)
+        gx, gy = x / s, y / s
+        ix, iy = np.floor(gx), np.floor(gy)
+        fx, fy = gx - ix, gy - iy
+        fx = fx * fx * (3 - 2 * fx)
+        fy = fy * fy * (3 - 2 * fy)
+        ix = ix.astype(np.int64)
+        iy = iy.astype(np.int64)
+        st = stream * 64 + o
+        v00 = hash_uniform(seed, st, ix, iy)
+        v10 = hash_uniform(seed, st, ix + 1, iy)
+        v01 = hash_uniform(seed, st, ix, iy + 1)
+        v11 = hash_uniform(seed, st, ix + 1, iy + 1)
+        v = (v00 * (1 - fx) + v10 * fx) * (1 - fy) + (v01 * (1 - fx) + v11 * fx) * fy
+        total += amp * (2 * v - 1)
+        norm += amp
+        amp *= persistence
+    # Averaging octaves shrinks the spread; rescale to roughly unit range.
+    return total / norm * 1.7
+
+
+NOISE_TILE = 256
+
+
+def white_noise(seed: int, stream: int, x0: int, y0: int, h: int, w: int) -> np.ndarray:
+    """Standard-normal float32 noise for the global pixel window ``[y0:y0+h, x0:x0+w]``.
+
+    Drawn per global 256 px tile from a generator keyed by the tile position, so
+    overlapping windows see the same values.
+    """
+    t = NOISE_TILE
+    tx0, ty0 = x0 // t, y0 // t
+    tx1, ty1 = (x0 + w - 1) // t, (y0 + h - 1) // t
+    out = np.empty(((ty1 - ty0 + 1) * t, (tx1 - tx0 + 1) * t), dtype=np.float32)
+    for ty in range(ty0, ty1 + 1):
+        for tx in range(tx0, tx1 + 1):
+            rng = np.random.default_rng([seed & 0xFFFFFFFF, stream, tx & 0xFFFFFFFF, ty & 0xFFFFFFFF, 7])
+            out[(ty - ty0) * t:(ty - ty0 + 1) * t, (tx - tx0) * t:(tx - tx0 + 1) * t] = \
+                rng.standard_normal((t, t), dtype=np.float32)
+    oy, ox = y0 - ty0 * t, x0 - tx0 * t
+    return out[oy:oy + h, ox:ox + w]

@@ -1,0 +1,56 @@
+"""Scene parameters of the phantom tissue and the class ids it uses.
+
+Lengths are in pixels at 0.5 um/px (20x), the resolution the world is built at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Tissue classes: indices into cerberus_cli.model.config.TISSUE_TYPES.
+BACK, TUM, NORM, LYM, MUS, STR, DEB, MUC, ADI = range(9)
+#: Tissue classes a region can take (background comes from the tissue mask).
+REGION_CLASSES = (TUM, NORM, LYM, MUS, STR, DEB, MUC, ADI)
+
+# Nucleus classes: indices into NUCLEUS_TYPES.
+NEUTROPHIL, EPITHELIAL, LYMPHOCYTE, PLASMA, EOSINOPHIL, CONNECTIVE = range(1, 7)
+
+# Gland classes: indices into GLAND_TYPES.
+GLAND, SURFACE = 1, 2
+
+#: Kinds of gland ring (painting only): normal crypt, tumour gland, surface band.
+KIND_NORMAL, KIND_TUMOUR, KIND_SURFACE = 1, 2, 3
+
+BASE_MPP = 0.5
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """What a stretch of phantom tissue looks like.
+
+    ``region_weights`` biases the choice of tissue class per region (order of
+    :data:`REGION_CLASSES`); ``force_class`` makes one class (or glass, 0) fill the
+    scene, as for Kather-style tissue patches.
+    """
+
+    region_scale: float = 420.0
+    region_weights: tuple[float, ...] = (0.55, 0.75, 0.05, 0.0, 0.2, -0.25, -0.2, -0.1)
+    tissue_scale: float = 700.0
+    tissue_bias: float = 0.35
+    force_class: int | None = None
+    surface_width: float = 30.0
+    gland_scale: float = 1.0
+    nuclei_density: float = 1.0
+    stain_jitter: float = 1.0
+    blur: tuple[float, float] = (0.45, 0.9)
+    jpeg_quality: tuple[int, int] | None = (75, 95)
+    extra: dict = field(default_factory=dict)
+
+
+#: Segmentation tiles: mostly mucosa and tumour, some glass edges, every class present.
+TILE_SCENE = SceneParams()
+
+#: Whole slides: larger regions, tissue islands on glass.
+SLIDE_SCENE = SceneParams(region_scale=1400.0, tissue_scale=2600.0, tissue_bias=0.05,
+                          region_weights=(0.35, 0.55, 0.1, 0.1, 0.3, -0.15, -0.15, 0.0),
+                          jpeg_quality=None)
