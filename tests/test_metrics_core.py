@@ -239,14 +239,15 @@ def test_average_precision_hand_computed_with_ties():
 
 def test_classification_metrics_hand_computed():
     true = np.array([0, 1, 1, 2])
-    probs = np.array([[.8, .1, .1], [.2, .7, .1], [.5, .3, .2], [.1, .1, .8]])
-    r = classification_metrics(true, probabilities=probs, n_classes=4)
+    probs = np.array([[.8, .1, .1, 0], [.2, .7, .1, 0], [.5, .3, .2, 0], [.1, .1, .8, 0]])
+    r = classification_metrics(true, probabilities=probs)
     assert r.confusion[:3, :3].tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert r.accuracy == 0.75
     assert r.f1[:3] == pytest.approx([2 / 3, 2 / 3, 1.0])
     assert math.isnan(r.f1[3])  # class 3 neither true nor predicted
     assert r.mean_f1 == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
-    assert r.ap.tolist()[:3] == [1.0, 1.0, 1.0]
+    assert r.ap.tolist()[:3] == [1.0, 1.0, 1.0] and math.isnan(r.ap[3])
+    assert r.mean_ap == 1.0
     with pytest.raises(InputError, match="expected"):
         classification_metrics(true, probabilities=probs, n_classes=5)
     with pytest.raises(InputError, match="0..2"):
