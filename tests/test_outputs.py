@@ -18,7 +18,7 @@ from cerberus_cli.errors import CerberusError, InputError
 from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter, write_geojson
 from cerberus_cli.outputs.geoparquet import GeoParquetWriter, write_geoparquet
 from cerberus_cli.outputs.read import COLUMNS, read_objects
-from cerberus_cli.outputs.records import make_record, object_uuid
+from cerberus_cli.outputs.records import make_record, make_records, object_uuid
 from cerberus_cli.outputs.spatial import hilbert_index, hilbert_order
 
 GEOMETRY_TYPES = {"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",
@@ -297,3 +297,19 @@ def test_read_objects_bad_files(tmp_path, content, match):
     assert str(path) in str(info.value)
     with pytest.raises(InputError, match="no such file"):
         read_objects(tmp_path / "absent.parquet")
+
+
+def test_make_records_matches_make_record():
+    geoms = [box(0, 0, 4, 2), Point(10, 10).buffer(3),
+             MultiPolygon([box(0, 0, 1, 1), box(5, 5, 7, 7)])]
+    many = make_records(geoms, "gland", [1, 2, 1], ["gland", "surface epithelium", "gland"],
+                        [0.5, 0.6, 0.7], 0.5, ["a", "b", "c"], [None, "p", None])
+    for g, r, u in zip(geoms, many, "abc"):
+        one = make_record(g, "gland", r.class_id, r.class_name, r.probability, 0.5,
+                          parent_uuid=r.parent_uuid, uuid=uuid.uuid5(uuid.NAMESPACE_DNS, u))
+        assert (r.centroid_x, r.centroid_y) == (one.centroid_x, one.centroid_y)
+        assert (r.area_um2, r.perimeter_um) == (one.area_um2, one.perimeter_um)
+    assert many[1].parent_uuid == "p" and many[0].uuid == "a"
+    with pytest.raises(ValueError, match="Polygon"):
+        make_records([Point(0, 0)], "gland", [1], ["gland"], [1.0], 0.5, ["a"])
+    assert make_records([], "nuclei", [], [], [], 0.5, []) == []

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import random
 import uuid as uuid_mod
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
@@ -110,3 +112,43 @@ def make_record(
         perimeter_um=float(shapely.length(geometry)) * mpp,
         parent_uuid=None if parent_uuid is None else str(parent_uuid),
     )
+
+
+def make_records(
+    geometries: Sequence[BaseGeometry],
+    task: str,
+    class_ids: Sequence[int],
+    class_names: Sequence[str],
+    probabilities: Sequence[float],
+    mpp: float,
+    uuids: Sequence[str],
+    parent_uuids: Sequence[str | None] | None = None,
+) -> list[ObjectRecord]:
+    """Many records of one task at once: :func:`make_record` with vectorised measures.
+
+    All sequences have one entry per object; ``uuids`` are used as given.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if not mpp > 0:
+        raise ValueError(f"mpp must be positive, got {mpp}")
+    n = len(geometries)
+    if not n:
+        return []
+    geoms = np.empty(n, dtype=object)
+    geoms[:] = list(geometries)
+    kinds = shapely.get_type_id(geoms)
+    if not np.isin(kinds, (3, 6)).all() or shapely.is_empty(geoms).any():
+        raise ValueError("geometries must be non-empty Polygons or MultiPolygons")
+    c = shapely.centroid(geoms)
+    cx, cy = shapely.get_x(c), shapely.get_y(c)
+    area = shapely.area(geoms) * (mpp * mpp)
+    length = shapely.length(geoms) * mpp
+    parents = parent_uuids if parent_uuids is not None else [None] * n
+    return [
+        ObjectRecord(str(uuids[i]), task, int(class_ids[i]), str(class_names[i]),
+                     float(probabilities[i]), geoms[i], float(cx[i]), float(cy[i]),
+                     float(area[i]), float(length[i]),
+                     None if parents[i] is None else str(parents[i]))
+        for i in range(n)
+    ]

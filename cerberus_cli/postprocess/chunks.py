@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cerberus_cli.model.config import LUMEN_CLASSES, ModelConfig
-from cerberus_cli.outputs.records import OBJECT_NAMESPACE, ObjectRecord, make_record
+from cerberus_cli.outputs.records import OBJECT_NAMESPACE, ObjectRecord, make_records
 from cerberus_cli.postprocess.instances import (
     as_probability, gland_instances, lumen_instances, nuclei_instances,
 )
@@ -218,13 +218,12 @@ def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOpti
             else [None] * ids.size
         geoms = label_polygons(labels, ids.tolist(), offset=(float(ox), float(oy)),
                                scale=scale, simplify=options.simplify_px)
-        for j, i in enumerate(ids):
-            if geoms[j] is None:
-                continue
-            uid = object_uuid_from_moments(key, name, int(objs.n[i]), int(objs.sx[i]),
-                                           int(objs.sy[i]))
-            records.append(make_record(geoms[j], name, int(class_ids[j]), class_names[j],
-                                       float(probs[j]), mpp, parent_uuid=parents[j], uuid=uid))
+        keep = [j for j, g in enumerate(geoms) if g is not None]
+        uids = [object_uuid_from_moments(key, name, int(objs.n[ids[j]]), int(objs.sx[ids[j]]),
+                                         int(objs.sy[ids[j]])) for j in keep]
+        records += make_records([geoms[j] for j in keep], name, [class_ids[j] for j in keep],
+                                [class_names[j] for j in keep], [probs[j] for j in keep], mpp,
+                                uids, [parents[j] for j in keep])
     return records
 
 
