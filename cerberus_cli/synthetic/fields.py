@@ -40,7 +40,7 @@ class CoarseFields:
         gx, gy = np.meshgrid(xs, ys)
         scores = []
         for k, cls in enumerate(REGION_CLASSES):
-            s = value_noise(seed, 10 + cls, gx, gy, params.region_scale, octaves=2)
+            s = value_noise(seed, 10 + cls, gx, gy, params.region_scale, octaves=3)
             s = s + params.region_weights[k]
             if params.force_class == cls:
                 s = s + 6.0

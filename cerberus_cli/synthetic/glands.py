@@ -20,7 +20,7 @@ from cerberus_cli.synthetic.placement import close_pairs, lattice_cells, matern_
 N_ANGLES = 64
 ANGLES = np.linspace(0, 2 * np.pi, N_ANGLES, endpoint=False)
 GLAND_CELL = 180.0
-CANDIDATES_PER_CELL = 5
+CANDIDATES_PER_CELL = 8
 ROUNDS = 3
 #: Largest outer radius any gland can have (px); bounds the placement margin.
 MAX_RADIUS = 135.0

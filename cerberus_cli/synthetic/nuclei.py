@@ -172,7 +172,7 @@ def _gland_nuclei(seed: int, glands: Glands) -> Nuclei | None:
                                       np.diff(np.r_[R, R[0]] * np.sin(np.r_[ANGLES, 0])))))
         tum = glands.kind[k] == KIND_TUMOUR
         rows = 3 if tum else 1
-        n = int(perim / (7.5 if tum else 9.5)) * rows
+        n = int(perim / (8.0 if tum else 10.5)) * rows
         idx = np.arange(n)
 
         def u(attr: int) -> np.ndarray:
@@ -199,7 +199,7 @@ def _gland_nuclei(seed: int, glands: Glands) -> Nuclei | None:
             a = 6.5 + 2.5 * u(1)
             b = 2.8 + 0.9 * u(2)
             depth = a + 2.0 + 2.5 * u(3)
-            tilt = 0.25 * (u(4) - 0.5)
+            tilt = 0.12 * (u(4) - 0.5)
         bx = glands.x[k] + r_out * np.cos(theta)
         by = glands.y[k] + r_out * np.sin(theta)
         cx, cy = bx - depth * nx, by - depth * ny

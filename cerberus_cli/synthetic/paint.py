@@ -27,7 +27,7 @@ N_ORIENT = 6
 ADIPOCYTE_CELL = 95.0
 
 # Nuclear haematoxylin density per nucleus class (index = class id).
-_NUC_H = np.array([0.0, 1.35, 1.0, 1.45, 1.15, 1.2, 1.2], dtype=np.float32)
+_NUC_H = np.array([0.0, 2.0, 1.55, 2.25, 1.75, 1.8, 1.85], dtype=np.float32)
 
 
 class _Textures:
@@ -202,11 +202,11 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
         n = labels.nuclei
         var = (0.88 + 0.24 * hash_uniform(seed, 3200, n.nid.astype(np.int64))).astype(np.float32)
         base = _NUC_H[n.cls] * var
-        base[n.tumour] *= 0.82
+        base[n.tumour] *= 1.05
         lut = np.concatenate([[0.0], base]).astype(np.float32)
         hn = lut[nuc]
         tum = np.concatenate([[False], n.tumour])[nuc]
-        grain = np.where(tum, 0.75 + 0.35 * fine, 1 + 0.14 * fine)
+        grain = np.where(tum, 0.9 + 0.25 * np.clip(fine, -1.5, 1.5), 1 + 0.12 * np.clip(fine, -2, 2))
         cls = labels.nucleus_class
         clock = (cls == PLASMA) & (fine > 0.9)
         hn = hn * grain * np.where(clock, 1.35, 1.0)

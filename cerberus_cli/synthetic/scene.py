@@ -78,19 +78,25 @@ class PhantomWorld:
         glands = place_glands(self.seed, p, f, x0 - m, y0 - m, x0 + w + m, y0 + h + m)
         nuc = place_nuclei(self.seed, p, f, glands, x0, y0, x0 + w, y0 + h)
 
+        # Rasterise with a small pad: cv2 clips polygons at image borders slightly
+        # differently, and the pad keeps the window's own border rows exact.
+        P = 2
+        X0, Y0, W, H = x0 - P, y0 - P, w + 2 * P, h + 2 * P
+        crop = (slice(P, P + h), slice(P, P + w))
         region = f.region_map(x0, y0, w, h)
         sdf = f.sdf_map(x0, y0, w, h).astype(np.float32)
         tissue = np.where(sdf > 0, region, BACK).astype(np.uint8)
 
-        gland = np.zeros((h, w), np.int32)
-        kind = np.zeros((h, w), np.uint8)
-        lumen = np.zeros((h, w), np.int32)
+        gland = np.zeros((H, W), np.int32)
+        kind = np.zeros((H, W), np.uint8)
+        lumen = np.zeros((H, W), np.int32)
         for k in range(len(glands)):  # ascending priority: higher glands win overlaps
             outline = glands.outline(k)
-            fill(gland, [outline], k + 1, x0, y0)
-            fill(kind, [outline], int(glands.kind[k]), x0, y0)
+            fill(gland, [outline], k + 1, X0, Y0)
+            fill(kind, [outline], int(glands.kind[k]), X0, Y0)
         for k in range(len(glands)):
-            fill(lumen, [glands.lumen_outline(k)], k + 1, x0, y0)
+            fill(lumen, [glands.lumen_outline(k)], k + 1, X0, Y0)
+        gland, kind, lumen = gland[crop], kind[crop], lumen[crop]
         band = surface_band(region, sdf, p.surface_width) & (gland == 0)
         n_surf, comp = cv2.connectedComponents(band.astype(np.uint8), connectivity=8)
         n_surf -= 1
@@ -98,19 +104,19 @@ class PhantomWorld:
             gland = np.where(comp > 0, comp + len(glands), gland).astype(np.int32)
             kind[comp > 0] = KIND_SURFACE
 
-        nucleus = np.zeros((h, w), np.int32)
-        ncls = np.zeros((h, w), np.uint8)
-        cyto = np.zeros((h, w), np.uint8)
+        nucleus = np.zeros((H, W), np.int32)
+        ncls = np.zeros((H, W), np.uint8)
+        cyto = np.zeros((H, W), np.uint8)
         polys = nuc.polygons()
+        t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
         for i in np.flatnonzero(nuc.cyto[:, 2] > 0):
             cx, cy, a, b, th = nuc.cyto[i]
-            t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
             pts = np.column_stack([cx + a * np.cos(t) * np.cos(th) - b * np.sin(t) * np.sin(th),
                                    cy + a * np.cos(t) * np.sin(th) + b * np.sin(t) * np.cos(th)])
-            fill(cyto, [pts], int(nuc.cls[i]), x0, y0)
+            fill(cyto, [pts], int(nuc.cls[i]), X0, Y0)
         for i in range(len(nuc)):
             lob = [polys[i, j] for j in range(int(nuc.nlobes[i]))]
-            fill(nucleus, lob, i + 1, x0, y0)
-            fill(ncls, lob, int(nuc.cls[i]), x0, y0)
+            fill(nucleus, lob, i + 1, X0, Y0)
+            fill(ncls, lob, int(nuc.cls[i]), X0, Y0)
         return Labels(x0, y0, tissue, sdf, f.orient_map(x0, y0, w, h).astype(np.float32),
-                      gland, kind, lumen, nucleus, ncls, cyto, glands, nuc, n_surf)
+                      gland, kind, lumen, nucleus[crop], ncls[crop], cyto[crop], glands, nuc, n_surf)
