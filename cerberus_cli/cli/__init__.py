@@ -18,6 +18,7 @@ from cerberus_cli.errors import CerberusError
 # name -> "module:attribute"; one line per subcommand.
 COMMANDS: dict[str, str] = {
     "convert-weights": "cerberus_cli.cli.convert:convert_weights",
+    "evaluate": "cerberus_cli.cli.evaluate:evaluate",
     "info": "cerberus_cli.cli.info:info",
     "model": "cerberus_cli.cli.model_info:model_info",
     "train": "cerberus_cli.cli.train:train",
