@@ -1,0 +1,102 @@
+"""``cerberus evaluate``: score predictions against ground truth with the metrics of the field."""
+
+from __future__ import annotations
+
+import math
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from cerberus_cli.metrics.detection import DEFAULT_RADIUS
+
+_ALL_METRICS = ["all", "dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection",
+                "accuracy", "f1", "map", "confusion"]
+
+
+@click.command("evaluate")
+@click.option("--true", "true", required=True, type=click.Path(exists=True),
+              help="Ground truth: folder of label maps (or dataset root), slide object "
+                   "file(s), or for tissue a folder of class folders / CSV.")
+@click.option("--pred", "pred", required=True, type=click.Path(exists=True),
+              help="Predictions in the same form (tissue: CSV with image, class_id/prob_k).")
+@click.option("--task", type=click.Choice(["nuclei", "gland", "lumen", "tissue"]),
+              default="nuclei", show_default=True, help="What is evaluated.")
+@click.option("-m", "--metric", "metrics", multiple=True,
+              type=click.Choice(_ALL_METRICS, case_sensitive=False),
+              help="Metric to compute (repeatable; default all that the inputs allow).")
+@click.option("--true-classes", type=click.Path(exists=True, file_okay=False),
+              help="Folder of per-pixel class maps for the ground truth (paired by stem).")
+@click.option("--pred-classes", type=click.Path(exists=True, file_okay=False),
+              help="Folder of per-pixel class maps for the predictions (paired by stem).")
+@click.option("--iou-threshold", type=float, default=0.5, show_default=True,
+              help="PQ matching: pairs need IoU above this (Hungarian matching below 0.5).")
+@click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True,
+              help="Detection: centroid matching distance in pixels.")
+@click.option("--allow-missing", is_flag=True, help="Skip unpaired files instead of failing.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False),
+              help="Write the report: NAME.json and NAME.csv.")
+@click.option("--overwrite", is_flag=True, help="Replace existing report files.")
+def evaluate(true: str, pred: str, task: str, metrics: tuple[str, ...], true_classes: str | None,
+             pred_classes: str | None, iou_threshold: float, radius: float, allow_missing: bool,
+             out: str | None, overwrite: bool) -> None:
+    """Compare predictions with ground truth: Dice, PQ (DQ, SQ), AJI, AJI+, mPQ, mPQ+,
+    detection F1 and per-class F1; for tissue patches accuracy, mean F1, mAP and the
+    confusion matrix.
+
+    \b
+    Examples:
+      cerberus evaluate --task nuclei --true phantoms/ --pred preds/ -m pq -m mpq+
+      cerberus evaluate --task gland --true gt/instances --true-classes gt/classes \\
+          --pred out/instances --pred-classes out/classes -o gland_report.json
+      cerberus evaluate --task nuclei --true slide.truth.parquet --pred out/slide.parquet
+      cerberus evaluate --task tissue --true kather_val/ --pred tissue_preds.csv -m all
+    """
+    from cerberus_cli.metrics.evaluate import evaluate as run_evaluation
+
+    report = run_evaluation(true, pred, metrics=list(metrics) or ["all"], task=task,
+                            true_classes=true_classes, pred_classes=pred_classes,
+                            threshold=iou_threshold, radius=radius, allow_missing=allow_missing)
+    written = report.write(out, overwrite=overwrite) if out else []
+    print_report(report, Console())
+    for path in written:
+        click.echo(f"wrote {path}")
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def print_report(report, console: Console) -> None:
+    """Rich tables: overall values with per-image mean/std, per class, confusion."""
+    s = report.settings
+    table = Table(title=f"{report.task}: {s.get('n_images', 0)} images")
+    for col in ("metric", "value", "per-image mean", "per-image std", "images"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key, value in report.overall.items():
+        summary = report.image_summary(key)
+        table.add_row(key, _fmt(value), _fmt(summary.mean), _fmt(summary.std),
+                      str(summary.n) if summary.n else "-")
+    console.print(table)
+    if report.per_class:
+        keys = list(dict.fromkeys(k for d in report.per_class.values() for k in d))
+        ct = Table(title="per class")
+        ct.add_column("class")
+        for k in keys:
+            ct.add_column(k, justify="right")
+        for name, d in report.per_class.items():
+            ct.add_row(name, *[str(d[k]) if k.startswith("n_") else _fmt(d.get(k)) for k in keys])
+        console.print(ct)
+    if report.confusion is not None:
+        names = [n for n in report.per_class]
+        cm = Table(title="confusion (rows true, columns predicted)")
+        cm.add_column("")
+        for n in names:
+            cm.add_column(n[:6], justify="right")
+        for n, row in zip(names, report.confusion):
+            cm.add_row(n, *map(str, row))
+        console.print(cm)
+    unpaired = s.get("unpaired") or {}
+    n_skip = len(unpaired.get("true_only", [])) + len(unpaired.get("pred_only", []))
+    if n_skip:
+        console.print(f"skipped {n_skip} unpaired file(s)")

@@ -1,0 +1,221 @@
+"""Evaluate predictions against ground truth: the library behind ``cerberus evaluate``.
+
+Two kinds of input, told apart by their files:
+
+* folders of label maps (PNG/TIFF/NPY/MAT) paired by file stem, with optional class
+  maps (:mod:`cerberus_cli.metrics.readers` describes the accepted layouts);
+* object files written by ``cerberus segment`` or ``cerberus synth slide``
+  (GeoParquet or GeoJSON; a single file or a folder of them), filtered by task and
+  matched as polygons (:mod:`cerberus_cli.metrics.polygons`). Slide files are paired
+  by name with the format suffix and a ``.truth`` suffix removed
+  (``slide.truth.parquet`` <-> ``slide.parquet``); two single files are paired
+  whatever their names. Ground truth is taken as exhaustive over the whole slide:
+  every prediction outside a true object counts.
+
+Example::
+
+    from cerberus_cli.metrics.evaluate import evaluate
+    report = evaluate("phantoms/", "predictions/", metrics=["pq", "mpq+"], task="nuclei")
+    print(report.overall["pq"]); report.write("report.json")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from cerberus_cli.errors import InputError
+from cerberus_cli.metrics.detection import DEFAULT_RADIUS
+from cerberus_cli.metrics.readers import MAP_SUFFIXES, list_maps, load_map, resolve_source
+from cerberus_cli.metrics.report import Report
+from cerberus_cli.metrics.samples import Sample, sample_from_maps, sample_from_objects
+from cerberus_cli.metrics.scoring import instance_metric_names, score_samples
+from cerberus_cli.model.config import GLAND_TYPES, LUMEN_CLASSES, NUCLEUS_TYPES
+
+log = logging.getLogger(__name__)
+
+TASK_CLASSES = {"nuclei": NUCLEUS_TYPES, "gland": GLAND_TYPES, "lumen": LUMEN_CLASSES}
+OBJECT_SUFFIXES = (".parquet", ".geoparquet", ".geojson", ".geojson.gz")
+PathLike = str | os.PathLike
+
+
+def class_names(task: str) -> list[str]:
+    """Class names of an instance task (index = class id)."""
+    if task not in TASK_CLASSES:
+        raise InputError(f"unknown task {task!r}; choose from {', '.join(TASK_CLASSES)} or tissue")
+    return [c.name for c in TASK_CLASSES[task]]
+
+
+def evaluate(true: PathLike, pred: PathLike, metrics: Sequence[str] = ("all",),
+             task: str = "nuclei", true_classes: PathLike | None = None,
+             pred_classes: PathLike | None = None, threshold: float = 0.5,
+             radius: float = DEFAULT_RADIUS, allow_missing: bool = False) -> Report:
+    """Evaluate ``pred`` against ``true`` (folders of maps, or slide object files).
+
+    ``metrics``: names from :data:`~cerberus_cli.metrics.scoring.INSTANCE_METRICS`
+    or ``all``; for ``task="tissue"`` see
+    :func:`cerberus_cli.metrics.patches.evaluate_patches`. ``threshold`` is the PQ
+    matching IoU (pairs need IoU above it); ``radius`` the centroid distance (px)
+    for detection. Unpaired inputs are an error unless ``allow_missing``, in which
+    case they are skipped and listed in ``report.settings``.
+    """
+    if task == "tissue":
+        from cerberus_cli.metrics.patches import evaluate_patches
+        return evaluate_patches(true, pred, metrics, allow_missing)
+    if not 0.0 <= threshold < 1.0:
+        raise InputError(f"IoU threshold must be in [0, 1), got {threshold}")
+    if radius < 0:
+        raise InputError(f"radius must be >= 0, got {radius}")
+    if is_object_input(true) or is_object_input(pred):
+        if true_classes is not None or pred_classes is not None:
+            raise InputError("class map folders apply to label maps, not to slide object files")
+        return evaluate_slides([true], [pred], task, metrics, threshold, radius, allow_missing)
+    return evaluate_folders(true, pred, task, metrics, true_classes, pred_classes,
+                            threshold, radius, allow_missing)
+
+
+def evaluate_folders(true: PathLike, pred: PathLike, task: str, metrics: Sequence[str],
+                     true_classes: PathLike | None = None, pred_classes: PathLike | None = None,
+                     threshold: float = 0.5, radius: float = DEFAULT_RADIUS,
+                     allow_missing: bool = False) -> Report:
+    """Evaluate folders of label maps paired by file stem."""
+    names = class_names(task)
+    ts = resolve_source(true, task, true_classes)
+    ps = resolve_source(pred, task, pred_classes)
+    tmaps, pmaps = list_maps(ts.instances), list_maps(ps.instances)
+    tcls = list_maps(ts.classes) if ts.classes else None
+    pcls = list_maps(ps.classes) if ps.classes else None
+    stems, missing = _pair(tmaps, pmaps, ts.instances, ps.instances, allow_missing)
+    samples: list[Sample] = []
+    for stem in stems:
+        tpath, ppath = tmaps[stem], pmaps[stem]
+        tm = load_map(tpath, _class_path(tcls, ts.classes, stem, tpath))
+        pm = load_map(ppath, _class_path(pcls, ps.classes, stem, ppath))
+        samples.append(sample_from_maps(stem, tm, pm, len(names), str(tpath), str(ppath)))
+    return _finish(samples, task, metrics, names, threshold, radius, missing,
+                   true=str(ts.instances), pred=str(ps.instances),
+                   true_classes=str(ts.classes) if ts.classes else None,
+                   pred_classes=str(ps.classes) if ps.classes else None)
+
+
+def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLike], task: str,
+                    metrics: Sequence[str] = ("all",), threshold: float = 0.5,
+                    radius: float = DEFAULT_RADIUS, allow_missing: bool = False) -> Report:
+    """Evaluate slide object files (GeoParquet/GeoJSON) of one task as polygons.
+
+    ``true_paths``/``pred_paths`` are files or folders of object files; one file on
+    each side is paired whatever the names, otherwise files pair by slide name.
+    """
+    from cerberus_cli.outputs.read import read_objects
+
+    names = class_names(task)
+    true_paths, pred_paths = list(true_paths), list(pred_paths)
+    tfiles = _object_files(true_paths)
+    pfiles = _object_files(pred_paths)
+    if len(tfiles) == 1 and len(pfiles) == 1:
+        (tk, tp), (pk, pp) = next(iter(tfiles.items())), next(iter(pfiles.items()))
+        pairs, missing = [(tk, tp, pp)], {}
+    else:
+        keys, missing = _pair(tfiles, pfiles, _names(true_paths), _names(pred_paths),
+                              allow_missing)
+        pairs = [(k, tfiles[k], pfiles[k]) for k in keys]
+    samples = []
+    for key, tpath, ppath in pairs:
+        t, p = read_objects(tpath), read_objects(ppath)
+        t, p = t[t["task"] == task], p[p["task"] == task]
+        log.info("%s: %d true and %d predicted %s objects", key, len(t), len(p), task)
+        samples.append(sample_from_objects(key, t, p))
+    return _finish(samples, task, metrics, names, threshold, radius, missing,
+                   true=[str(p) for _, p, _ in pairs], pred=[str(p) for _, _, p in pairs],
+                   matching="polygons")
+
+
+def is_object_input(path: PathLike) -> bool:
+    """True for an object file, or a folder holding object files and no label maps."""
+    p = Path(path)
+    if p.is_file():
+        return _object_suffix(p) is not None
+    if p.is_dir():
+        files = [f for f in p.iterdir() if f.is_file()]
+        return (any(_object_suffix(f) for f in files)
+                and not any(f.suffix.lower() in MAP_SUFFIXES for f in files))
+    return False
+
+
+def slide_key(path: Path) -> str:
+    """Slide name of an object file: ``a.truth.parquet`` and ``a.geojson.gz`` give ``a``."""
+    suffix = _object_suffix(path) or path.suffix
+    base = path.name[: len(path.name) - len(suffix)]
+    return base[: -len(".truth")] if base.endswith(".truth") else base
+
+
+def _object_suffix(path: Path) -> str | None:
+    name = path.name.lower()
+    return next((s for s in OBJECT_SUFFIXES if name.endswith(s)), None)
+
+
+def _object_files(paths: Iterable[PathLike]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            # A segment output folder also holds per-slide tissue region files.
+            files = [f for f in sorted(entry.iterdir()) if f.is_file() and _object_suffix(f)
+                     and not slide_key(f).endswith(".tissue")]
+        elif entry.is_file():
+            if not _object_suffix(entry):
+                raise InputError(f"{entry}: not an object file ({', '.join(OBJECT_SUFFIXES)})")
+            files = [entry]
+        else:
+            raise InputError(f"{entry}: no such file or folder")
+        for f in files:
+            key = slide_key(f)
+            if key in found:
+                raise InputError(f"{f}: a second object file for slide {key!r} ({found[key]})")
+            found[key] = f
+    if not found:
+        raise InputError(f"{', '.join(map(str, paths))}: no object files found")
+    return found
+
+
+def _pair(true: dict[str, Path], pred: dict[str, Path], tname, pname,
+          allow_missing: bool) -> tuple[list[str], dict[str, list[str]]]:
+    """Stems present on both sides, and the unpaired ones (an error unless allowed)."""
+    stems = sorted(set(true) & set(pred))
+    missing = {"true_only": sorted(set(true) - set(pred)),
+               "pred_only": sorted(set(pred) - set(true))}
+    n = len(missing["true_only"]) + len(missing["pred_only"])
+    if n and not allow_missing:
+        if missing["true_only"]:
+            first = f"{true[missing['true_only'][0]]} has no prediction in {pname}"
+        else:
+            first = f"{pred[missing['pred_only'][0]]} has no ground truth in {tname}"
+        more = f" (and {n - 1} more unpaired)" if n > 1 else ""
+        raise InputError(f"{first}{more}; use --allow-missing to skip unpaired files")
+    if not stems:
+        raise InputError(f"no files pair by name between {tname} and {pname}")
+    return stems, missing
+
+
+def _class_path(listing: dict[str, Path] | None, folder: Path | None, stem: str,
+                instance_path: Path) -> Path | None:
+    if listing is None:
+        return None
+    if stem not in listing:
+        raise InputError(f"{folder}: no class map for {instance_path.name}")
+    return listing[stem]
+
+
+def _finish(samples: list[Sample], task: str, metrics: Sequence[str], names: list[str],
+            threshold: float, radius: float, missing: dict, **settings) -> Report:
+    has_classes = all(s.true_classes is not None and s.pred_classes is not None for s in samples)
+    chosen = instance_metric_names(metrics, has_classes)
+    report = score_samples(samples, task, chosen, names, threshold, radius)
+    report.settings.update(settings)
+    report.settings["unpaired"] = missing
+    return report
+
+
+def _names(paths: Iterable[PathLike]) -> str:
+    return ", ".join(str(p) for p in paths)

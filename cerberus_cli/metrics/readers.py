@@ -1,0 +1,148 @@
+"""Read ground-truth and predicted instance maps from folders, paired by file stem.
+
+Supported files: PNG and TIFF (8/16/32-bit single channel), NPY (H x W, or
+H x W x 2 = instance ids and per-pixel classes, the CoNIC layout) and MAT (Lizard:
+``inst_map`` with ``id`` and ``class``; HoVer-Net/CoNSeP: ``inst_map`` with
+``inst_type`` ordered by id, or a ``type_map``).
+
+A folder may be given at several levels: a synthetic/generic dataset root
+(``DIR/<task>/...``), a task folder holding ``labels/`` (MAT) or ``instances/``
+(with optional ``classes/`` class maps beside it), or a flat folder of maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import scipy.io
+import tifffile
+
+from cerberus_cli.errors import InputError
+
+MAP_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".mat")
+
+
+@dataclass
+class MapFile:
+    """One instance map with its optional class information.
+
+    ``class_map`` is a per-pixel class map; ``class_table`` an explicit
+    ``(ids, classes)`` pair (from a MAT file).
+    """
+
+    instances: np.ndarray
+    class_map: np.ndarray | None = None
+    class_table: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def has_classes(self) -> bool:
+        return self.class_map is not None or self.class_table is not None
+
+
+@dataclass(frozen=True)
+class MapSource:
+    """Where one side's maps come from: instance folder and optional class folder."""
+
+    instances: Path
+    classes: Path | None = None
+
+
+def resolve_source(path: str | Path, task: str, classes: str | Path | None = None) -> MapSource:
+    """Find the folder of instance maps (and class maps) under ``path`` for ``task``."""
+    root = Path(path)
+    if not root.is_dir():
+        raise InputError(f"{root}: not a folder of label maps")
+    if (root / task).is_dir() and ((root / task / "labels").is_dir()
+                                   or (root / task / "instances").is_dir()):
+        root = root / task
+    class_dir = Path(classes) if classes is not None else None
+    if class_dir is not None and not class_dir.is_dir():
+        raise InputError(f"{class_dir}: class map folder does not exist")
+    if (root / "labels").is_dir():
+        return MapSource(root / "labels", class_dir)
+    if (root / "instances").is_dir():
+        if class_dir is None and (root / "classes").is_dir():
+            class_dir = root / "classes"
+        return MapSource(root / "instances", class_dir)
+    return MapSource(root, class_dir)
+
+
+def list_maps(folder: Path) -> dict[str, Path]:
+    """Map files of a folder by stem; two files with one stem are an error."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.suffix.lower() in MAP_SUFFIXES:
+            if p.stem in found:
+                raise InputError(f"{folder}: two maps named {p.stem!r} ({found[p.stem].name}, {p.name})")
+            found[p.stem] = p
+    return found
+
+
+def read_array(path: Path) -> np.ndarray:
+    """A 2-D (or H x W x 2 for NPY) array from PNG, TIFF or NPY."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        elif suffix in (".tif", ".tiff"):
+            arr = tifffile.imread(path)
+        else:
+            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if arr is None:
+                raise ValueError("not a readable image")
+    except Exception as exc:  # any decoder failure means a malformed file
+        raise InputError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    if arr.ndim == 3 and arr.shape[2] in (3, 4) and suffix != ".npy":
+        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+            raise InputError(f"{path}: colour image; expected a single-channel label map")
+        arr = arr[..., 0]
+    return arr
+
+
+def read_map(path: Path) -> MapFile:
+    """Read one instance map file (with the classes it carries)."""
+    if path.suffix.lower() == ".mat":
+        return _read_mat(path)
+    arr = read_array(path)
+    if arr.ndim == 3 and arr.shape[2] == 2:
+        return MapFile(arr[..., 0], class_map=arr[..., 1])
+    if arr.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D label map, got shape {arr.shape}")
+    return MapFile(arr)
+
+
+def _read_mat(path: Path) -> MapFile:
+    try:
+        mat = scipy.io.loadmat(path)
+    except NotImplementedError as exc:
+        raise InputError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save with -v7") from exc
+    except Exception as exc:
+        raise InputError(f"{path}: cannot read MAT file ({type(exc).__name__}: {exc})") from exc
+    if "inst_map" not in mat:
+        raise InputError(f"{path}: no 'inst_map' variable")
+    inst = np.asarray(mat["inst_map"])
+    if "class" in mat:
+        classes = np.asarray(mat["class"]).ravel()
+        ids = np.asarray(mat["id"]).ravel() if "id" in mat else np.arange(1, classes.size + 1)
+        return MapFile(inst, class_table=(ids, classes))
+    if "inst_type" in mat:
+        classes = np.asarray(mat["inst_type"]).ravel()
+        ids = np.asarray(mat["id"]).ravel() if "id" in mat else np.arange(1, classes.size + 1)
+        return MapFile(inst, class_table=(ids, classes))
+    if "type_map" in mat:
+        return MapFile(inst, class_map=np.asarray(mat["type_map"]))
+    return MapFile(inst)
+
+
+def load_map(path: Path, class_path: Path | None = None) -> MapFile:
+    """Read one instance map; a separate class map, when given, replaces its own classes."""
+    m = read_map(path)
+    if class_path is not None:
+        cm = read_array(class_path)
+        if cm.ndim != 2:
+            raise InputError(f"{class_path}: expected a 2-D class map, got shape {cm.shape}")
+        m.class_map, m.class_table = cm, None
+    return m

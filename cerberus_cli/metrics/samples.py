@@ -1,0 +1,83 @@
+"""One evaluated image (or slide) reduced to what the metrics need.
+
+A :class:`Sample` holds the overlap table, the class of each instance (when known),
+the centroids and the foreground Dice. It is built from two label maps or from two
+object tables (polygons), after which every metric is computed the same way.
+Samples are small (no pixel arrays), so thousands fit in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+
+from cerberus_cli.errors import InputError
+from cerberus_cli.metrics.dice import dice_from_areas
+from cerberus_cli.metrics.labels import Labels, centroids, compact, lookup_classes, vote_classes
+from cerberus_cli.metrics.overlap import Overlap, overlap_from_labels
+from cerberus_cli.metrics.polygons import overlap_from_polygons, polygon_dice
+from cerberus_cli.metrics.readers import MapFile
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Everything the metrics need from one image or slide."""
+
+    name: str
+    overlap: Overlap
+    true_classes: np.ndarray | None
+    pred_classes: np.ndarray | None
+    true_xy: np.ndarray
+    pred_xy: np.ndarray
+    dice: float
+
+
+def instance_classes(labels: Labels, m: MapFile, n_classes: int, where: str) -> np.ndarray | None:
+    """Class of each instance of a map: from its class table or class map.
+
+    Maps without class information give None, except for tasks with a single
+    object class (lumen), where every instance is class 1.
+    """
+    if m.class_table is not None:
+        cls = lookup_classes(labels, *m.class_table, name=where)
+        if cls.size and (cls.min() < 0 or cls.max() >= n_classes):
+            raise InputError(f"{where}: class {int(cls.max())} outside 0..{n_classes - 1}")
+        return cls
+    if m.class_map is not None:
+        return vote_classes(labels, m.class_map, n_classes, name=where)
+    if n_classes == 2:
+        return np.ones(labels.n, dtype=np.int64)
+    return None
+
+
+def sample_from_maps(name: str, true: MapFile, pred: MapFile, n_classes: int,
+                     true_where: str = "true", pred_where: str = "pred") -> Sample:
+    """A sample from two label maps (``*_where`` name the files in error messages)."""
+    if np.shape(true.instances) != np.shape(pred.instances):
+        raise InputError(f"{pred_where}: shape {tuple(np.shape(pred.instances))} differs from "
+                         f"{true_where} {tuple(np.shape(true.instances))}")
+    lt = compact(true.instances, true_where)
+    lp = compact(pred.instances, pred_where)
+    ov = overlap_from_labels(lt, lp)
+    return Sample(
+        name, ov,
+        instance_classes(lt, true, n_classes, true_where),
+        instance_classes(lp, pred, n_classes, pred_where),
+        centroids(lt), centroids(lp),
+        dice_from_areas(float(ov.inter.sum()), float(lt.areas.sum()), float(lp.areas.sum())),
+    )
+
+
+def sample_from_objects(name: str, true: gpd.GeoDataFrame, pred: gpd.GeoDataFrame) -> Sample:
+    """A sample from two object tables (``read_objects`` layout) of one task."""
+    tg, pg = true.geometry.to_numpy(), pred.geometry.to_numpy()
+    return Sample(
+        name, overlap_from_polygons(tg, pg),
+        true["class_id"].to_numpy(np.int64), pred["class_id"].to_numpy(np.int64),
+        true[["centroid_x", "centroid_y"]].to_numpy(np.float64),
+        pred[["centroid_x", "centroid_y"]].to_numpy(np.float64),
+        polygon_dice(tg, pg),
+    )
+

@@ -1,0 +1,113 @@
+"""Turn samples into a :class:`Report`: which metrics, and how they are averaged.
+
+Metric names (``--metric``): ``dice``, ``pq`` (gives PQ, DQ, SQ), ``aji``, ``aji+``,
+``mpq``, ``mpq+``, ``detection`` (F1_d, type accuracy, per-class F1) for instance
+tasks; ``all`` = every one that the inputs allow (class metrics need classes).
+
+Dataset-level values: Dice, PQ/DQ/SQ, AJI and AJI+ are per-image means (images
+where a value is undefined, e.g. both maps empty, are skipped and counted);
+mPQ per class averages over images holding the class in the truth, then over
+classes; mPQ+ and the detection scores pool counts over all images.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from cerberus_cli.errors import InputError
+from cerberus_cli.metrics.aji import aji_from_overlap, aji_plus_from_overlap
+from cerberus_cli.metrics.detection import DetectionCounts, detection_counts
+from cerberus_cli.metrics.pq import class_pq_counts, image_mpq, mpq, mpq_plus, pq_counts
+from cerberus_cli.metrics.report import Report
+from cerberus_cli.metrics.samples import Sample
+
+INSTANCE_METRICS = ("dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection")
+CLASS_METRICS = ("mpq", "mpq+")
+#: Per-image keys whose dataset value is the per-image mean.
+_MEAN_KEYS = ("dice", "pq", "dq", "sq", "aji", "aji+")
+
+
+def instance_metric_names(requested: Iterable[str], has_classes: bool) -> list[str]:
+    """Expand ``all``, check names and order them; class metrics need classes."""
+    requested = [m.lower() for m in requested] or ["all"]
+    unknown = [m for m in requested if m != "all" and m not in INSTANCE_METRICS]
+    if unknown:
+        raise InputError(f"unknown metric {unknown[0]!r}; choose from "
+                         f"{', '.join(INSTANCE_METRICS)} or all")
+    if "all" in requested:
+        return [m for m in INSTANCE_METRICS if has_classes or m not in CLASS_METRICS]
+    return [m for m in INSTANCE_METRICS if m in requested]
+
+
+def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
+                  class_names: Sequence[str], threshold: float = 0.5,
+                  radius: float = 6.0) -> Report:
+    """Compute ``metrics`` over ``samples``; ``class_names[c]`` names class id ``c``.
+
+    Classes 1..len(class_names)-1 are evaluated (0 is no-label). Raises
+    :class:`InputError` when a class metric is asked for samples without classes.
+    """
+    if not samples:
+        raise InputError("nothing to evaluate: no paired images")
+    want = set(metrics)
+    classes = list(range(1, len(class_names)))
+    unclassified = next((s.name for s in samples
+                         if s.true_classes is None or s.pred_classes is None), None)
+    if want & set(CLASS_METRICS) and unclassified is not None:
+        raise InputError(f"{unclassified}: {'/'.join(sorted(want & set(CLASS_METRICS)))} needs "
+                         "classes for truth and prediction (class maps or Lizard .mat files)")
+    report = Report(task=task, metrics=list(metrics))
+    per_class_counts = []
+    detection = DetectionCounts()
+    for s in samples:
+        row: dict = {"image": s.name, "n_true": s.overlap.n_true, "n_pred": s.overlap.n_pred}
+        if "dice" in want:
+            row["dice"] = s.dice
+        if "pq" in want:
+            c = pq_counts(s.overlap, threshold)
+            row.update(pq=c.pq, dq=c.dq, sq=c.sq, tp=c.tp, fp=c.fp, fn=c.fn)
+        if "aji" in want:
+            row["aji"] = aji_from_overlap(s.overlap)
+        if "aji+" in want:
+            row["aji+"] = aji_plus_from_overlap(s.overlap)
+        if want & set(CLASS_METRICS):
+            counts = class_pq_counts(s.overlap, s.true_classes, s.pred_classes, classes, threshold)
+            per_class_counts.append(counts)
+            if "mpq" in want:
+                row["mpq"] = image_mpq(counts)
+            if "mpq+" in want:
+                row["mpq+"] = mpq_plus([counts]).value
+        if "detection" in want:
+            d = detection_counts(s.true_xy, s.pred_xy, s.true_classes, s.pred_classes, radius)
+            detection = detection + d
+            row["f1_d"] = d.f1
+        report.per_image.append(row)
+
+    for key in _MEAN_KEYS:
+        if any(key in r for r in report.per_image):
+            report.overall[key] = report.image_summary(key).mean
+    names = {c: class_names[c] for c in classes}
+    if unclassified is None:
+        for c in classes:
+            report.per_class[names[c]] = {
+                "n_true": int(sum((s.true_classes == c).sum() for s in samples)),
+                "n_pred": int(sum((s.pred_classes == c).sum() for s in samples)),
+            }
+    if "mpq" in want:
+        m = mpq(per_class_counts)
+        report.overall["mpq"] = m.value
+        for c in classes:
+            report.per_class[names[c]]["mpq"] = m.per_class[c]
+    if "mpq+" in want:
+        m = mpq_plus(per_class_counts)
+        report.overall["mpq+"] = m.value
+        for c in classes:
+            report.per_class[names[c]]["mpq+"] = m.per_class[c]
+    if "detection" in want:
+        report.overall["f1_d"] = detection.f1
+        if unclassified is None:
+            report.overall["type_accuracy"] = detection.accuracy
+            for c in classes:
+                report.per_class[names[c]]["f1"] = detection.class_f1(c)
+    report.settings.update(threshold=threshold, radius=radius, n_images=len(samples))
+    return report
