@@ -53,11 +53,14 @@ def tissue_sample(item: TissueItem, patch: PatchConfig, aug: AugmentConfig,
 
 
 class BatchBuilder(Dataset):
-    """``builder[step]`` is the batch of training step ``step`` (a dict of tensors).
+    """``builder[step]`` is the batch of training step ``step`` (a dict of arrays).
 
     Keys: ``images`` uint8 (B, 3, H, W); ``task`` the task of each sample (list);
-    for segmentation batches ``inst`` (B, H, W) int64 0/1/2, ``weight`` float32,
-    ``type`` int64 (IGNORE = 255); for tissue batches ``label`` (B,) int64.
+    for segmentation batches ``inst`` (B, H, W) uint8 0/1/2, ``weight`` float32,
+    ``type`` uint8 (IGNORE = 255); for tissue batches ``label`` (B,) int64.
+
+    Batches are plain numpy; the DataLoader wraps them as tensors and the trainer
+    converts dtypes on the device.
     """
 
     def __init__(self, datasets: dict[str, TaskDataset], sampler: TaskSampler,
@@ -80,7 +83,7 @@ class BatchBuilder(Dataset):
                 item = self.datasets[TISSUE].load(s.index)
                 images.append(tissue_sample(item, self.patch, self.aug, np.random.default_rng(s.seed)))
                 labels.append(item.label)
-            out["label"] = torch.tensor(labels, dtype=torch.int64)
+            out["label"] = np.array(labels, np.int64)
         else:
             parts: dict[str, list[np.ndarray]] = {"inst": [], "weight": [], "type": []}
             for s in plan.samples:
@@ -89,10 +92,9 @@ class BatchBuilder(Dataset):
                 images.append(sample["image"])
                 for k in parts:
                     parts[k].append(sample[k])
-            out["inst"] = torch.from_numpy(np.stack(parts["inst"])).long()
-            out["weight"] = torch.from_numpy(np.stack(parts["weight"]))
-            out["type"] = torch.from_numpy(np.stack(parts["type"])).long()
-        out["images"] = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+            for k, v in parts.items():
+                out[k] = np.stack(v)
+        out["images"] = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))
         return out
 
     def __getitem__(self, step: int) -> dict:
@@ -100,7 +102,7 @@ class BatchBuilder(Dataset):
 
 
 def _init_worker(_: int) -> None:
-    # Workers run numpy/OpenCV code: one thread each, so N workers use N cores.
+    # Each worker is one process doing numpy/OpenCV work: one thread each.
     import cv2
 
     cv2.setNumThreads(1)
@@ -108,13 +110,18 @@ def _init_worker(_: int) -> None:
 
 
 def batch_loader(builder: BatchBuilder, start: int, workers: int) -> DataLoader:
-    """Batches ``start .. builder.steps - 1`` in order, built by ``workers`` processes."""
+    """Batches ``start .. builder.steps - 1`` in order, built by ``workers`` processes.
+
+    Workers are spawned, not forked: the thread pools of OpenCV and OpenMP in the
+    parent do not survive ``fork`` and a forked worker can wait on them forever.
+    """
     return DataLoader(
         builder,
         batch_size=None,
         sampler=range(start, builder.steps),
         num_workers=workers,
         prefetch_factor=2 if workers > 0 else None,
+        multiprocessing_context="spawn" if workers > 0 else None,
         worker_init_fn=_init_worker if workers > 0 else None,
         # Its own generator: drawing worker seeds must not consume the global torch RNG,
         # or a resumed run's dropout masks would differ from an uninterrupted run's.

@@ -188,6 +188,56 @@ def _save_state(run: RunDir, step: int, optimizer: torch.optim.Optimizer, scaler
     tmp.replace(run.last_state)
 
 
+# --- one step ----------------------------------------------------------------------
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Batch arrays as tensors on ``device``: targets as int64, weights float32."""
+    out = dict(batch)
+    for k in ("images", "inst", "weight", "type", "label"):
+        if k in batch:
+            t = torch.as_tensor(batch[k]).to(device, non_blocking=True)
+            out[k] = t.long() if k in ("inst", "type", "label") else t
+    return out
+
+
+def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
+               subtype_head: str | None = None, scaler: torch.amp.GradScaler | None = None,
+               amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """One optimisation step on one batch; returns the loss of each head.
+
+    Only the heads of the tasks in the batch are decoded, and gradients are reset to
+    ``None`` first, so Adam skips the other decoders entirely (dynamic freezing).
+    """
+    _set_mode(model, subtype_head)
+    cfg = model.config
+    batch = to_device(batch, device)
+    images = batch["images"]
+    if batch["super_task"] == TISSUE:
+        heads, tissue_mode = [], "centre"
+    else:
+        heads = [subtype_head] if subtype_head else [h for h in heads_for_tasks(batch["task"])
+                                                       if h in model.seg_heads]
+        tissue_mode = None
+    ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    with ctx:
+        out = model(images, heads=heads, tissue=tissue_mode)
+    losses = task_losses(out, batch, cfg, [subtype_head] if subtype_head else None)
+    optimizer.zero_grad(set_to_none=True)
+    # No loss happens when, say, no patch of a subtyping batch holds a typed object.
+    if losses:
+        total = sum(losses.values())
+        if scaler is not None:
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            total.backward()
+            optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
 # --- the loop ----------------------------------------------------------------------
 
 def train(options: TrainOptions) -> TrainResult:
@@ -244,7 +294,6 @@ def train(options: TrainOptions) -> TrainResult:
     use_amp = options.amp
     scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    loss_heads = [subtype_head] if subtype_head else None
 
     start, best, best_metrics = 0, -math.inf, {}
     if options.resume:
@@ -280,47 +329,21 @@ def train(options: TrainOptions) -> TrainResult:
             step = batch["step"]
             for group in optimizer.param_groups:
                 group["lr"] = _lr(options, step)
-            _set_mode(model, subtype_head)
             t0 = time.perf_counter()
-            images = batch["images"].to(device, non_blocking=True)
-            is_tissue = batch["super_task"] == TISSUE
-            if is_tissue:
-                heads, tissue_mode = [], "centre"
-            else:
-                heads = [h for h in heads_for_tasks(batch["task"]) if h in model.seg_heads]
-                heads = [subtype_head] if subtype_head else heads
-                tissue_mode = None
-                for k in ("inst", "weight", "type"):
-                    batch[k] = batch[k].to(device, non_blocking=True)
-            if is_tissue:
-                batch["label"] = batch["label"].to(device)
-            ctx = torch.autocast(device.type, dtype=amp_dtype) if use_amp else nullcontext()
-            with ctx:
-                out = model(images, heads=heads, tissue=tissue_mode)
-            losses = task_losses(out, batch, cfg, loss_heads)
-            # No loss happens when, say, no patch of a subtyping batch holds a typed object.
-            total = sum(losses.values()) if losses else torch.zeros((), device=device)
-            optimizer.zero_grad(set_to_none=True)
-            if losses and scaler is not None:
-                scaler.scale(total).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            elif losses:
-                total.backward()
-                optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
+                                amp_dtype if use_amp else None)
+            total = sum(losses.values())
             timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
-            final = {k: float(v.detach()) for k, v in losses.items()}
+            final = losses
             done = step + 1
             if done % options.log_every == 0 or done == options.steps or done == start + 1:
                 rec = {"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
-                       "loss": float(total.detach()), **{f"loss_{k}": v for k, v in final.items()}}
+                       "loss": total, **{f"loss_{k}": v for k, v in final.items()}}
                 run.log(rec)
                 log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], rec["loss"],
                          ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
             if bar is not None:
-                bar.update(bar.task_ids[0], completed=done, info=f"loss {float(total):.3f}")
+                bar.update(bar.task_ids[0], completed=done, info=f"loss {total:.3f}")
             metrics: dict[str, float] = {}
             if val_sets and (done % options.val_every == 0 or done == options.steps):
                 metrics = validate(model, val_sets, device, options.val_limit)

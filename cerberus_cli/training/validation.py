@@ -1,7 +1,8 @@
 """Validation and evaluation on held-out data.
 
-Per instance task: Dice of the predicted foreground (inner + boundary) and PQ of
-the instances post-processed from the inner/boundary maps; per type head: object
+Per instance task: Dice of the predicted foreground (inner + boundary) and PQ
+(mean over images) of the instances post-processed from the inner/boundary maps
+exactly as ``cerberus segment`` does (lumina kept inside predicted glands); per type head: object
 type accuracy (each ground-truth object gets the majority vote of the predicted
 per-pixel types inside it, no-label ignored when another label is present); tissue:
 patch accuracy. :func:`evaluate_phantom` runs all of it on a ``cerberus synth tiles``
@@ -49,30 +50,26 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
 
 
-def instances_from_maps(task: str, probs: np.ndarray) -> np.ndarray | None:
-    """Instance map from an instance head's (3, H, W) probabilities via the project's
-    post-processing; ``None`` when that module is not available."""
-    try:
-        from cerberus_cli.postprocess import instances as post
-    except ImportError:
-        return None
-    fn = {"nuclei": "nuclei_instances", "gland": "gland_instances", "lumen": "lumen_instances"}[task]
-    if not hasattr(post, fn):
-        return None
-    return np.asarray(getattr(post, fn)(probs[1], probs[2]))
+def instances_from_maps(task: str, probs: np.ndarray, gland_probs: np.ndarray | None = None) -> np.ndarray:
+    """Instance map from an instance head's (3, H, W) probabilities, by the same
+    post-processing ``cerberus segment`` uses. Lumina are kept inside the glands
+    post-processed from ``gland_probs`` (anywhere when not given)."""
+    from cerberus_cli.postprocess import instances as post
+
+    if task == "nuclei":
+        return post.nuclei_instances(probs[1], probs[2])
+    if task == "gland":
+        return post.gland_instances(probs[1], probs[2])
+    glands = (post.gland_instances(gland_probs[1], gland_probs[2]) if gland_probs is not None
+              else np.ones(probs.shape[1:], np.int32))
+    return post.lumen_instances(probs[1], probs[2], glands)
 
 
-def panoptic_quality(true: np.ndarray, pred: np.ndarray) -> float | None:
-    """PQ of one image from the project's metrics; ``None`` when not available."""
-    try:
-        from cerberus_cli.metrics import pq as pq_mod
-    except ImportError:
-        return None
-    fn = getattr(pq_mod, "panoptic_quality", None) or getattr(pq_mod, "pq", None)
-    if fn is None:
-        return None
-    result = fn(true, pred)
-    return float(result["pq"] if isinstance(result, dict) else getattr(result, "pq", result))
+def panoptic_quality(true: np.ndarray, pred: np.ndarray) -> float:
+    """PQ of one image (NaN when both maps are empty)."""
+    from cerberus_cli.metrics.pq import panoptic_quality as pq
+
+    return float(pq(true, pred).pq)
 
 
 def object_type_votes(instances: np.ndarray, type_probs: np.ndarray) -> dict[int, int]:
@@ -109,6 +106,8 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
     task = ds.task
     type_head = model.config.type_head_for(task)
     heads = [task] + ([type_head.name] if type_head is not None else [])
+    if task == "lumen" and "gland" in model.seg_heads:
+        heads.append("gland")  # lumina are kept inside predicted glands, as in inference
     dices, pqs, correct, total = [], [], 0, 0
     n = len(ds) if limit is None else min(limit, len(ds))
     for i in range(n):
@@ -116,11 +115,9 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
         maps = predict_maps(model, item.image, heads, device)
         probs = maps[task]
         dices.append(dice(probs[1:].sum(0) > 0.5, item.instances > 0))
-        pred_inst = instances_from_maps(task, probs)
-        if pred_inst is not None:
-            pq = panoptic_quality(item.instances, pred_inst)
-            if pq is not None:
-                pqs.append(pq)
+        pq = panoptic_quality(item.instances, instances_from_maps(task, probs, maps.get("gland")))
+        if not np.isnan(pq):
+            pqs.append(pq)
         if type_head is not None and item.types is not None:
             truth = true_object_types(item.instances, item.types)
             votes = object_type_votes(item.instances, maps[type_head.name])

@@ -1,0 +1,234 @@
+"""Training end to end on tiny phantom data: losses fall, masked losses leave absent
+decoders alone, resume is bit-for-bit, subtyping freezes all but one decoder, and
+the CLI wraps it all with clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cerberus_cli.cli import main
+from cerberus_cli.errors import InputError
+from cerberus_cli.model.checkpoint import load_checkpoint
+from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.training import TrainOptions, train
+from cerberus_cli.training.augment import AugmentConfig
+from cerberus_cli.training.batches import BatchBuilder, PatchConfig
+from cerberus_cli.training.datasets import open_dataset
+from cerberus_cli.training.losses import task_losses
+from cerberus_cli.training.model_init import build_model, new_config
+from cerberus_cli.training.options import DataSpec
+from cerberus_cli.training.sampler import BatchPlan, SampleSpec, SamplerConfig, TaskSampler
+from cerberus_cli.training.trainer import to_device, train_step
+from tests._train_fixtures import write_phantom
+
+PATCH = 64
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory) -> Path:
+    return write_phantom(tmp_path_factory.mktemp("phantom"), count=4, size=96, tissue_size=80)
+
+
+def _options(out: Path, phantom: Path, **kw) -> TrainOptions:
+    base = dict(output=str(out), data=DataSpec.parse(str(phantom)), arch="light", steps=12, batch_size=4,
+                patch=PATCH, tissue_patch=64, workers=0, val_every=1000, log_every=1, val_fraction=0.0,
+                progress=False, seed=3)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def _datasets(phantom: Path) -> dict:
+    return {t: open_dataset(t, phantom) for t in ("gland", "lumen", "nuclei", "tissue")}
+
+
+def _fixed_batch(builder: BatchBuilder, tasks: list[str], step: int = 0, stride: int = 1) -> dict:
+    """A batch of ``tasks`` with items 0, stride, 2 * stride, ... of each task's dataset."""
+    super_task = "tissue" if tasks[0] == "tissue" else "segmentation"
+    samples = tuple(SampleSpec(t, (i * stride) % len(builder.datasets[t]), 100 + i) for i, t in enumerate(tasks))
+    return to_device(builder.build(BatchPlan(step, super_task, samples)), torch.device("cpu"))
+
+
+def test_masked_losses_give_absent_decoders_zero_gradient(phantom):
+    model = CerberusNet(new_config("light", ["gland", "lumen", "nuclei", "tissue"], 64)).train()
+    sampler = TaskSampler(SamplerConfig(sizes={"gland": 4, "nuclei": 4}))
+    builder = BatchBuilder(_datasets(phantom), sampler, PatchConfig(PATCH, 64), AugmentConfig.none(), 1)
+    batch = _fixed_batch(builder, ["nuclei", "gland", "nuclei"])
+    out = model(batch["images"])  # every head decoded, only two tasks present
+    losses = task_losses(out, batch, model.config)
+    assert set(losses) == {"nuclei", "nuclei_type", "gland", "gland_type"}
+    sum(losses.values()).backward()
+    grad = {name: sum(0.0 if p.grad is None else p.grad.abs().sum().item()
+                      for p in model.decoders[name].parameters())
+            for name in model.seg_heads}
+    assert grad["lumen"] == 0.0
+    assert all(grad[h] > 0 for h in ("nuclei", "nuclei_type", "gland", "gland_type"))
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in model.tissue_head.parameters())
+    assert sum(p.grad.abs().sum().item() for p in model.encoder.parameters()) > 0
+    # A sample's targets reach only its own task's head: changing the nuclei sample's
+    # targets leaves the gland losses unchanged.
+    batch["inst"][0] = 0
+    again = task_losses(out, batch, model.config)
+    assert again["gland"].item() == pytest.approx(losses["gland"].item())
+    assert again["nuclei"].item() != pytest.approx(losses["nuclei"].item())
+
+
+def test_dynamic_freezing_leaves_absent_decoders_untouched_by_adam(phantom):
+    model = CerberusNet(new_config("light", ["gland", "lumen", "nuclei", "tissue"], 64))
+    sampler = TaskSampler(SamplerConfig(sizes={t: 4 for t in ("gland", "lumen", "nuclei")}))
+    builder = BatchBuilder(_datasets(phantom), sampler, PatchConfig(PATCH, 64), AugmentConfig.none(), 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    dev = torch.device("cpu")
+    # Step 1 gives the lumen decoder Adam moments; step 2 has no lumen sample.
+    train_step(model, opt, _fixed_batch(builder, ["lumen", "nuclei"]), dev)
+    lumen = [p.detach().clone() for p in model.decoders["lumen"].parameters()]
+    encoder = [p.detach().clone() for p in model.encoder.parameters()]
+    losses = train_step(model, opt, _fixed_batch(builder, ["gland", "nuclei"], 1), dev)
+    assert set(losses) == {"gland", "gland_type", "nuclei", "nuclei_type"}
+    assert all(torch.equal(a, b) for a, b in zip(lumen, model.decoders["lumen"].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(encoder, model.encoder.parameters()))
+    # A tissue batch moves the encoder and the tissue head, no decoder.
+    gland = [p.detach().clone() for p in model.decoders["gland"].parameters()]
+    tissue = [p.detach().clone() for p in model.tissue_head.parameters()]
+    train_step(model, opt, _fixed_batch(builder, ["tissue"] * 4, 2), dev)
+    assert all(torch.equal(a, b) for a, b in zip(gland, model.decoders["gland"].parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(tissue, model.tissue_head.parameters()))
+
+
+def test_a_few_dozen_steps_reduce_every_task_loss(phantom, tmp_path):
+    opts = _options(tmp_path / "run", phantom, steps=40, checkpoint_every=40, seed=0, tissue_prob=0.4)
+    before, _ = build_model("light", "random", ["gland", "lumen", "nuclei", "tissue"], 64, seed=0)
+    result = train(opts)
+    after = load_checkpoint(result.last_checkpoint).model
+    builder = BatchBuilder(_datasets(phantom), TaskSampler(SamplerConfig(sizes={"nuclei": 4})),
+                           PatchConfig(PATCH, 64), AugmentConfig.none(), 1)
+    probes = [_fixed_batch(builder, [t] * 4, 50) for t in ("gland", "lumen", "nuclei")]
+    probes.append(_fixed_batch(builder, ["tissue"] * 9, 50, stride=4))  # one patch per class
+
+    def probe_losses(model: CerberusNet) -> dict[str, float]:
+        # Batch statistics in BN (train mode) so that 40 steps of running averages
+        # do not blur the comparison; no dropout, no gradient.
+        model.train()
+        model.tissue_head.dropout.eval()
+        out: dict[str, float] = {}
+        with torch.no_grad():
+            for b in probes:
+                res = model(b["images"], tissue="centre")
+                out.update({k: v.item() for k, v in task_losses(res, b, model.config).items()})
+        return out
+
+    start, end = probe_losses(before), probe_losses(after)
+    assert set(start) == {"gland", "gland_type", "lumen", "nuclei", "nuclei_type", "tissue"}
+    for head in start:
+        assert end[head] < 0.85 * start[head], (head, start[head], end[head])
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).model.state_dict()
+
+
+def test_resume_is_bit_for_bit(phantom, tmp_path):
+    # The learning-rate drop is pinned: by default it sits at 80% of --steps, and the
+    # interrupted run below was started with fewer steps.
+    full = train(_options(tmp_path / "full", phantom, steps=8, checkpoint_every=4, lr_drop_at=6))
+    first = train(_options(tmp_path / "part", phantom, steps=4, checkpoint_every=4, lr_drop_at=6))
+    assert first.steps == 4
+    resumed = train(TrainOptions(output=str(tmp_path / "part"), resume=True, steps=8, workers=1,
+                                 log_every=1, progress=False))
+    a, b = _state(full.last_checkpoint), _state(resumed.last_checkpoint)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    full_opt = torch.load(tmp_path / "full/checkpoints/last.state.pt", weights_only=True)
+    part_opt = torch.load(tmp_path / "part/checkpoints/last.state.pt", weights_only=True)
+    assert full_opt["step"] == part_opt["step"] == 8
+    assert torch.equal(full_opt["torch_rng"], part_opt["torch_rng"])
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "part/metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "train"]
+    assert steps == list(range(1, 9))
+
+
+def test_subtype_stage_trains_only_the_type_decoder(phantom, tmp_path):
+    base = train(_options(tmp_path / "base", phantom, steps=2, tasks=["nuclei", "tissue"]))
+    base_model = load_checkpoint(base.last_checkpoint).model
+    assert "nuclei_type" in base_model.seg_heads
+    sub = train(_options(tmp_path / "sub", phantom, steps=3, subtype="nuclei", init=str(base.last_checkpoint)))
+    a, b = base_model.state_dict(), _state(sub.last_checkpoint)
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed, "the type decoder did not train"
+    assert all(k.startswith(("decoders.nuclei_type.", "heads.nuclei_type.")) for k in changed), changed
+    # BN statistics of the frozen parts stay as they were, too.
+    assert torch.equal(a["encoder.bn1.running_mean"], b["encoder.bn1.running_mean"])
+
+
+def test_subtype_adds_a_missing_type_head(phantom, tmp_path):
+    base = train(_options(tmp_path / "base", phantom, steps=1, tasks=["gland"]))
+    light = load_checkpoint(base.last_checkpoint)
+    # Drop gland_type from the saved model to simulate a model without it.
+    from cerberus_cli.model.checkpoint import save_checkpoint
+
+    cfg = light.config.with_heads(["gland"])
+    slim = CerberusNet(cfg)
+    slim.load_state_dict({k: v for k, v in light.model.state_dict().items() if k in slim.state_dict()})
+    save_checkpoint(slim, tmp_path / "slim.pt")
+    sub = train(_options(tmp_path / "sub", phantom, steps=2, subtype="gland", init=str(tmp_path / "slim.pt")))
+    loaded = load_checkpoint(sub.last_checkpoint)
+    assert [h.name for h in loaded.config.heads] == ["gland", "gland_type"]
+
+
+def test_imagenet_init_from_torchvision_state_dict(phantom, tmp_path):
+    from cerberus_cli.model.encoder import ResNetEncoder
+
+    enc = ResNetEncoder("resnet18", with_fc=True)
+    torch.save(enc.state_dict(), tmp_path / "resnet18.pth")
+    model, prov = build_model("light", "imagenet", ["nuclei"], 64, str(tmp_path / "resnet18.pth"))
+    assert prov["init"] == "imagenet"
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, enc.layer4[1].conv2.weight)
+    torch.save(ResNetEncoder("resnet34").state_dict(), tmp_path / "resnet34.pth")
+    with pytest.raises(InputError, match="resnet34.pth: not a torchvision resnet18 state dict"):
+        build_model("light", "imagenet", ["nuclei"], 64, str(tmp_path / "resnet34.pth"))
+
+
+def test_cli_train_end_to_end(phantom, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "-o", str(out), "--data", f"nuclei={phantom}", "--data", f"tissue={phantom}",
+            "--data", f"gland:generic={phantom / 'gland'}", "--arch", "light", "--steps", "6",
+            "--batch-size", "2", "--patch", "64", "--tissue-patch", "64", "--workers", "1",
+            "--val-every", "3", "--val-limit", "2", "--val-fraction", "0.25", "--sampler", "fixed",
+            "--no-progress", "--task-probs", "nuclei=1,gland=1"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "best checkpoint" in res.output and "throughput" in res.output
+    for f in ("config.json", "metrics.jsonl", "metrics.csv", "plot.png", "checkpoints/last.pt",
+              "checkpoints/best.pt", "checkpoints/last.state.pt"):
+        assert (out / f).is_file(), f
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in records if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [3, 6]
+    assert {"nuclei_dice", "gland_dice", "tissue_acc"} <= set(val[0])
+    assert load_checkpoint(out / "checkpoints/best.pt").provenance["training"]["step"] in (3, 6)
+    # Same directory again: refused without --resume/--overwrite.
+    again = CliRunner().invoke(main, args)
+    assert again.exit_code == 2 and "run directory exists" in again.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "cells=/x"], "unknown task 'cells'"),
+    (["--data", "nuclei=/does/not/exist"], "no such file or directory"),
+    (["--data", "nuclei:nope={ph}"], "unknown dataset format 'nope'"),
+    (["--data", "{ph}", "--init", "imagenet"], "needs --imagenet-weights"),
+    (["--data", "{ph}", "--patch", "70"], "--patch must be a multiple of 16"),
+    (["--data", "{ph}", "--subtype", "nuclei"], "--subtype needs --init MODEL"),
+    (["--data", "{ph}", "--task-probs", "nuclei"], "expected NAME=NUMBER"),
+    (["--resume"], "nothing to resume"),
+])
+def test_cli_bad_input_is_one_line(phantom, tmp_path, args, message):
+    args = [a.replace("{ph}", str(phantom)) for a in args]
+    res = CliRunner().invoke(main, ["train", "-o", str(tmp_path / "r"), "--steps", "1", *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
