@@ -60,29 +60,39 @@ def paint_ellipses(shape: tuple[int, int], n: int, radii: tuple[float, float],
         r = int(max(ry, rx)) + 1
         cy = int(rng.integers(border + r, h - border - r))
         cx = int(rng.integers(border + r, w - border - r))
-        canvas = np.zeros(shape, np.uint8)
-        cv2.ellipse(canvas, (cx, cy), (int(rx), int(ry)), float(rng.uniform(0, 180)),
-                    0, 360, 1, -1)
+        # Work in a window around the ellipse: cost independent of the grid size.
+        pad = r + gap + 1
+        wy0, wx0 = max(0, cy - pad), max(0, cx - pad)
+        wy1, wx1 = min(h, cy + pad + 1), min(w, cx + pad + 1)
+        canvas = np.zeros((wy1 - wy0, wx1 - wx0), np.uint8)
+        cv2.ellipse(canvas, (cx - wx0, cy - wy0), (int(rx), int(ry)),
+                    float(rng.uniform(0, 180)), 0, 360, 1, -1)
         grown = cv2.dilate(canvas, _kernel(2 * gap + 1))
-        if (grown & occupied).any():
+        if (grown & occupied[wy0:wy1, wx0:wx1]).any():
             continue
         k += 1
-        labels[canvas > 0] = k
-        occupied |= canvas
+        labels[wy0:wy1, wx0:wx1][canvas > 0] = k
+        occupied[wy0:wy1, wx0:wx1] |= canvas
     return labels
 
 
 def instance_maps(labels: np.ndarray, kernel_px: int, blur: float = 0.7) -> np.ndarray:
     """(2, H, W) float32 inner/boundary maps of a label map, as training targets are made."""
+    from scipy import ndimage as ndi
+
     inner = np.zeros(labels.shape, np.float32)
     outer = np.zeros(labels.shape, np.float32)
     k = _kernel(kernel_px)
-    for i in range(1, int(labels.max()) + 1):
-        obj = (labels == i).astype(np.uint8)
-        if not obj.any():
+    h, w = labels.shape
+    pad = kernel_px
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
             continue
-        inner = np.maximum(inner, cv2.erode(obj, k))
-        outer = np.maximum(outer, cv2.dilate(obj, k))
+        y0, x0 = max(0, sl[0].start - pad), max(0, sl[1].start - pad)
+        win = (slice(y0, min(h, sl[0].stop + pad)), slice(x0, min(w, sl[1].stop + pad)))
+        obj = (labels[win] == i).astype(np.uint8)
+        inner[win] = np.maximum(inner[win], cv2.erode(obj, k))
+        outer[win] = np.maximum(outer[win], cv2.dilate(obj, k))
     boundary = outer - inner
     if blur > 0:
         inner = cv2.GaussianBlur(inner, (0, 0), blur)

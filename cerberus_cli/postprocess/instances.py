@@ -62,17 +62,16 @@ def _ellipse(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
 
 
-def tie_breaker(shape: tuple[int, int], origin: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """A fixed pseudo-random value in [0, 1) per global grid position.
+def tie_breaker(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """A fixed pseudo-random value in [0, 1) per global grid position (ys, xs).
 
     The watershed floods pixels of equal height in an order that depends on
     everything else in the array; a perturbation far below the map's precision
     that depends only on the global position makes the flooding order, and so
     the split between touching nuclei, the same in every chunk.
     """
-    h, w = shape
-    gy = np.arange(origin[1], origin[1] + h, dtype=np.uint64)[:, None]
-    gx = np.arange(origin[0], origin[0] + w, dtype=np.uint64)[None, :]
+    gx = xs.astype(np.uint64)
+    gy = ys.astype(np.uint64)
     mixed = (gx * np.uint64(0x9E3779B1)) ^ (gy * np.uint64(0x85EBCA77))
     mixed = (mixed ^ (mixed >> np.uint64(15))) * np.uint64(0x2C1B3C6D)
     return ((mixed >> np.uint64(8)) & np.uint64(0xFFFFFF)).astype(np.float64) / float(1 << 24)
@@ -94,7 +93,9 @@ def nuclei_instances(inner: np.ndarray, boundary: np.ndarray,
     markers, n = label_components(inner > t, options.nuclei_min_marker_px)
     if n == 0:
         return np.zeros(inner.shape, np.int32)
-    height = tie_breaker(inner.shape, origin) * 1e-9 - inner.astype(np.float64)
+    height = -inner.astype(np.float64)
+    ys, xs = np.nonzero(mask)  # the watershed only visits the mask
+    height[ys, xs] += tie_breaker(ys + origin[1], xs + origin[0]) * 1e-9
     labels = watershed(height, markers, mask=mask)
     return relabel_sequential(labels.astype(np.int32, copy=False), options.nuclei_min_size_px)
 

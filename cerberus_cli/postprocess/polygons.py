@@ -1,25 +1,63 @@
 """Label map -> shapely polygons following pixel edges, holes kept.
 
-Outlines are traced by marching squares on the object's mask upsampled 2x
-(nearest), which puts the outline on the pixel edges (pixel ``i`` covers
-``[i, i+1)``) with only a quarter-pixel chamfer at corners: areas match pixel
-counts, unlike outlines through pixel centres, which shrink a 60-px nucleus by
-~20 %. Every ring is traced, and rings combine even-odd, so holes (and islands
-inside holes) come out right. Outlines are simplified (Douglas-Peucker,
-topology preserved) in coordinates relative to the object's bounding box, so
-the same object gives the same polygon wherever it sits in an array.
+Each object's mask is upsampled 2x (nearest) and traced with OpenCV
+(``findContours``, two-level hierarchy: exteriors and their holes); the traced
+rings pass through the centres of the boundary sub-pixels, a quarter pixel
+inside the pixel edges, so a mitred buffer of +0.25 px puts every axis-aligned
+edge exactly on the pixel edges (pixel ``i`` covers ``[i, i+1)``). Areas then
+match pixel counts to within a few hundredths of a pixel per corner, unlike
+outlines through pixel centres, which shrink a 60-px nucleus by ~20 %; the 2x
+trace also keeps one-pixel-wide parts as proper polygons. Outlines are
+simplified (Douglas-Peucker, topology preserved) in coordinates relative to
+the object's bounding box, so the same object gives the same polygon wherever
+it sits in an array.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import shapely
 from scipy import ndimage as ndi
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
-from skimage.measure import find_contours
+
+
+def _ring(contour: np.ndarray) -> np.ndarray:
+    """OpenCV contour on the 2x grid -> sub-pixel-centre coordinates in pixels."""
+    return (contour[:, 0, :].astype(np.float64) + 0.5) / 2.0
+
+
+def _trace(mask: np.ndarray) -> BaseGeometry | None:
+    """Rings through boundary sub-pixel centres (a quarter pixel inside the edges)."""
+    up = cv2.resize(mask.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, hierarchy = cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    links = hierarchy[0]
+    polys = []
+    for i, (_, _, child, parent) in enumerate(links):
+        if parent >= 0:
+            continue
+        holes = []
+        while child >= 0:
+            holes.append(_ring(contours[child]))
+            child = links[child][0]
+        polys.append(Polygon(_ring(contours[i]), holes))
+    return polys[0] if len(polys) == 1 else MultiPolygon(polys)
+
+
+def _finish(traced: np.ndarray, simplify: float) -> np.ndarray:
+    """Vectorised: move rings onto pixel edges, repair, simplify."""
+    out = shapely.buffer(traced, 0.25, join_style="mitre")
+    if simplify > 0:
+        out = shapely.simplify(out, simplify, preserve_topology=True)
+    bad = ~shapely.is_valid(out)
+    if bad.any():
+        out[bad] = shapely.make_valid(out[bad])
+    return out
 
 
 def mask_polygon(mask: np.ndarray, simplify: float = 0.0) -> BaseGeometry | None:
@@ -27,24 +65,10 @@ def mask_polygon(mask: np.ndarray, simplify: float = 0.0) -> BaseGeometry | None
 
     Returns None for an empty mask.
     """
-    if not mask.any():
+    traced = _trace(np.asarray(mask, bool))
+    if traced is None:
         return None
-    up = np.pad(mask, 1).astype(np.float32).repeat(2, axis=0).repeat(2, axis=1)
-    rings = []
-    for c in find_contours(up, 0.5, fully_connected="high"):
-        if len(c) >= 4:
-            # (row, col) of the 2x grid, shifted by the 1-px pad -> (x, y) pixel edges.
-            rings.append(Polygon((c[:, ::-1] + 0.5) / 2.0 - 1.0))
-    if not rings:
-        return None
-    geom = rings[0]
-    for ring in rings[1:]:
-        geom = shapely.symmetric_difference(geom, ring)
-    if simplify > 0:
-        geom = shapely.simplify(geom, simplify, preserve_topology=True)
-    if not geom.is_valid:
-        geom = shapely.make_valid(geom)
-    return _polygonal(geom)
+    return _polygonal(_finish(np.array([traced], dtype=object), simplify)[0])
 
 
 def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
@@ -71,20 +95,26 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
     slices = ndi.find_objects(labels)
     if ids is None:
         ids = range(1, len(slices) + 1)
-    geoms: list[BaseGeometry | None] = []
+    ids = list(ids)
+    traced: list[BaseGeometry] = []
+    where: list[int] = []
     origins = []
-    for i in ids:
+    for k, i in enumerate(ids):
         sl = slices[i - 1] if 0 < i <= len(slices) else None
-        geom = None if sl is None else mask_polygon(labels[sl] == i, simplify)
-        geoms.append(geom)
+        geom = None if sl is None else _trace(labels[sl] == i)
         if geom is not None:
+            traced.append(geom)
+            where.append(k)
             origins.append((sl[1].start + offset[0], sl[0].start + offset[1]))
-    present = [g for g in geoms if g is not None]
-    if not present:
+    geoms: list[BaseGeometry | None] = [None] * len(ids)
+    if not traced:
         return geoms
-    arr = np.empty(len(present), dtype=object)
-    arr[:] = present
+    arr = np.empty(len(traced), dtype=object)
+    arr[:] = traced
+    arr = _finish(arr, simplify)
     counts = shapely.get_num_coordinates(arr)
     shift = np.repeat(np.asarray(origins, dtype=np.float64), counts, axis=0)
-    moved = iter(shapely.transform(arr, lambda xy: (xy + shift) * scale))
-    return [None if g is None else next(moved) for g in geoms]
+    arr = shapely.transform(arr, lambda xy: (xy + shift) * scale)
+    for k, g in zip(where, arr):
+        geoms[k] = _polygonal(g)
+    return geoms
