@@ -12,7 +12,7 @@ import math
 import numpy as np
 from scipy import ndimage
 
-from cerberus_cli.synthetic.noise import value_noise
+from cerberus_cli.synthetic.noise import value_noise_grid
 from cerberus_cli.synthetic.params import BACK, NORM, REGION_CLASSES, SceneParams
 
 COARSE = 16
@@ -37,16 +37,15 @@ class CoarseFields:
         j1 = math.ceil((y0 + h + margin) / c) + 1
         xs = np.arange(self.i0, i1 + 1) * float(c)
         ys = np.arange(self.j0, j1 + 1) * float(c)
-        gx, gy = np.meshgrid(xs, ys)
         scores = []
         for k, cls in enumerate(REGION_CLASSES):
-            s = value_noise(seed, 10 + cls, gx, gy, params.region_scale, octaves=3)
+            s = value_noise_grid(seed, 10 + cls, xs, ys, params.region_scale, octaves=3)
             s = s + params.region_weights[k]
             if params.force_class == cls:
                 s = s + 6.0
             scores.append(s.astype(np.float32))
         self.scores = np.stack(scores)
-        t = value_noise(seed, 3, gx, gy, params.tissue_scale, octaves=4) + params.tissue_bias
+        t = value_noise_grid(seed, 3, xs, ys, params.tissue_scale, octaves=4) + params.tissue_bias
         if params.force_class is not None:
             t = np.full_like(t, -1.0 if params.force_class == BACK else 1.0)
         mask = t > 0
@@ -60,7 +59,7 @@ class CoarseFields:
             sdf = np.where(mask, inside - 0.5, -(outside - 0.5)) * c
         self.sdf = np.clip(sdf, -SDF_CLIP, SDF_CLIP).astype(np.float32)
         # A smooth field for the orientation of fibres (stroma, muscle), in radians.
-        self.orient = (value_noise(seed, 5, gx, gy, 900.0, octaves=2) * np.pi).astype(np.float32)
+        self.orient = (value_noise_grid(seed, 5, xs, ys, 900.0, octaves=2) * np.pi).astype(np.float32)
 
     # --- points ---------------------------------------------------------------------
     def _sample(self, grid: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

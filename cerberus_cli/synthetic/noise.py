@@ -92,3 +92,36 @@ def white_noise(seed: int, stream: int, x0: int, y0: int, h: int, w: int) -> np.
                 rng.standard_normal((t, t), dtype=np.float32)
     oy, ox = y0 - ty0 * t, x0 - tx0 * t
     return out[oy:oy + h, ox:ox + w]
+
+
+def value_noise_grid(seed: int, stream: int, xs: np.ndarray, ys: np.ndarray, scale: float,
+                     octaves: int = 3, persistence: float = 0.5) -> np.ndarray:
+    """:func:`value_noise` on the grid ``xs`` x ``ys`` (len(ys) x len(xs)), much faster.
+
+    Hashes only the lattice nodes the grid spans and interpolates separably (rows,
+    then columns); values equal :func:`value_noise` at the grid points.
+    """
+    xs = np.asarray(xs, dtype=np.float64)
+    ys = np.asarray(ys, dtype=np.float64)
+    total = np.zeros((len(ys), len(xs)))
+    amp, norm = 1.0, 0.0
+    for o in range(octaves):
+        s = scale / (2 ** o)
+        ix, fx = _cell_and_weight(xs / s)
+        iy, fy = _cell_and_weight(ys / s)
+        nodes_x = np.arange(ix.min(), ix.max() + 2)
+        nodes_y = np.arange(iy.min(), iy.max() + 2)
+        lattice = hash_uniform(seed, stream * 64 + o, nodes_x[None, :], nodes_y[:, None])
+        rows = lattice[iy - nodes_y[0]] * (1 - fy)[:, None] + lattice[iy - nodes_y[0] + 1] * fy[:, None]
+        v = rows[:, ix - nodes_x[0]] * (1 - fx) + rows[:, ix - nodes_x[0] + 1] * fx
+        total += amp * (2 * v - 1)
+        norm += amp
+        amp *= persistence
+    return total / norm * 1.7
+
+
+def _cell_and_weight(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Lattice cell and smoothstep weight of positions ``g`` (in lattice units)."""
+    i = np.floor(g).astype(np.int64)
+    f = g - i
+    return i, f * f * (3 - 2 * f)

@@ -33,9 +33,9 @@ _NUC_H = np.array([0.0, 2.0, 1.55, 2.25, 1.75, 1.8, 1.85], dtype=np.float32)
 class _Textures:
     """Unit-variance noise textures of one window, computed on demand."""
 
-    def __init__(self, seed: int, x0: int, y0: int, h: int, w: int, orient: np.ndarray) -> None:
+    def __init__(self, seed: int, x0: int, y0: int, h: int, w: int, orient_at) -> None:
         self.seed, self.x0, self.y0, self.h, self.w = seed, x0, y0, h, w
-        self.orient = orient
+        self.orient_at = orient_at
         self._cache: dict = {}
 
     def white(self, stream: int) -> np.ndarray:
@@ -53,28 +53,45 @@ class _Textures:
         return self._cache[key]
 
     def fibres(self, stream: int, length: float, width: float) -> np.ndarray:
-        """Streaks along the local fibre orientation (unit variance)."""
+        """Streaks along the local fibre orientation (about unit variance).
+
+        Computed at half resolution on a global half-pixel grid (about ten times
+        cheaper; streaks come out a pixel wider) and upsampled bilinearly.
+        """
         key = ("f", stream, length, width)
         if key in self._cache:
             return self._cache[key]
-        src = self.white(stream)
-        half = int(3 * length)
+        half = int(np.ceil(2.5 * length / 2))
+        hx0, hy0 = self.x0 // 2 - 1, self.y0 // 2 - 1
+        hw = (self.x0 + self.w) // 2 + 2 - hx0
+        hh = (self.y0 + self.h) // 2 + 2 - hy0
+        src = white_noise(self.seed, 700 + stream, hx0 - half, hy0 - half, hh + 2 * half, hw + 2 * half)
+        gx, gy = np.meshgrid(np.arange(hx0, hx0 + hw) * 2.0, np.arange(hy0, hy0 + hh) * 2.0)
+        orient = self.orient_at(gx, gy)
         yy, xx = np.mgrid[-half:half + 1, -half:half + 1].astype(np.float32)
-        out = np.zeros_like(src)
-        t = np.mod(self.orient, np.pi) / np.pi * N_ORIENT
+        t = np.mod(orient, np.pi) / np.pi * N_ORIENT
         i0 = np.floor(t).astype(np.int64) % N_ORIENT
         f = (t - np.floor(t)).astype(np.float32)
+        out = np.zeros((hh, hw), np.float32)
         for k in range(N_ORIENT):
             th = k * np.pi / N_ORIENT
             along = xx * np.cos(th) + yy * np.sin(th)
             across = -xx * np.sin(th) + yy * np.cos(th)
-            ker = np.exp(-0.5 * (along / length) ** 2 - 0.5 * (across / width) ** 2)
+            ker = np.exp(-0.5 * (along / (length / 2)) ** 2 - 0.5 * (across / max(width / 2, 0.5)) ** 2)
             ker /= np.sqrt((ker ** 2).sum())
-            resp = cv2.filter2D(src, -1, ker, borderType=cv2.BORDER_REFLECT)
+            # 'valid' part only: the source was drawn with the kernel's reach around it.
+            resp = cv2.filter2D(src, -1, ker)[half:half + hh, half:half + hw]
             wgt = np.where(i0 == k, 1 - f, 0) + np.where((i0 + 1) % N_ORIENT == k, f, 0)
             out += resp * wgt.astype(np.float32)
-        self._cache[key] = out
-        return out
+        # Bilinear upsampling: full-res x sits at half-res x / 2.
+        up = np.empty((hh * 2, hw * 2), np.float32)
+        up[0::2, 0::2] = out
+        up[0::2, 1:-1:2] = 0.5 * (out[:, :-1] + out[:, 1:])
+        up[1:-1:2, :] = 0.5 * (up[0:-2:2, :] + up[2::2, :])
+        ox, oy = self.x0 - 2 * hx0, self.y0 - 2 * hy0
+        res = np.ascontiguousarray(up[oy:oy + self.h, ox:ox + self.w])
+        self._cache[key] = res
+        return res
 
 
 def _adipocyte_borders(seed: int, x0: int, y0: int, h: int, w: int) -> np.ndarray:
@@ -123,7 +140,7 @@ def _goblets(labels: Labels, h: int, w: int) -> np.ndarray:
 def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
     """RGB float32 image (before blur and noise) of a window's label layers."""
     h, w = labels.tissue.shape
-    tx = _Textures(seed, labels.x0, labels.y0, h, w, labels.orient)
+    tx = _Textures(seed, labels.x0, labels.y0, h, w, labels.fields.orient_at)
     T = labels.tissue
     H = np.zeros((h, w), np.float32)
     E = np.zeros((h, w), np.float32)

@@ -36,7 +36,6 @@ class Labels:
     y0: int
     tissue: np.ndarray       # uint8 tissue class (0 = glass)
     sdf: np.ndarray          # float32 signed distance to the glass (px)
-    orient: np.ndarray       # float32 fibre orientation (radians)
     gland: np.ndarray        # int32 gland instances (glands, then surface bands)
     gland_kind: np.ndarray   # uint8 KIND_NORMAL | KIND_TUMOUR | KIND_SURFACE
     lumen: np.ndarray        # int32, lumen of gland k has id k
@@ -46,6 +45,7 @@ class Labels:
     glands: Glands
     nuclei: Nuclei
     n_surface: int
+    fields: CoarseFields
 
 
 def fill(img: np.ndarray, polys: list[np.ndarray], value: int, x0: float, y0: float) -> None:
@@ -118,5 +118,5 @@ class PhantomWorld:
             lob = [polys[i, j] for j in range(int(nuc.nlobes[i]))]
             fill(nucleus, lob, i + 1, X0, Y0)
             fill(ncls, lob, int(nuc.cls[i]), X0, Y0)
-        return Labels(x0, y0, tissue, sdf, f.orient_map(x0, y0, w, h).astype(np.float32),
-                      gland, kind, lumen, nucleus[crop], ncls[crop], cyto[crop], glands, nuc, n_surf)
+        return Labels(x0, y0, tissue, sdf,
+                      gland, kind, lumen, nucleus[crop], ncls[crop], cyto[crop], glands, nuc, n_surf, f)
