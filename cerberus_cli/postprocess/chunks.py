@@ -120,17 +120,16 @@ class _Objects:
 
     @staticmethod
     def of(labels: np.ndarray, origin: tuple[int, int], cut_sides: tuple[bool, ...]) -> "_Objects":
-        h, w = labels.shape
         count = int(labels.max()) + 1
-        flat = labels.ravel()
-        n = np.bincount(flat, minlength=count).astype(np.int64)
-        # Row/column sums avoid materialising index images.
-        sx_local = np.bincount(flat, weights=np.tile(np.arange(w, dtype=np.float64), h),
-                               minlength=count)
-        sy_local = np.bincount(flat, weights=np.repeat(np.arange(h, dtype=np.float64), w),
-                               minlength=count)
-        sx = np.rint(sx_local).astype(np.int64) + n * origin[0]
-        sy = np.rint(sy_local).astype(np.int64) + n * origin[1]
+        # Moments over foreground pixels only (a fraction of the chunk).
+        ys, xs = np.nonzero(labels)
+        lab = labels[ys, xs]
+        n = np.bincount(lab, minlength=count).astype(np.int64)
+        sx = np.rint(np.bincount(lab, weights=xs, minlength=count)).astype(np.int64)
+        sy = np.rint(np.bincount(lab, weights=ys, minlength=count)).astype(np.int64)
+        n[0] = 0
+        sx += n * origin[0]
+        sy += n * origin[1]
         cut = np.zeros(count, bool)
         left, top, right, bottom = cut_sides
         for side, edge in ((left, labels[:, 0]), (top, labels[0, :]),
