@@ -246,3 +246,21 @@ def test_cli_end_to_end(tmp_path):
     res = CliRunner().invoke(main, ["evaluate", "--task", "tissue", "--true", str(true),
                                     "--pred", str(pred), "-m", "all"])
     assert res.exit_code == 0 and "confusion" in res.output and "0.7500" in res.output
+
+
+def test_empty_images_are_undefined_and_reported(tmp_path):
+    gt, pr, pc = write_folders(tmp_path)
+    scipy.io.savemat(gt / "c.mat", {"inst_map": np.zeros(SHAPE, np.int32),
+                                    "id": np.zeros((0, 1)), "class": np.zeros((0, 1))})
+    cv2.imwrite(str(pr / "c.png"), np.zeros(SHAPE, np.uint16))
+    cv2.imwrite(str(pc / "c.png"), np.zeros(SHAPE, np.uint8))
+    r = evaluate(gt, pr, ["all"], "nuclei", pred_classes=pc)
+    per = {row["image"]: row for row in r.per_image}
+    assert per["c"]["pq"] != per["c"]["pq"] and per["c"]["dice"] != per["c"]["dice"]  # NaN
+    assert r.settings["n_both_empty"] == 1 and r.image_summary("pq").n == 2
+    assert r.overall["pq"] == pytest.approx((per["a"]["pq"] + per["b"]["pq"]) / 2)
+    data = json.loads(r.to_json())
+    assert data["per_image"][2]["pq"] is None and data["per_image_summary"]["pq"]["n"] == 2
+    # Without prediction classes, "all" reports what it left out.
+    r = evaluate(gt, pr, ["all"], "nuclei")
+    assert "mpq" not in r.overall and "no classes" in r.settings["not_computed"]

@@ -100,3 +100,8 @@ def print_report(report, console: Console) -> None:
     n_skip = len(unpaired.get("true_only", [])) + len(unpaired.get("pred_only", []))
     if n_skip:
         console.print(f"skipped {n_skip} unpaired file(s)")
+    if s.get("n_both_empty"):
+        console.print(f"{s['n_both_empty']} image(s) empty in truth and prediction: "
+                      "undefined, left out of per-image means")
+    if s.get("not_computed"):
+        console.print(f"not computed: {s['not_computed']}")

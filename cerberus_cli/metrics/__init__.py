@@ -1,14 +1,35 @@
 """Metrics of the field, exact and fast (numpy/scipy only; no torch).
 
-Binary Dice; PQ with DQ and SQ; mPQ and mPQ+; AJI and AJI+; nucleus detection and
-classification F1 by centroid matching; patch classification accuracy, F1, mAP and
-confusion matrix. Every instance metric works from one sparse overlap table
-(:mod:`cerberus_cli.metrics.overlap`), built from label maps or from polygons.
+Every instance metric works from one sparse overlap table (areas of all instances,
+intersections of touching pairs; :mod:`~cerberus_cli.metrics.overlap`), built from
+label maps with one histogram pass, or from polygons with an STRtree query.
+
+Definitions (details in each module):
+
+* Dice (:mod:`.dice`): 2|T∩P| / (|T|+|P|) of the non-zero pixels.
+* PQ, DQ, SQ (:mod:`.pq`): unique pairs with IoU > threshold (0.5; Hungarian
+  matching maximising total IoU below 0.5); DQ = TP/(TP+FP/2+FN/2), SQ = mean IoU
+  of pairs, PQ = DQ x SQ; dataset value = mean over images.
+* mPQ: per class, mean over the images whose truth holds the class, then mean over
+  classes. mPQ+: per class TP, FP, FN, IoU pooled over images, then mean over classes.
+* AJI, AJI+ (:mod:`.aji`): best-IoU pairing (AJI) or unique pairing (AJI+).
+* Detection (:mod:`.detection`): centroids within a radius (6 px), F1_d, type
+  accuracy and HoVer-Net's per-class F1.
+* Patch classification (:mod:`.classification`): accuracy, F1 and mean F1, AP per
+  class and mAP, confusion matrix.
+
+Edge cases, one rule throughout: a value with nothing to count (both maps empty;
+a class absent from truth and prediction) is undefined, NaN (``null`` in JSON) and
+left out of every average; if only one side is empty the value is 0. Ids need not
+be contiguous nor start at 1, and any integer, boolean or integer-valued float
+dtype is accepted; maps of different shapes are an :class:`InputError`.
 
 Quick use::
 
     from cerberus_cli.metrics import panoptic_quality, dice, aji
     c = panoptic_quality(true_map, pred_map)       # c.pq, c.dq, c.sq, c.tp ...
+
+For folders and slide outputs see :func:`cerberus_cli.metrics.evaluate.evaluate`.
 """
 
 from cerberus_cli.metrics.aji import aji, aji_from_overlap, aji_plus, aji_plus_from_overlap

@@ -212,6 +212,9 @@ def _finish(samples: list[Sample], task: str, metrics: Sequence[str], names: lis
     has_classes = all(s.true_classes is not None and s.pred_classes is not None for s in samples)
     chosen = instance_metric_names(metrics, has_classes)
     report = score_samples(samples, task, chosen, names, threshold, radius)
+    if not has_classes and "all" in [m.lower() for m in metrics] and len(names) > 2:
+        report.settings["not_computed"] = "mpq, mpq+ and per-class F1: inputs carry no classes"
+        log.warning("no classes in the inputs: mpq, mpq+ and per-class F1 not computed")
     report.settings.update(settings)
     report.settings["unpaired"] = missing
     return report

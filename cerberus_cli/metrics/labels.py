@@ -15,8 +15,9 @@ import numpy as np
 
 from cerberus_cli.errors import InputError
 
-# Above this many possible ids a lookup table would waste memory; sort instead.
-_LUT_LIMIT = 1 << 24
+# A lookup table is used while it is no larger than this or than the map itself;
+# beyond that (huge, sparse ids) the ids are sorted instead.
+_LUT_LIMIT = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def compact(a: np.ndarray, name: str = "map") -> Labels:
     a = as_id_array(a, name)
     flat = a.ravel()
     top = int(flat.max()) if flat.size else 0
-    if top < max(_LUT_LIMIT, 2 * flat.size):
+    if top < max(_LUT_LIMIT, flat.size):
         counts = np.bincount(flat, minlength=top + 1)
         counts[0] = 0
         ids = np.flatnonzero(counts)

@@ -28,7 +28,11 @@ _MEAN_KEYS = ("dice", "pq", "dq", "sq", "aji", "aji+")
 
 
 def instance_metric_names(requested: Iterable[str], has_classes: bool) -> list[str]:
-    """Expand ``all``, check names and order them; class metrics need classes."""
+    """Expand ``all``, check names and order them.
+
+    ``all`` leaves out the class metrics when the inputs carry no classes; asking
+    for one of them explicitly is then an error (raised by :func:`score_samples`).
+    """
     requested = [m.lower() for m in requested] or ["all"]
     unknown = [m for m in requested if m != "all" and m not in INSTANCE_METRICS]
     if unknown:
@@ -109,5 +113,7 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
             report.overall["type_accuracy"] = detection.accuracy
             for c in classes:
                 report.per_class[names[c]]["f1"] = detection.class_f1(c)
-    report.settings.update(threshold=threshold, radius=radius, n_images=len(samples))
+    report.settings.update(
+        threshold=threshold, radius=radius, n_images=len(samples),
+        n_both_empty=sum(s.overlap.n_true == 0 and s.overlap.n_pred == 0 for s in samples))
     return report
