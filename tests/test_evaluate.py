@@ -181,13 +181,22 @@ def test_slide_polygons_agree_with_rasters(tmp_path):
     pdir = tmp_path / "out"
     pdir.mkdir()
     write_slide(pdir / "s1.geojson", PRED)
+    write_slide(pdir / "s1.tissue.parquet", TRUE)  # segment's tissue regions: not objects of s1
+    cv2.imwrite(str(pdir / "s1.overlay.png"), np.zeros((4, 4, 3), np.uint8))
+    (pdir / "s1.run.json").write_text("{}")
     tdir = tmp_path / "gt"
     tdir.mkdir()
     t.rename(tdir / t.name)
+    write_slide(tdir / "s2.truth.parquet", PRED)
+    write_slide(pdir / "s2.parquet", PRED)
     r2 = evaluate(tdir, pdir, ["pq", "mpq+"], "nuclei")
-    assert r2.overall["pq"] == pytest.approx(r.overall["pq"])
-    assert r2.overall["mpq+"] == pytest.approx(r.overall["mpq+"])
-    lum = evaluate_slides([tdir], [tdir / "s1.truth.parquet"], "lumen", ["pq"])
+    per = {row["image"]: row for row in r2.per_image}
+    assert set(per) == {"s1", "s2"} and per["s2"]["pq"] == 1.0
+    assert per["s1"]["pq"] == pytest.approx(r.per_image[0]["pq"])
+    (pdir / "s2.parquet").unlink()
+    with pytest.raises(InputError, match=r"s2\.truth\.parquet has no prediction"):
+        evaluate(tdir, pdir, ["pq"], "nuclei")
+    lum = evaluate_slides([tdir / "s1.truth.parquet"], [tdir / "s1.truth.parquet"], "lumen", ["pq"])
     assert lum.overall["pq"] == 1.0 and lum.per_image[0]["n_true"] == 3
     assert slide_key(tdir / "x.y.truth.parquet") == "x.y"
     assert slide_key(pdir / "x.y.geojson.gz") == "x.y"

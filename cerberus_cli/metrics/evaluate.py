@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 from cerberus_cli.errors import InputError
 from cerberus_cli.metrics.detection import DEFAULT_RADIUS
-from cerberus_cli.metrics.readers import MAP_SUFFIXES, list_maps, load_map, resolve_source
+from cerberus_cli.metrics.readers import list_maps, load_map, resolve_source
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample, sample_from_maps, sample_from_objects
 from cerberus_cli.metrics.scoring import instance_metric_names, score_samples
@@ -133,15 +133,15 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
 
 
 def is_object_input(path: PathLike) -> bool:
-    """True for an object file, or a folder holding object files and no label maps."""
+    """True for an object file or a folder holding object files.
+
+    Folders of label maps never hold GeoParquet/GeoJSON, while a ``cerberus
+    segment`` output folder holds PNG overlays next to its object files.
+    """
     p = Path(path)
     if p.is_file():
         return _object_suffix(p) is not None
-    if p.is_dir():
-        files = [f for f in p.iterdir() if f.is_file()]
-        return (any(_object_suffix(f) for f in files)
-                and not any(f.suffix.lower() in MAP_SUFFIXES for f in files))
-    return False
+    return p.is_dir() and any(f.is_file() and _object_suffix(f) for f in p.iterdir())
 
 
 def slide_key(path: Path) -> str:
