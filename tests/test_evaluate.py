@@ -273,3 +273,21 @@ def test_empty_images_are_undefined_and_reported(tmp_path):
     # Without prediction classes, "all" reports what it left out.
     r = evaluate(gt, pr, ["all"], "nuclei")
     assert "mpq" not in r.overall and "no classes" in r.settings["not_computed"]
+
+
+def test_overlapping_polygons_and_option_errors(tmp_path):
+    from cerberus_cli.metrics.polygons import overlap_from_polygons, polygon_dice
+    from cerberus_cli.metrics.pq import pq_counts
+    true = np.array([shapely.box(0, 0, 10, 10)])
+    # Two overlapping predictions both above IoU 0.5: only the better one matches.
+    pred = np.array([shapely.box(0, 0, 9, 10), shapely.box(0, 0, 10, 10)])
+    c = pq_counts(overlap_from_polygons(true, pred))
+    assert (c.tp, c.fp, c.fn, c.iou_sum) == (1, 1, 0, 1.0)
+    assert polygon_dice(true, pred) == 1.0  # union of overlapping predictions
+    bowtie = shapely.Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])  # invalid: self-crossing
+    assert pq_counts(overlap_from_polygons(np.array([bowtie]), np.array([bowtie]))).pq == 1.0
+    t = write_slide(tmp_path / "s.truth.parquet", TRUE)
+    with pytest.raises(InputError, match="threshold"):
+        evaluate_slides([t], [t], "nuclei", ["pq"], threshold=1.0)
+    with pytest.raises(InputError, match="radius"):
+        evaluate(t, t, ["pq"], "nuclei", radius=-1)

@@ -64,10 +64,6 @@ def evaluate(true: PathLike, pred: PathLike, metrics: Sequence[str] = ("all",),
     if task == "tissue":
         from cerberus_cli.metrics.patches import evaluate_patches
         return evaluate_patches(true, pred, metrics, allow_missing)
-    if not 0.0 <= threshold < 1.0:
-        raise InputError(f"IoU threshold must be in [0, 1), got {threshold}")
-    if radius < 0:
-        raise InputError(f"radius must be >= 0, got {radius}")
     if is_object_input(true) or is_object_input(pred):
         if true_classes is not None or pred_classes is not None:
             raise InputError("class map folders apply to label maps, not to slide object files")
@@ -81,6 +77,7 @@ def evaluate_folders(true: PathLike, pred: PathLike, task: str, metrics: Sequenc
                      threshold: float = 0.5, radius: float = DEFAULT_RADIUS,
                      allow_missing: bool = False) -> Report:
     """Evaluate folders of label maps paired by file stem."""
+    _check_options(threshold, radius)
     names = class_names(task)
     ts = resolve_source(true, task, true_classes)
     ps = resolve_source(pred, task, pred_classes)
@@ -110,13 +107,14 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
     """
     from cerberus_cli.outputs.read import read_objects
 
+    _check_options(threshold, radius)
     names = class_names(task)
     true_paths, pred_paths = list(true_paths), list(pred_paths)
     tfiles = _object_files(true_paths)
     pfiles = _object_files(pred_paths)
     if len(tfiles) == 1 and len(pfiles) == 1:
-        (tk, tp), (pk, pp) = next(iter(tfiles.items())), next(iter(pfiles.items()))
-        pairs, missing = [(tk, tp, pp)], {}
+        (key, tpath), ppath = next(iter(tfiles.items())), next(iter(pfiles.values()))
+        pairs, missing = [(key, tpath, ppath)], {"true_only": [], "pred_only": []}
     else:
         keys, missing = _pair(tfiles, pfiles, _names(true_paths), _names(pred_paths),
                               allow_missing)
@@ -130,6 +128,13 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
     return _finish(samples, task, metrics, names, threshold, radius, missing,
                    true=[str(p) for _, p, _ in pairs], pred=[str(p) for _, _, p in pairs],
                    matching="polygons")
+
+
+def _check_options(threshold: float, radius: float) -> None:
+    if not 0.0 <= threshold < 1.0:
+        raise InputError(f"IoU threshold must be in [0, 1), got {threshold}")
+    if radius < 0:
+        raise InputError(f"radius must be >= 0, got {radius}")
 
 
 def is_object_input(path: PathLike) -> bool:
