@@ -285,9 +285,13 @@ def _background_nuclei(seed: int, params: SceneParams, fields: CoarseFields, gla
         surface = surface[keep]
     ext = nuc.foot[:, 0]
     ok = fields.sdf_at(nuc.x, nuc.y) > ext + 1.0
-    # Non-surface cells stay out of the surface band and of glands.
-    reg = fields.region_at(nuc.x, nuc.y)
-    ok &= surface | (reg != NORM) | (fields.sdf_at(nuc.x, nuc.y) - ext > params.surface_width + 1.0)
+    # Surface nuclei lie wholly in the band, other cells wholly outside it.
+    in_band = np.zeros((5, len(nuc)), dtype=bool)
+    for k, (dx, dy) in enumerate(((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))):
+        px, py = nuc.x + dx * (ext + 1), nuc.y + dy * (ext + 1)
+        sd = fields.sdf_at(px, py)
+        in_band[k] = (fields.region_at(px, py) == NORM) & (sd < params.surface_width + 1.0)
+    ok &= np.where(surface, in_band.all(axis=0), ~in_band.any(axis=0))
     ok &= ~inside_glands(glands, nuc.x, nuc.y, ext + 1.0)
     return nuc.subset(ok)
 

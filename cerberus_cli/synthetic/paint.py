@@ -45,11 +45,26 @@ class _Textures:
         return self._cache[key]
 
     def smooth(self, stream: int, sigma: float) -> np.ndarray:
+        """Gaussian-smoothed noise of unit variance (blobs of about ``sigma`` px)."""
         key = ("s", stream, sigma)
-        if key not in self._cache:
+        if key in self._cache:
+            return self._cache[key]
+        if sigma < 4:
             g = cv2.GaussianBlur(self.white(stream), (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
             # Blurred white noise has std 1 / (2 sqrt(pi) sigma); rescale to 1.
             self._cache[key] = g * np.float32(2 * np.sqrt(np.pi) * sigma)
+            return self._cache[key]
+        # Broad blobs: smooth on a global grid 4x coarser, then interpolate.
+        f = 4
+        pad = int(np.ceil(3 * sigma / f)) + 2
+        qx0, qy0 = self.x0 // f - pad, self.y0 // f - pad
+        qw = -(-(self.x0 + self.w) // f) + pad - qx0
+        qh = -(-(self.y0 + self.h) // f) + pad - qy0
+        q = white_noise(self.seed, 800 + stream, qx0, qy0, qh, qw)
+        q = cv2.GaussianBlur(q, (0, 0), sigma / f) * np.float32(2 * np.sqrt(np.pi) * sigma / f)
+        up = cv2.resize(q, (qw * f, qh * f), interpolation=cv2.INTER_LINEAR)
+        ox, oy = self.x0 - qx0 * f, self.y0 - qy0 * f
+        self._cache[key] = np.ascontiguousarray(up[oy:oy + self.h, ox:ox + self.w])
         return self._cache[key]
 
     def fibres(self, stream: int, length: float, width: float) -> np.ndarray:

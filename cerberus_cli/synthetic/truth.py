@@ -1,0 +1,224 @@
+"""Vector ground truth of phantom windows: nuclei, glands, lumina, surface bands.
+
+Geometries are the exact shapes the label rasters were filled from, moved to
+level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at 0.5 um/px;
+at 0.25 um/px every coordinate is doubled). Objects carry global ids, so a slide
+written in blocks reports each object once.
+"""
+
+from __future__ import annotations
+
+import uuid as uuid_mod
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import shapely
+from shapely.geometry import box
+from shapely.geometry.base import BaseGeometry
+
+from cerberus_cli.model.config import GLAND_TYPES, LUMEN_CLASSES, NUCLEUS_TYPES, TISSUE_TYPES
+from cerberus_cli.outputs.records import ObjectRecord, make_records
+from cerberus_cli.synthetic.noise import hash_u64
+from cerberus_cli.synthetic.params import GLAND, SURFACE
+from cerberus_cli.synthetic.scene import Labels
+
+
+def truth_uuid(seed: int, kind: int, ids: np.ndarray) -> list[str]:
+    """Deterministic version-4 UUIDs for objects with global ids ``ids``."""
+    ids = np.asarray(ids).astype(np.int64)
+    hi = hash_u64(seed, 9000 + kind, ids)
+    lo = hash_u64(seed, 9100 + kind, ids)
+    return [str(uuid_mod.UUID(int=(int(a) << 64) | int(b), version=4)) for a, b in zip(hi, lo)]
+
+
+def _to_level0(geoms: np.ndarray, scale: float) -> np.ndarray:
+    """World coordinates (pixel centres at integers) to level-0 pixel coordinates."""
+    return shapely.transform(geoms, lambda c: (c + 0.5) * scale)
+
+
+@dataclass
+class TruthCollector:
+    """Collects each object once from overlapping windows; emits records.
+
+    ``bounds`` is the slide in world pixels ``(width, height)``; ``scale`` maps world
+    pixels to level-0 pixels (1 at 0.5 um/px, 2 at 0.25 um/px).
+    """
+
+    seed: int
+    width: int
+    height: int
+    mpp: float
+    scale: float = 1.0
+    seen_nuclei: set = field(default_factory=set)
+    seen_glands: set = field(default_factory=set)
+    surface_parts: list = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    def _count(self, task: str, names: list[str]) -> None:
+        c = self.counts.setdefault(task, {})
+        for n in names:
+            c[n] = c.get(n, 0) + 1
+
+    def collect(self, lab: Labels, x0: int, y0: int, w: int, h: int) -> list[ObjectRecord]:
+        """Records of objects first seen in the window ``[x0, x0+w) x [y0, y0+h)``.
+
+        An object belongs to the window holding its anchor (centre); ``lab`` must
+        cover the window (it may be larger).
+        """
+        slide = box(0, 0, self.width, self.height)
+        recs: list[ObjectRecord] = []
+        recs += self._nuclei(lab, x0, y0, w, h, slide)
+        recs += self._glands(lab, x0, y0, w, h, slide)
+        self._surface(lab, x0, y0, w, h)
+        return recs
+
+    def _owns(self, x: np.ndarray, y: np.ndarray, x0, y0, w, h) -> np.ndarray:
+        """Whether the window owns anchors (x, y); anchors off the slide go to its edge."""
+        ax = np.clip(x, 0, self.width - 1e-6)
+        ay = np.clip(y, 0, self.height - 1e-6)
+        return (ax >= x0) & (ax < x0 + w) & (ay >= y0) & (ay < y0 + h)
+
+    def _nuclei(self, lab: Labels, x0, y0, w, h, slide) -> list[ObjectRecord]:
+        n = lab.nuclei
+        own = self._owns(n.x, n.y, x0, y0, w, h)
+        own &= np.array([int(i) not in self.seen_nuclei for i in n.nid], dtype=bool)
+        idx = np.flatnonzero(own)
+        if not len(idx):
+            return []
+        self.seen_nuclei.update(int(i) for i in n.nid[idx])
+        polys = n.polygons()[idx]
+        geoms = np.empty(len(idx), dtype=object)
+        single = n.nlobes[idx] == 1
+        closed = np.concatenate([polys, polys[:, :, :1]], axis=2)
+        geoms[single] = shapely.polygons(closed[single, 0])
+        for k in np.flatnonzero(~single):
+            lobes = shapely.polygons(closed[k, :int(n.nlobes[idx[k]])])
+            geoms[k] = shapely.union_all(lobes)
+        geoms = _to_level0(shapely.intersection(geoms, slide), self.scale)
+        keep = ~shapely.is_empty(geoms)
+        geoms, idx = geoms[keep], idx[keep]
+        cls = n.cls[idx]
+        names = [NUCLEUS_TYPES[c].name for c in cls]
+        self._count("nuclei", names)
+        return make_records(list(geoms), "nuclei", cls.tolist(), names, [1.0] * len(idx),
+                            self.mpp, truth_uuid(self.seed, 1, n.nid[idx].view(np.int64)))
+
+    def _glands(self, lab: Labels, x0, y0, w, h, slide) -> list[ObjectRecord]:
+        g = lab.glands
+        own = self._owns(g.x, g.y, x0, y0, w, h)
+        own &= np.array([int(i) not in self.seen_glands for i in g.gid], dtype=bool)
+        idx = np.flatnonzero(own)
+        if not len(idx):
+            return []
+        self.seen_glands.update(int(i) for i in g.gid[idx])
+        outlines = shapely.polygons(np.array([np.vstack([g.outline(k), g.outline(k)[:1]]) for k in range(len(g))]))
+        rmax = g.radii.max(axis=1)
+        gl, lu, ids, lids = [], [], [], []
+        for k in idx:
+            # Higher-priority neighbours keep the pixels where outlines overlap.
+            d = np.hypot(g.x - g.x[k], g.y - g.y[k])
+            over = np.flatnonzero((g.priority > g.priority[k]) & (d < rmax + rmax[k]))
+            geom = outlines[k]
+            if len(over):
+                geom = shapely.difference(geom, shapely.union_all(outlines[over]))
+            geom = shapely.intersection(geom, slide)
+            if geom.is_empty:
+                continue
+            gl.append(geom)
+            ids.append(g.gid[k])
+            lumen = shapely.intersection(shapely.Polygon(g.lumen_outline(k)), slide)
+            if not lumen.is_empty:
+                lu.append(lumen)
+                lids.append(g.gid[k])
+        if not gl:
+            return []
+        gl_geoms = _to_level0(np.array(gl, dtype=object), self.scale)
+        gl_uuid = truth_uuid(self.seed, 2, np.array(ids))
+        name = GLAND_TYPES[GLAND].name
+        self._count("gland", [name] * len(gl))
+        recs = make_records(list(gl_geoms), "gland", [GLAND] * len(gl), [name] * len(gl),
+                            [1.0] * len(gl), self.mpp, gl_uuid)
+        if lu:
+            parent = dict(zip(ids, gl_uuid))
+            lu_geoms = _to_level0(np.array(lu, dtype=object), self.scale)
+            lname = LUMEN_CLASSES[1].name
+            self._count("lumen", [lname] * len(lu))
+            recs += make_records(list(lu_geoms), "lumen", [1] * len(lu), [lname] * len(lu),
+                                 [1.0] * len(lu), self.mpp, truth_uuid(self.seed, 3, np.array(lids)),
+                                 [parent[i] for i in lids])
+        return recs
+
+    def _surface(self, lab: Labels, x0, y0, w, h) -> None:
+        """Keep the window's piece of surface epithelium (merged in :meth:`finish`)."""
+        ox, oy = x0 - lab.x0, y0 - lab.y0
+        # One extra pixel right and down so pieces of neighbouring windows overlap.
+        sub = (lab.gland_kind[oy:oy + h + 1, ox:ox + w + 1] == 3).astype(np.uint8)
+        sub[:, min(w + 1, self.width - x0):] = 0
+        sub[min(h + 1, self.height - y0):, :] = 0
+        if sub.any():
+            self.surface_parts.extend(mask_polygons(sub, x0, y0))
+
+    def finish(self) -> list[ObjectRecord]:
+        """Surface-epithelium records: the window pieces merged into whole bands."""
+        if not self.surface_parts:
+            return []
+        merged = shapely.union_all(self.surface_parts)
+        parts = list(getattr(merged, "geoms", [merged]))
+        parts = [p for p in parts if p.area > 4]
+        parts.sort(key=lambda p: (round(p.bounds[1], 3), round(p.bounds[0], 3)))
+        geoms = _to_level0(np.array(parts, dtype=object), self.scale)
+        name = GLAND_TYPES[SURFACE].name
+        self._count("gland", [name] * len(parts))
+        keys = np.array([int(p.bounds[1]) * 1_000_003 + int(p.bounds[0]) for p in parts])
+        return make_records(list(geoms), "gland", [SURFACE] * len(parts), [name] * len(parts),
+                            [1.0] * len(parts), self.mpp, truth_uuid(self.seed, 4, keys))
+
+
+def mask_polygons(mask: np.ndarray, x0: float, y0: float) -> list[BaseGeometry]:
+    """Outlines (pixel edges, world coordinates minus 0.5) of a binary mask's parts."""
+    contours, hier = cv2.findContours(mask, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    if hier is None:
+        return out
+    for i, c in enumerate(contours):
+        if hier[0][i][3] != -1:  # holes are handled with their outer contour
+            continue
+        shell = c[:, 0, :].astype(np.float64) + (x0, y0)
+        holes = []
+        j = hier[0][i][2]
+        while j != -1:
+            hole = contours[j][:, 0, :].astype(np.float64) + (x0, y0)
+            if len(hole) >= 3:
+                holes.append(hole)
+            j = hier[0][j][0]
+        if len(shell) < 3:
+            poly = shapely.Point(shell[0]).buffer(0.5, cap_style="square")
+        else:
+            poly = shapely.Polygon(shell, holes).buffer(0.5, join_style="mitre")
+        if not poly.is_empty:
+            out.append(poly)
+    return out
+
+
+def tissue_records(tissue_map: np.ndarray, cell: float, scale: float, mpp: float,
+                   seed: int) -> list[ObjectRecord]:
+    """Tissue-type regions (one record per connected region) from a coarse class map.
+
+    ``cell`` is the map's pixel size in world pixels.
+    """
+    recs: list[ObjectRecord] = []
+    for cls in range(1, len(TISSUE_TYPES)):
+        m = (tissue_map == cls).astype(np.uint8)
+        if not m.any():
+            continue
+        polys = mask_polygons(m, 0, 0)
+        if not polys:
+            continue
+        # Mask polygons have pixel-edge corners at -0.5; map pixels span cell world px.
+        geoms = shapely.transform(np.array(polys, dtype=object), lambda c: (c + 0.5) * cell * scale)
+        keys = np.array([cls * 1_000_000_007 + int(p.bounds[1]) * 100_003 + int(p.bounds[0]) for p in polys])
+        name = TISSUE_TYPES[cls].name
+        recs += make_records(list(geoms), "tissue", [cls] * len(polys), [name] * len(polys),
+                             [1.0] * len(polys), mpp, truth_uuid(seed, 5, keys))
+    return recs
