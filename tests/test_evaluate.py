@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from cerberus_cli.cli import main
 from cerberus_cli.errors import InputError
 from cerberus_cli.metrics import aji, panoptic_quality
-from cerberus_cli.metrics.evaluate import evaluate, evaluate_slides, slide_key
+from cerberus_cli.metrics.evaluate import evaluate, evaluate_slides
+from cerberus_cli.metrics.pairing import slide_key
 
 # Boxes (id, class, y0, y1, x0, x1) of two small images; predictions miss, shift,
 # mislabel and add objects.
@@ -291,3 +292,33 @@ def test_overlapping_polygons_and_option_errors(tmp_path):
         evaluate_slides([t], [t], "nuclei", ["pq"], threshold=1.0)
     with pytest.raises(InputError, match="radius"):
         evaluate(t, t, ["pq"], "nuclei", radius=-1)
+
+
+def region_frame(regions):
+    """Tissue regions (class, x0, y0, x1, y1) in the read_objects layout."""
+    frame = record_frame([(0, c, y0, y1, x0, x1) for c, x0, y0, x1, y1 in regions], task="tissue")
+    return frame
+
+
+def test_tissue_regions_by_area(tmp_path):
+    # Truth: tumour [0,10)x[0,10) and stroma [10,20)x[0,10). Prediction: tumour
+    # [0,12)x[0,10) (20 px² of it over stroma), nothing else, plus adipose outside.
+    region_frame([(1, 0, 0, 10, 10), (5, 10, 0, 20, 10)]).to_parquet(tmp_path / "s.truth.parquet")
+    out = tmp_path / "out"
+    out.mkdir()
+    region_frame([(1, 0, 0, 12, 10), (8, 30, 0, 35, 2)]).to_parquet(out / "s.tissue.parquet")
+    record_frame(TRUE["a"]).to_parquet(out / "s.parquet")  # the nuclei file is not used
+    r = evaluate(tmp_path / "s.truth.parquet", out, ["all"], "tissue")
+    cm = np.array(r.confusion)
+    assert cm[1, 1] == 100 and cm[5, 1] == 20 and cm[5, 0] == 80 and cm[0, 8] == 10
+    assert r.overall["accuracy"] == pytest.approx(100 / 210)
+    # F1 tumour = 2*100 / (2*100 + 20 + 0); stroma 0; adipose 0.
+    assert r.per_class["abnormal epithelium"]["f1"] == pytest.approx(200 / 220)
+    assert r.overall["mean_f1"] == pytest.approx((200 / 220) / 3)
+    assert "map" not in r.metrics
+    with pytest.raises(InputError, match="mAP needs per-patch probabilities"):
+        evaluate(tmp_path / "s.truth.parquet", out, ["map"], "tissue")
+    res = CliRunner().invoke(main, ["evaluate", "--task", "tissue", "--true",
+                                    str(tmp_path / "s.truth.parquet"), "--pred", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "0.4762" in res.output and "confusion" in res.output

@@ -67,6 +67,10 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.4f}"
 
 
+def _count(v: float) -> str:
+    return f"{v:,.0f}"
+
+
 def print_report(report, console: Console) -> None:
     """Rich tables: overall values with per-image mean/std, per class, confusion."""
     s = report.settings
@@ -85,7 +89,8 @@ def print_report(report, console: Console) -> None:
         for k in keys:
             ct.add_column(k, justify="right")
         for name, d in report.per_class.items():
-            ct.add_row(name, *[str(d[k]) if k.startswith("n_") else _fmt(d.get(k)) for k in keys])
+            ct.add_row(name, *[_count(d[k]) if k.startswith(("n_", "area_")) else _fmt(d.get(k))
+                               for k in keys])
         console.print(ct)
     if report.confusion is not None:
         names = [n for n in report.per_class]
@@ -94,7 +99,7 @@ def print_report(report, console: Console) -> None:
         for n in names:
             cm.add_column(n[:6], justify="right")
         for n, row in zip(names, report.confusion):
-            cm.add_row(n, *map(str, row))
+            cm.add_row(n, *map(_count, row))
         console.print(cm)
     unpaired = s.get("unpaired") or {}
     n_skip = len(unpaired.get("true_only", [])) + len(unpaired.get("pred_only", []))

@@ -26,18 +26,20 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
+
 from cerberus_cli.errors import InputError
 from cerberus_cli.metrics.detection import DEFAULT_RADIUS
+from cerberus_cli.metrics.pairing import is_object_input, pair_by_name, pair_object_files
 from cerberus_cli.metrics.readers import list_maps, load_map, resolve_source
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample, sample_from_maps, sample_from_objects
 from cerberus_cli.metrics.scoring import instance_metric_names, score_samples
-from cerberus_cli.model.config import GLAND_TYPES, LUMEN_CLASSES, NUCLEUS_TYPES
+from cerberus_cli.model.config import GLAND_TYPES, LUMEN_CLASSES, NUCLEUS_TYPES, TISSUE_TYPES
 
 log = logging.getLogger(__name__)
 
 TASK_CLASSES = {"nuclei": NUCLEUS_TYPES, "gland": GLAND_TYPES, "lumen": LUMEN_CLASSES}
-OBJECT_SUFFIXES = (".parquet", ".geoparquet", ".geojson", ".geojson.gz")
 PathLike = str | os.PathLike
 
 
@@ -62,6 +64,8 @@ def evaluate(true: PathLike, pred: PathLike, metrics: Sequence[str] = ("all",),
     case they are skipped and listed in ``report.settings``.
     """
     if task == "tissue":
+        if is_object_input(true) or is_object_input(pred):
+            return evaluate_tissue_slides([true], [pred], metrics, allow_missing)
         from cerberus_cli.metrics.patches import evaluate_patches
         return evaluate_patches(true, pred, metrics, allow_missing)
     if is_object_input(true) or is_object_input(pred):
@@ -84,7 +88,8 @@ def evaluate_folders(true: PathLike, pred: PathLike, task: str, metrics: Sequenc
     tmaps, pmaps = list_maps(ts.instances), list_maps(ps.instances)
     tcls = list_maps(ts.classes) if ts.classes else None
     pcls = list_maps(ps.classes) if ps.classes else None
-    stems, missing = _pair(tmaps, pmaps, ts.instances, ps.instances, allow_missing)
+    stems, missing = pair_by_name(tmaps, pmaps, str(ts.instances), str(ps.instances),
+                                  allow_missing)
     samples: list[Sample] = []
     for stem in stems:
         tpath, ppath = tmaps[stem], pmaps[stem]
@@ -109,16 +114,7 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
 
     _check_options(threshold, radius)
     names = class_names(task)
-    true_paths, pred_paths = list(true_paths), list(pred_paths)
-    tfiles = _object_files(true_paths)
-    pfiles = _object_files(pred_paths)
-    if len(tfiles) == 1 and len(pfiles) == 1:
-        (key, tpath), ppath = next(iter(tfiles.items())), next(iter(pfiles.values()))
-        pairs, missing = [(key, tpath, ppath)], {"true_only": [], "pred_only": []}
-    else:
-        keys, missing = _pair(tfiles, pfiles, _names(true_paths), _names(pred_paths),
-                              allow_missing)
-        pairs = [(k, tfiles[k], pfiles[k]) for k in keys]
+    pairs, missing = pair_object_files(true_paths, pred_paths, task, allow_missing)
     samples = []
     for key, tpath, ppath in pairs:
         t, p = read_objects(tpath), read_objects(ppath)
@@ -130,77 +126,62 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
                    matching="polygons")
 
 
+def evaluate_tissue_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLike],
+                           metrics: Sequence[str] = ("all",),
+                           allow_missing: bool = False) -> Report:
+    """Compare slide tissue-type regions by area (:mod:`cerberus_cli.metrics.regions`).
+
+    Overall values pool the area confusion of all slides; per-slide values are
+    listed as images. The confusion matrix is in px² at level 0.
+    """
+    from cerberus_cli.metrics.patches import patch_metric_names
+    from cerberus_cli.metrics.regions import area_confusion, region_scores
+    from cerberus_cli.outputs.read import read_objects
+
+    chosen = patch_metric_names(metrics, with_map=False)
+    pairs, missing = pair_object_files(true_paths, pred_paths, "tissue", allow_missing)
+    n = len(TISSUE_TYPES)
+    total = np.zeros((n, n))
+    report = Report(task="tissue", metrics=chosen)
+    for key, tpath, ppath in pairs:
+        t, p = read_objects(tpath), read_objects(ppath)
+        t, p = t[t["task"] == "tissue"], p[p["task"] == "tissue"]
+        try:
+            cm = area_confusion(t.geometry.to_numpy(), t["class_id"].to_numpy(),
+                                p.geometry.to_numpy(), p["class_id"].to_numpy(), n)
+        except ValueError as exc:
+            raise InputError(f"{tpath} vs {ppath}: {exc}") from exc
+        total += cm
+        acc, _, mean_f1 = region_scores(cm)
+        row: dict = {"image": key}
+        if "accuracy" in chosen:
+            row["accuracy"] = acc
+        if "f1" in chosen:
+            row["mean_f1"] = mean_f1
+        report.per_image.append(row)
+    acc, f1, mean_f1 = region_scores(total)
+    if "accuracy" in chosen:
+        report.overall["accuracy"] = acc
+    if "f1" in chosen:
+        report.overall["mean_f1"] = mean_f1
+    for c, spec in enumerate(TISSUE_TYPES):
+        report.per_class[spec.name] = {"area_true": float(total[c].sum()),
+                                       "area_pred": float(total[:, c].sum())}
+        if "f1" in chosen:
+            report.per_class[spec.name]["f1"] = float(f1[c])
+    if "confusion" in chosen:
+        report.confusion = np.round(total, 3).tolist()
+    report.settings.update(true=[str(p) for _, p, _ in pairs], pred=[str(p) for _, _, p in pairs],
+                           n_images=len(pairs), unpaired=missing, matching="regions by area",
+                           confusion_units="px^2 at level 0")
+    return report
+
+
 def _check_options(threshold: float, radius: float) -> None:
     if not 0.0 <= threshold < 1.0:
         raise InputError(f"IoU threshold must be in [0, 1), got {threshold}")
     if radius < 0:
         raise InputError(f"radius must be >= 0, got {radius}")
-
-
-def is_object_input(path: PathLike) -> bool:
-    """True for an object file or a folder holding object files.
-
-    Folders of label maps never hold GeoParquet/GeoJSON, while a ``cerberus
-    segment`` output folder holds PNG overlays next to its object files.
-    """
-    p = Path(path)
-    if p.is_file():
-        return _object_suffix(p) is not None
-    return p.is_dir() and any(f.is_file() and _object_suffix(f) for f in p.iterdir())
-
-
-def slide_key(path: Path) -> str:
-    """Slide name of an object file: ``a.truth.parquet`` and ``a.geojson.gz`` give ``a``."""
-    suffix = _object_suffix(path) or path.suffix
-    base = path.name[: len(path.name) - len(suffix)]
-    return base[: -len(".truth")] if base.endswith(".truth") else base
-
-
-def _object_suffix(path: Path) -> str | None:
-    name = path.name.lower()
-    return next((s for s in OBJECT_SUFFIXES if name.endswith(s)), None)
-
-
-def _object_files(paths: Iterable[PathLike]) -> dict[str, Path]:
-    found: dict[str, Path] = {}
-    for entry in map(Path, paths):
-        if entry.is_dir():
-            # A segment output folder also holds per-slide tissue region files.
-            files = [f for f in sorted(entry.iterdir()) if f.is_file() and _object_suffix(f)
-                     and not slide_key(f).endswith(".tissue")]
-        elif entry.is_file():
-            if not _object_suffix(entry):
-                raise InputError(f"{entry}: not an object file ({', '.join(OBJECT_SUFFIXES)})")
-            files = [entry]
-        else:
-            raise InputError(f"{entry}: no such file or folder")
-        for f in files:
-            key = slide_key(f)
-            if key in found:
-                raise InputError(f"{f}: a second object file for slide {key!r} ({found[key]})")
-            found[key] = f
-    if not found:
-        raise InputError(f"{', '.join(map(str, paths))}: no object files found")
-    return found
-
-
-def _pair(true: dict[str, Path], pred: dict[str, Path], tname, pname,
-          allow_missing: bool) -> tuple[list[str], dict[str, list[str]]]:
-    """Stems present on both sides, and the unpaired ones (an error unless allowed)."""
-    stems = sorted(set(true) & set(pred))
-    missing = {"true_only": sorted(set(true) - set(pred)),
-               "pred_only": sorted(set(pred) - set(true))}
-    n = len(missing["true_only"]) + len(missing["pred_only"])
-    if n and not allow_missing:
-        if missing["true_only"]:
-            first = f"{true[missing['true_only'][0]]} has no prediction in {pname}"
-        else:
-            first = f"{pred[missing['pred_only'][0]]} has no ground truth in {tname}"
-        more = f" (and {n - 1} more unpaired)" if n > 1 else ""
-        raise InputError(f"{first}{more}; use --allow-missing to skip unpaired files")
-    if not stems:
-        raise InputError(f"no files pair by name between {tname} and {pname}")
-    return stems, missing
 
 
 def _class_path(listing: dict[str, Path] | None, folder: Path | None, stem: str,
@@ -224,6 +205,3 @@ def _finish(samples: list[Sample], task: str, metrics: Sequence[str], names: lis
     report.settings["unpaired"] = missing
     return report
 
-
-def _names(paths: Iterable[PathLike]) -> str:
-    return ", ".join(str(p) for p in paths)

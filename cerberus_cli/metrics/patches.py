@@ -90,15 +90,22 @@ def _read_csv(path: Path, need: Sequence[str]) -> tuple[dict[str, float], dict[s
     return ids, probs
 
 
+def patch_metric_names(metrics: Sequence[str], with_map: bool = True) -> list[str]:
+    """Expand ``all`` and check the names of tissue metrics (``map`` only if ``with_map``)."""
+    allowed = PATCH_METRICS if with_map else tuple(m for m in PATCH_METRICS if m != "map")
+    requested = [m.lower() for m in metrics] or ["all"]
+    unknown = [m for m in requested if m != "all" and m not in allowed]
+    if unknown:
+        extra = " (mAP needs per-patch probabilities)" if unknown[0] == "map" else ""
+        raise InputError(f"metric {unknown[0]!r} is not available here{extra}; choose from "
+                         f"{', '.join(allowed)} or all")
+    return list(allowed) if "all" in requested else [m for m in allowed if m in requested]
+
+
 def evaluate_patches(true: str | os.PathLike, pred: str | os.PathLike,
                      metrics: Sequence[str] = ("all",), allow_missing: bool = False) -> Report:
     """Accuracy, mean F1, mAP and confusion matrix of tissue patch predictions."""
-    requested = [m.lower() for m in metrics] or ["all"]
-    unknown = [m for m in requested if m != "all" and m not in PATCH_METRICS]
-    if unknown:
-        raise InputError(f"unknown metric {unknown[0]!r} for task tissue; choose from "
-                         f"{', '.join(PATCH_METRICS)} or all")
-    chosen = list(PATCH_METRICS) if "all" in requested else [m for m in PATCH_METRICS if m in requested]
+    chosen = patch_metric_names(metrics)
     truth = read_true_patches(true)
     pred_path = Path(pred)
     if not pred_path.is_file():

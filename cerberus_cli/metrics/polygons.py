@@ -22,7 +22,8 @@ from cerberus_cli.metrics.dice import dice_from_areas
 from cerberus_cli.metrics.overlap import Overlap
 
 
-def _valid(geoms: np.ndarray) -> np.ndarray:
+def valid_geometries(geoms: np.ndarray) -> np.ndarray:
+    """An object array of geometries with invalid ones repaired (``make_valid``)."""
     geoms = np.asarray(geoms, dtype=object)
     bad = ~shapely.is_valid(geoms)
     if bad.any():
@@ -33,7 +34,7 @@ def _valid(geoms: np.ndarray) -> np.ndarray:
 
 def overlap_from_polygons(true: np.ndarray, pred: np.ndarray) -> Overlap:
     """Overlap table of two arrays of shapely (Multi)Polygons."""
-    true, pred = _valid(true), _valid(pred)
+    true, pred = valid_geometries(true), valid_geometries(pred)
     at = shapely.area(true).astype(np.float64)
     ap = shapely.area(pred).astype(np.float64)
     if true.size == 0 or pred.size == 0:
@@ -48,7 +49,7 @@ def overlap_from_polygons(true: np.ndarray, pred: np.ndarray) -> Overlap:
 
 def polygon_dice(true: np.ndarray, pred: np.ndarray) -> float:
     """Dice of the areas covered by two sets of polygons (NaN if both empty)."""
-    true, pred = _valid(true), _valid(pred)
+    true, pred = valid_geometries(true), valid_geometries(pred)
     ut = shapely.union_all(true) if true.size else shapely.Polygon()
     up = shapely.union_all(pred) if pred.size else shapely.Polygon()
     return dice_from_areas(shapely.area(shapely.intersection(ut, up)), shapely.area(ut),

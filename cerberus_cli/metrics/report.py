@@ -46,7 +46,7 @@ class Report:
     overall: dict[str, float] = field(default_factory=dict)
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     per_image: list[dict[str, Any]] = field(default_factory=list)
-    confusion: list[list[int]] | None = None
+    confusion: list[list[float]] | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     def image_summary(self, key: str) -> Summary:
