@@ -56,6 +56,15 @@ def peak_mib(fn) -> float:
     return peak / 2**20
 
 
+def mean_best_iou(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over ground-truth objects of the best IoU with a predicted object."""
+    n, m = int(gt.max()), int(pred.max())
+    inter = np.bincount(gt.ravel().astype(np.int64) * (m + 1) + pred.ravel(),
+                        minlength=(n + 1) * (m + 1)).reshape(n + 1, m + 1)
+    union = inter.sum(1)[:, None] + inter.sum(0)[None, :] - inter
+    return float((inter / np.maximum(union, 1))[1:, 1:].max(axis=1).mean())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=2048, help="map side in px (default 2048)")
@@ -107,7 +116,9 @@ def main() -> None:
         t, (g, lab) = best(labels_only, args.repeat)
         t2, recs = best(lambda o=o: process_chunk(gchunk, gcfg, o, 2.0, 0.25), args.repeat)
         print(f"gland+lumen at {name}: labels {t:.2f} s ({mpix / t:.1f} MP/s), full chunk "
-              f"{t2:.2f} s ({mpix / t2:.1f} MP/s), {int(g.max())} glands {int(lab.max())} lumina")
+              f"{t2:.2f} s ({mpix / t2:.1f} MP/s), {int(g.max())} glands {int(lab.max())} lumina, "
+              f"mean IoU with truth: glands {mean_best_iou(gl, g):.3f} "
+              f"lumina {mean_best_iou(lu, lab):.3f}")
 
     # --- writers --------------------------------------------------------------------------
     base = list(recs_nuclei)

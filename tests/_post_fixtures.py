@@ -115,10 +115,11 @@ def type_map(labels: np.ndarray, n_classes: int, rng: np.random.Generator,
 
 
 def scene(shape: tuple[int, int] = (360, 420), seed: int = 0, nuclei: int = 150,
-          glands: int = 6, gland_radii: tuple[float, float] = (18, 40)) -> SynthScene:
+          glands: int = 6, gland_radii: tuple[float, float] = (18, 40),
+          gland_gap: int = 14) -> SynthScene:
     """A grid with nuclei, glands and one lumen in each gland (0.5 um/px sizes)."""
     rng = np.random.default_rng(seed)
-    gl = paint_ellipses(shape, glands, gland_radii, rng, gap=14)
+    gl = paint_ellipses(shape, glands, gland_radii, rng, gap=gland_gap)
     lu = paint_ellipses(shape, glands, (0, 0), rng, inside=gl, inset=10)
     nu = paint_ellipses(shape, nuclei, (3.0, 7.0), rng, gap=1)
     nt, ncls = type_map(nu, 7, rng)

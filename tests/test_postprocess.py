@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import shapely
 
-from tests._post_fixtures import chunks_of, instance_maps, paint_ellipses, scene, whole
+from tests._post_fixtures import (
+    SynthScene, chunks_of, instance_maps, paint_ellipses, scene, whole,
+)
 from cerberus_cli.model.config import GLAND_TYPES, NUCLEUS_TYPES, reference_config
 from cerberus_cli.postprocess.chunks import ChunkMaps, process_chunk, required_margin
 from cerberus_cli.postprocess.instances import (
@@ -192,6 +194,42 @@ def test_chunked_equals_whole_image(core, quantise, downsample):
     _same(_key(one), _key(parts))
     counts = {t: sum(r.task == t for r in one) for t in ("nuclei", "gland", "lumen")}
     assert counts == {t: int(sc.labels[t].max()) for t in counts}
+
+
+def test_chunked_equals_whole_image_with_touching_glands():
+    import cv2
+
+    gt = np.zeros((260, 300), np.int32)
+    k = 0
+    for cy in (60, 125, 190):          # a packed grid: neighbours share borders
+        for cx in (50, 112, 174, 236):
+            k += 1
+            cv2.ellipse(gt, (cx + (cy // 5) % 7, cy), (33, 34), 0, 0, 360, k, -1)
+    sc = SynthScene(labels={"gland": gt}, prob={"gland": instance_maps(gt, 11)},
+                    types={"gland_type": np.ones(gt.shape, np.uint8)}, classes={})
+    grown = gland_instances(sc.prob["gland"][0], sc.prob["gland"][1], OPT)
+    assert grown.max() == k
+    meet = (grown[:, 1:] > 0) & (grown[:, :-1] > 0) & (grown[:, 1:] != grown[:, :-1])
+    assert meet.any()  # grown glands collide: the tie rule matters
+    cfg = CFG.with_heads(["gland", "gland_type"])
+    one = process_chunk(whole(sc), cfg, OPT, scale=1.0, mpp=0.5)
+    assert len(one) == k
+    for core in (50, 70, 111):
+        parts = [r for ch in chunks_of(sc, core, required_margin(OPT))
+                 for r in process_chunk(ch, cfg, OPT, scale=1.0, mpp=0.5)]
+        _same(_key(one), _key(parts))
+
+
+def test_label_components_number_in_raster_order():
+    from skimage.measure import label
+
+    from cerberus_cli.postprocess.instances import label_components
+
+    m = np.random.default_rng(0).random((120, 130)) < 0.45
+    lab, n = label_components(m, 3)
+    ref = label(m, connectivity=2)
+    ref[np.bincount(ref.ravel())[ref] < 3] = 0
+    assert n == lab.max() and (relabel_sequential(ref) == lab).all()
 
 
 def test_records_match_ground_truth_classes_links_and_geometry():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.segmentation import expand_labels, watershed
+from skimage.segmentation import watershed
 
 from cerberus_cli.postprocess.options import PostprocessOptions
 
@@ -26,15 +26,12 @@ def as_probability(a: np.ndarray) -> np.ndarray:
 def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, int]:
     """8-connected components of ``mask`` without those below ``min_size`` px.
 
-    Returns the int32 labels (renumbered 1..N in raster order) and N.
+    Returns the int32 labels (renumbered 1..N in raster order of each
+    component's first pixel, which OpenCV's own numbering is not) and N.
     """
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(
-        mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
-    keep = stats[:, cv2.CC_STAT_AREA] >= max(min_size, 1)
-    keep[0] = False
-    lut = np.zeros(n, dtype=np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return lut[lab], int(keep.sum())
+    _, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    lab = relabel_sequential(lab, min_size)
+    return lab, int(lab.max())
 
 
 def relabel_sequential(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
@@ -107,9 +104,13 @@ def _grown_instances(inner: np.ndarray, boundary: np.ndarray, threshold: float,
     labels, n = label_components(seed, min_size)
     if n == 0:
         return labels
-    # Grow each object by the eroded width without merging neighbours: pixels
-    # go to the nearest object, like a per-object elliptical dilation.
-    labels = expand_labels(labels, distance=kernel_px // 2)
+    # Dilate each object by the eroded width (the elliptical kernel of the
+    # targets). Where grown objects meet, the later label (in raster order of
+    # first pixel) wins: a rule that does not depend on the array's extent.
+    # Float32 holds label ids exactly up to 2**24; cv2 has no int32 dilation.
+    if kernel_px > 1:
+        grown = cv2.dilate(labels.astype(np.float32), _ellipse(kernel_px))
+        labels = np.where(labels > 0, labels, grown.astype(np.int32))
     return fill_label_holes(labels)
 
 
@@ -123,6 +124,11 @@ def fill_label_holes(labels: np.ndarray) -> np.ndarray:
         holes = ndi.binary_fill_holes(obj) & (labels[sl] == 0)
         out[sl][holes] = i
     return out
+
+
+def _scaled_kernel(kernel_px: int, factor: int) -> int:
+    """Kernel size on a ``factor``-times coarser map, kept odd so it stays centred."""
+    return max(1, kernel_px // factor) | 1
 
 
 def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
@@ -155,7 +161,7 @@ def gland_instances(inner: np.ndarray, boundary: np.ndarray,
     def run(i: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _grown_instances(i, b, options.gland_threshold,
                                 options.gland_min_size_px // (f * f),
-                                max(1, round(options.gland_kernel_px / f)))
+                                _scaled_kernel(options.gland_kernel_px, f))
 
     return _at_resolution(run, inner, boundary, f)
 
@@ -168,7 +174,7 @@ def lumen_instances(inner: np.ndarray, boundary: np.ndarray, gland_labels: np.nd
     def run(i: np.ndarray, b: np.ndarray) -> np.ndarray:
         return _grown_instances(i, b, options.lumen_threshold,
                                 options.lumen_min_size_px // (f * f),
-                                max(1, round(options.lumen_kernel_px / f)))
+                                _scaled_kernel(options.lumen_kernel_px, f))
 
     labels = _at_resolution(run, inner, boundary, f)
     n = int(labels.max())
