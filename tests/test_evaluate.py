@@ -322,3 +322,27 @@ def test_tissue_regions_by_area(tmp_path):
                                     str(tmp_path / "s.truth.parquet"), "--pred", str(out)])
     assert res.exit_code == 0, res.output
     assert "0.4762" in res.output and "confusion" in res.output
+
+
+def test_phantom_slide_truth(tmp_path):
+    from cerberus_cli.synthetic.slide import write_slide as write_phantom
+    write_phantom(tmp_path / "ph.svs", size=(320, 320), seed=4)
+    truth = tmp_path / "ph.truth.parquet"
+    # The folder holds ph.truth.parquet and ph.truth.geojson: GeoParquet is used.
+    r = evaluate(tmp_path, tmp_path / "ph.truth.geojson", ["all"], "nuclei")
+    assert r.settings["true"] == [str(truth)]
+    assert r.overall["pq"] == 1.0 and r.overall["mpq+"] == 1.0 and r.overall["f1_d"] == 1.0
+    # Predictions: every fourth nucleus missed, the rest exact.
+    gdf = gpd.read_parquet(truth)
+    nuclei = np.flatnonzero((gdf["task"] == "nuclei").to_numpy())
+    dropped = nuclei[::4]
+    out = tmp_path / "seg"
+    out.mkdir()
+    gdf.drop(index=dropped).to_parquet(out / "ph.parquet")
+    res = CliRunner().invoke(main, ["evaluate", "--true", str(truth), "--pred", str(out),
+                                    "-m", "pq", "-m", "mpq+", "-o", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    row = json.loads((tmp_path / "r.json").read_text())["per_image"][0]
+    n, k = nuclei.size, dropped.size
+    assert (row["tp"], row["fn"], row["fp"]) == (n - k, k, 0)
+    assert row["pq"] == pytest.approx((n - k) / (n - k / 2))

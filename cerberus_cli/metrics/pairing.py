@@ -5,7 +5,8 @@ suffix (``.parquet``, ``.geoparquet``, ``.geojson``, ``.geojson.gz``) and a
 ``.truth`` suffix are removed, so ``slide.truth.parquet`` (``cerberus synth
 slide``) pairs with ``slide.parquet`` (``cerberus segment``). A segment output
 folder also holds ``slide.tissue.parquet`` (tissue-type regions): it is used for
-the tissue task, in place of ``slide.parquet``, and ignored otherwise.
+the tissue task, in place of ``slide.parquet``, and ignored otherwise. Where a
+slide has both a GeoParquet and a GeoJSON file, the GeoParquet file is used.
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def object_files(paths: Iterable[PathLike], task: str) -> dict[str, Path]:
             raise InputError(f"{entry}: no such file or folder")
         for f in files:
             key = slide_key(f)
-            rank = 0
-            if key.endswith(".tissue"):
+            tissue_file = key.endswith(".tissue")
+            if tissue_file:
                 if task != "tissue" and entry.is_dir():
                     continue  # tissue regions of a segment output folder
-                key, rank = key[: -len(".tissue")], 1
+                key = key[: -len(".tissue")]
+            # Tissue regions beat the objects file for the tissue task; GeoParquet
+            # beats the GeoJSON copy that synth and segment may write beside it.
+            rank = 2 * tissue_file + (object_suffix(f) in (".parquet", ".geoparquet"))
             if key in found and found[key][0] == rank:
                 raise InputError(f"{f}: a second object file for slide {key!r} ({found[key][1]})")
             if key not in found or rank > found[key][0]:
