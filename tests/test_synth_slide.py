@@ -1,0 +1,146 @@
+"""Phantom slides: readable by OpenSlide and tiffslide, seamless, truth matches labels."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import geopandas as gpd
+import numpy as np
+import openslide
+import pytest
+import shapely
+import tiffslide
+from click.testing import CliRunner
+
+from cerberus_cli.cli import main
+from cerberus_cli.errors import InputError
+from cerberus_cli.synthetic.params import KIND_SURFACE, SLIDE_SCENE
+from cerberus_cli.synthetic.scene import PhantomWorld
+from cerberus_cli.synthetic.slide import BLOCK, _Renderer, parse_size, write_slide
+
+W, H = BLOCK + 180, 700   # two blocks wide: objects cross the seam
+
+
+@pytest.fixture(scope="module")
+def svs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("slide") / "phantom.svs"
+    write_slide(path, (W, H), seed=5)
+    return path
+
+
+def test_blocks_stitch_exactly():
+    r = _Renderer(5, SLIDE_SCENE, 1, 600, 400)
+    whole, _ = r.block(0, 0, 600, 400)
+    left, _ = r.block(0, 0, 256, 400)
+    right, _ = r.block(256, 0, 344, 400)
+    assert np.array_equal(whole, np.hstack([left, right]))
+
+
+def test_svs_opens_with_size_and_mpp(svs):
+    with openslide.OpenSlide(str(svs)) as s:
+        assert s.dimensions == (W, H)
+        assert s.properties["openslide.vendor"] == "aperio"
+        assert float(s.properties["openslide.mpp-x"]) == 0.5
+        assert "thumbnail" in s.associated_images
+        region = np.asarray(s.read_region((0, 0), 0, (W, H)).convert("RGB"))
+    with tiffslide.TiffSlide(str(svs)) as t:
+        assert t.dimensions == (W, H)
+        assert float(t.properties["tiffslide.mpp-x"]) == 0.5
+        region2 = np.asarray(t.read_region((0, 0), 0, (W, H)).convert("RGB"))
+    assert np.abs(region.astype(int) - region2.astype(int)).mean() < 2
+    # Stained tissue and white glass, not a blank image.
+    assert region.std() > 20
+
+
+def test_truth_matches_the_label_rasters(svs):
+    """Truth polygons, filled back into pixels, reproduce the labels of the slide."""
+    truth = gpd.read_parquet(svs.with_name("phantom.truth.parquet"))
+    assert truth["uuid"].is_unique
+    assert set(truth["task"]) == {"nuclei", "gland", "lumen", "tissue"}
+    lab = PhantomWorld(5, SLIDE_SCENE).labels(0, 0, W, H)
+    for task, ref in (("nuclei", lab.nucleus > 0),
+                      ("gland", (lab.gland > 0) & (lab.gland_kind != KIND_SURFACE)),
+                      ("lumen", lab.lumen > 0)):
+        sel = truth[(truth.task == task) & (truth.class_id == 1)]
+        mask = np.zeros((H, W), np.uint8)
+        for geom in sel.geometry:
+            for poly in getattr(geom, "geoms", [geom]):
+                pts = np.round((np.asarray(poly.exterior.coords) - 0.5) * 16).astype(np.int32)
+                cv2.fillPoly(mask, [pts], 1, shift=4)
+        inter = np.sum((mask > 0) & ref)
+        union = np.sum((mask > 0) | ref)
+        assert inter / union > 0.97, task
+    # Nuclei: one record per raster object, no duplicates across the block seam.
+    n_raster = len(np.unique(lab.nucleus)) - 1
+    n_truth = int(np.sum(truth.task == "nuclei"))
+    assert abs(n_truth - n_raster) <= 2
+    # Lumina point at the gland that encloses them.
+    glands = truth[truth.task == "gland"].set_index("uuid")
+    for _, lum in truth[truth.task == "lumen"].iterrows():
+        assert shapely.contains(glands.geometry[lum.parent_uuid].buffer(1), lum.geometry)
+
+
+def test_truth_side_files(svs):
+    info = json.loads(svs.with_name("phantom.truth.json").read_text())
+    assert info["seed"] == 5 and info["mpp"] == 0.5 and info["width"] == W
+    assert info["tissue_map"]["mpp"] == 8.0
+    assert set(info["counts"]["nuclei"]) <= {"neutrophil", "epithelial", "lymphocyte", "plasma",
+                                             "eosinophil", "connective"}
+    assert sum(info["counts"]["nuclei"].values()) > 100
+    tmap = cv2.imread(str(svs.with_name("phantom.tissue.png")), cv2.IMREAD_UNCHANGED)
+    assert tmap.dtype == np.uint8 and tmap.shape == (-(-H // 16), -(-W // 16))
+    assert tmap.max() <= 8
+    gj = json.loads(svs.with_name("phantom.truth.geojson").read_text())
+    assert gj["type"] == "FeatureCollection"
+    types = {f["properties"]["objectType"] for f in gj["features"]}
+    assert types <= {"detection", "annotation"}
+    assert sum(info["counts"]["nuclei"].values()) == sum(
+        f["properties"]["task"] == "nuclei" for f in gj["features"])
+
+
+def test_same_seed_gives_identical_files(svs, tmp_path):
+    again = tmp_path / "phantom.svs"
+    write_slide(again, (W, H), seed=5)
+    for suffix in (".svs", ".truth.parquet", ".truth.geojson", ".tissue.png", ".truth.json"):
+        a = svs.with_name("phantom" + suffix).read_bytes()
+        b = again.with_name("phantom" + suffix).read_bytes()
+        assert a == b, suffix
+
+
+def test_tiff_at_40x_with_pyramid(tmp_path):
+    path = tmp_path / "p40.tiff"
+    info = write_slide(path, (2600, 600), seed=2, mpp=0.25, truth=False)
+    assert len(info["levels"]) == 2
+    with openslide.OpenSlide(str(path)) as s:
+        assert s.dimensions == (2600, 600)
+        assert s.level_count == 2
+        assert abs(float(s.properties["openslide.mpp-x"]) - 0.25) < 1e-6
+    with tiffslide.TiffSlide(str(path)) as t:
+        assert t.dimensions == (2600, 600)
+        assert abs(float(t.properties["tiffslide.mpp-x"]) - 0.25) < 1e-6
+    assert not path.with_name("p40.truth.parquet").exists()
+
+
+def test_parse_size():
+    assert parse_size("8192x4096") == (8192, 4096)
+    assert parse_size("512") == (512, 512)
+    for bad in ("12x", "axb", "100x100"):
+        with pytest.raises(InputError):
+            parse_size(bad)
+
+
+def test_cli_slide_and_refusals(tmp_path):
+    out = tmp_path / "s.svs"
+    args = ["synth", "slide", str(out), "--size", "512x384", "--seed", "1"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert out.is_file() and (tmp_path / "s.truth.parquet").is_file()
+    before = out.read_bytes()
+    r = CliRunner().invoke(main, args + ["--seed", "2"])
+    assert r.exit_code == 2 and "error:" in r.output and "exists" in r.output
+    assert out.read_bytes() == before
+    r = CliRunner().invoke(main, ["synth", "slide", str(tmp_path / "x.png"), "--size", "512"])
+    assert r.exit_code == 2 and "svs or tiff" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["s.svs", "s.truth.parquet", "s.truth.geojson", "s.tissue.png", "s.truth.json"])
