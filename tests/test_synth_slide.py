@@ -62,7 +62,9 @@ def test_truth_matches_the_label_rasters(svs):
     for task, ref in (("nuclei", lab.nucleus > 0),
                       ("gland", (lab.gland > 0) & (lab.gland_kind != KIND_SURFACE)),
                       ("lumen", lab.lumen > 0)):
-        sel = truth[(truth.task == task) & (truth.class_id == 1)]
+        sel = truth[truth.task == task]
+        if task == "gland":
+            sel = sel[sel.class_id == 1]  # closed glands; surface bands are raster-derived
         mask = np.zeros((H, W), np.uint8)
         for geom in sel.geometry:
             for poly in getattr(geom, "geoms", [geom]):
