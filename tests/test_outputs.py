@@ -170,6 +170,10 @@ def test_geoparquet_streams_batches_into_spatial_row_groups(tmp_path):
                       t.column("centroid_y").to_numpy()[:150]], 1)
     assert set(t.column("uuid").to_pylist()[:150]) == {r.uuid for r in batches[0]}
     assert np.hypot(*np.diff(first, axis=0).T).mean() < 200
+    # geopandas uses the bbox covering to read only what intersects a window.
+    window = gpd.read_parquet(path, bbox=(0, 0, 900, 900))
+    assert 0 < len(window) < 200
+    assert set(window.uuid) <= {r.uuid for r in batches[0]}
     # Row-group statistics of the covering column allow spatial skipping.
     stats = pf.metadata.row_group(0).column(11).statistics
     assert stats.has_min_max and stats.max <= 1000 + 4
