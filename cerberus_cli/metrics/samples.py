@@ -73,11 +73,12 @@ def sample_from_maps(name: str, true: MapFile, pred: MapFile, n_classes: int,
 def sample_from_objects(name: str, true: gpd.GeoDataFrame, pred: gpd.GeoDataFrame) -> Sample:
     """A sample from two object tables (``read_objects`` layout) of one task."""
     tg, pg = true.geometry.to_numpy(), pred.geometry.to_numpy()
+    ov = overlap_from_polygons(tg, pg)
     return Sample(
-        name, overlap_from_polygons(tg, pg),
+        name, ov,
         true["class_id"].to_numpy(np.int64), pred["class_id"].to_numpy(np.int64),
         true[["centroid_x", "centroid_y"]].to_numpy(np.float64),
         pred[["centroid_x", "centroid_y"]].to_numpy(np.float64),
-        polygon_dice(tg, pg),
+        polygon_dice(tg, pg, ov),
     )
 
