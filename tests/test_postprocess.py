@@ -324,3 +324,18 @@ def test_required_margin_covers_the_largest_objects():
     full = required_margin(PostprocessOptions())
     assert full > 512 and full % 2 == 0
     assert required_margin(PostprocessOptions(max_gland_px=200)) < full
+
+
+def test_lumina_without_glands():
+    sc = scene(seed=10, nuclei=0, glands=3)
+    lumen_only = CFG.with_heads(["lumen"])
+    ch = whole(sc)
+    ch.prob = {"lumen": sc.prob["lumen"]}
+    recs = process_chunk(ch, lumen_only, OPT, 1.0, 0.5)
+    assert len(recs) == 3 and all(r.parent_uuid is None and r.task == "lumen" for r in recs)
+    ch = whole(sc)
+    ch.prob["gland"] = np.zeros_like(sc.prob["gland"])  # a model that sees no gland
+    anywhere = dataclasses.replace(OPT, lumen_in_gland_share=0.0)
+    recs = process_chunk(ch, CFG.with_heads(["gland", "gland_type", "lumen"]), anywhere, 1.0, 0.5)
+    assert [r.task for r in recs] == ["lumen"] * 3 and all(r.parent_uuid is None for r in recs)
+    assert not process_chunk(ch, CFG.with_heads(["gland", "gland_type", "lumen"]), OPT, 1.0, 0.5)

@@ -252,7 +252,7 @@ def _parents(lumina: _Objects, ids: np.ndarray, glands: _Objects, key: str) -> l
     pairs = pairs.reshape(len(lumina.n), ng)[:, 1:]
     out: list[str | None] = []
     for i in ids:
-        if pairs[i].max() == 0:
+        if ng == 1 or pairs[i].max() == 0:
             out.append(None)
             continue
         g = int(pairs[i].argmax()) + 1
