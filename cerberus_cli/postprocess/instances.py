@@ -47,8 +47,7 @@ def relabel_sequential(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
     # labelling algorithm's internal order.
     first = np.full(n + 1, flat.size, dtype=np.int64)
     nz = np.flatnonzero(flat)
-    # Reversed fancy assignment: the last write (the first pixel) wins.
-    first[flat[nz[::-1]]] = nz[::-1]
+    np.minimum.at(first, flat[nz], nz)
     order = present[np.argsort(first[present], kind="stable")]
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
