@@ -317,3 +317,16 @@ def test_make_records_matches_make_record():
     with pytest.raises(ValueError, match="Polygon"):
         make_records([Point(0, 0)], "gland", [1], ["gland"], [1.0], 0.5, ["a"])
     assert make_records([], "nuclei", [], [], [], 0.5, []) == []
+
+
+def test_read_objects_rejects_plain_parquet_and_foreign_geoparquet(tmp_path):
+    import pyarrow as pa
+
+    plain = tmp_path / "plain.parquet"
+    pq.write_table(pa.table({"a": [1, 2]}), plain)
+    with pytest.raises(InputError, match="plain.parquet: not a GeoParquet"):
+        read_objects(plain)
+    foreign = tmp_path / "foreign.parquet"
+    gpd.GeoDataFrame({"name": ["x"]}, geometry=[box(0, 0, 1, 1)]).to_parquet(foreign)
+    with pytest.raises(InputError, match="missing columns uuid, task"):
+        read_objects(foreign)

@@ -31,8 +31,9 @@ def read_objects(path: str | os.PathLike) -> gpd.GeoDataFrame:
 
     The columns are :data:`COLUMNS` whatever the format. GeoJSON from other
     tools (e.g. exported by QuPath) may lack some fields: ``class_id`` is then
-    looked up from the class name (-1 when unknown), missing measurements are NaN
-    and the centroid is computed from the geometry.
+    looked up from the class name (-1 when unknown), missing measurements are NaN,
+    the centroid is computed from the geometry, and a missing ``task`` is taken
+    as ``nuclei`` for detections and ``gland`` for annotations.
 
     Raises:
         InputError: the file is missing, not one of these formats, or malformed.
