@@ -29,7 +29,9 @@ from cerberus_cli.model.config import reference_config  # noqa: E402
 from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter  # noqa: E402
 from cerberus_cli.outputs.geoparquet import GeoParquetWriter  # noqa: E402
 from cerberus_cli.outputs.overlay import OverlayCanvas  # noqa: E402
-from cerberus_cli.postprocess.chunks import ChunkMaps, process_chunk  # noqa: E402
+from cerberus_cli.postprocess.chunks import (  # noqa: E402
+    ChunkMaps, process_chunk, required_margin,
+)
 from cerberus_cli.postprocess.instances import (  # noqa: E402
     gland_instances, lumen_instances, nuclei_instances,
 )
@@ -119,6 +121,18 @@ def main() -> None:
               f"{t2:.2f} s ({mpix / t2:.1f} MP/s), {int(g.max())} glands {int(lab.max())} lumina, "
               f"mean IoU with truth: glands {mean_best_iou(gl, g):.3f} "
               f"lumina {mean_best_iou(lu, lab):.3f}")
+
+    # --- one slide chunk of the reference model: all heads, gland-sized margin ---------
+    margin = required_margin(opt)
+    side = args.size - 2 * margin
+    if side > 0:
+        full = ChunkMaps(origin=(0, 0), core=(margin, margin, margin + side, margin + side),
+                         prob={"gland": gprob, "lumen": lprob, "nuclei": nprob},
+                         types={"gland_type": gtypes, "nuclei_type": ntypes})
+        t, recs = best(lambda: process_chunk(full, cfg, opt, 2.0, 0.25), args.repeat)
+        core_mp = side * side / 1e6
+        print(f"reference-model chunk: core {side}x{side} + margin {margin}: {t:.2f} s, "
+              f"{core_mp / t:.2f} MP of core/s, {len(recs)} objects owned")
 
     # --- writers --------------------------------------------------------------------------
     base = list(recs_nuclei)
