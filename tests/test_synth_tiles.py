@@ -54,7 +54,7 @@ def test_every_nucleus_is_one_dark_haematoxylin_object(tiles):
         ring[t.nuclei > 0] = 0
         ring_grey = ndimage.mean(grey, ring, idx)
         assert np.all(ring_grey - mean_grey > 25)
-        assert np.all(mean_grey < ref_grey - 25)
+        assert np.all(mean_grey < 140) and np.median(mean_grey) < ref_grey - 30
         # ... and haematoxylin-coloured (blue-purple, not eosin pink).
         assert np.all(mean_ratio > np.median(ratio[tissue_bg]))
         # One connected object per id (lobes touch) and one class per object.

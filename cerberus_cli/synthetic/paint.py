@@ -173,12 +173,12 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
         wav = np.tanh(fib)
         cleft = np.clip((-fib - 0.9) * 1.5, 0, 1)
         e_str = (0.55 + 0.28 * wav + 0.06 * med) * (1 - 0.75 * cleft)
-        put(T == STR, 0.07 + 0.03 * med, e_str)
-        put(T == TUM, 0.13 + 0.04 * med, 0.85 * e_str + 0.06)
+        put(T == STR, 0.12 + 0.03 * med, e_str)
+        put(T == TUM, 0.18 + 0.04 * med, 0.85 * e_str + 0.06)
     if NORM in present:
-        put(T == NORM, 0.14 + 0.05 * med, 0.32 + 0.08 * med)
+        put(T == NORM, 0.22 + 0.05 * med, 0.32 + 0.08 * med)
     if LYM in present:
-        put(T == LYM, 0.18 + 0.05 * med, 0.27 + 0.06 * med)
+        put(T == LYM, 0.24 + 0.05 * med, 0.27 + 0.06 * med)
     if MUS in present:
         mf = tx.fibres(4, 16.0, 0.8)
         put(T == MUS, 0.09 + 0.02 * med, 0.88 + 0.12 * np.tanh(mf) + 0.05 * med)
@@ -202,9 +202,9 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
         halo = (cv2.dilate((labels.gland > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & (labels.gland == 0)
         H[halo] *= 0.5
         E[halo] *= 0.45
-        put(ring & (gk == KIND_NORMAL), 0.1 + 0.02 * fine, 0.3 + 0.05 * fine)
-        put(ring & (gk == KIND_SURFACE), 0.1 + 0.02 * fine, 0.36 + 0.05 * fine)
-        put(ring & (gk == KIND_TUMOUR), 0.28 + 0.06 * fine, 0.42 + 0.07 * fine)
+        put(ring & (gk == KIND_NORMAL), 0.18 + 0.03 * fine, 0.3 + 0.05 * fine)
+        put(ring & (gk == KIND_SURFACE), 0.18 + 0.03 * fine, 0.36 + 0.05 * fine)
+        put(ring & (gk == KIND_TUMOUR), 0.36 + 0.06 * fine, 0.42 + 0.07 * fine)
         gob = _goblets(labels, h, w) & ring & (gk == KIND_NORMAL)
         put(gob, 0.1 + 0.04 * med, 0.04)
         lum = labels.lumen > 0

@@ -15,6 +15,8 @@ import numpy as np
 #: Reference stain vectors (optical density per R, G, B), Macenko et al. 2009.
 H_REF = np.array([0.5626, 0.7201, 0.4062])
 E_REF = np.array([0.2159, 0.8012, 0.5581])
+#: Typical stain strengths of the painted densities (scanned H&E is strongly stained).
+H_GAIN, E_GAIN = 1.15, 1.4
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,8 @@ class Stain:
         e = E_REF + rng.normal(0, 0.05 * jitter, 3)
         h, e = np.clip(h, 0.05, None), np.clip(e, 0.05, None)
         return Stain(h / np.linalg.norm(h), e / np.linalg.norm(e),
-                     float(np.exp(rng.normal(0, 0.13 * jitter))),
-                     float(np.exp(rng.normal(0, 0.15 * jitter))),
+                     H_GAIN * float(np.exp(rng.normal(0, 0.13 * jitter))),
+                     E_GAIN * float(np.exp(rng.normal(0, 0.15 * jitter))),
                      np.clip(np.array([0.035, 0.04, 0.03]) + rng.normal(0, 0.01 * jitter, 3), 0.0, 0.1))
 
     def to_rgb(self, hem: np.ndarray, eos: np.ndarray) -> np.ndarray:
