@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -151,7 +152,30 @@ def write_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), s
 def _write(targets, width, height, seed, mpp, scale, fmt, params, truth, progress) -> dict:
     r = _Renderer(seed, params, scale, width, height)
     collector = TruthCollector(seed, r.ww, r.wh, mpp, float(scale))
-    records: list = []
+    summary = {"generator": "cerberus-cli synthetic phantom", "seed": int(seed),
+               "width": width, "height": height, "mpp": mpp, "format": fmt}
+    with ExitStack() as stack:
+        writers = []
+        if truth:
+            from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
+            from cerberus_cli.outputs.geoparquet import GeoParquetWriter
+
+            meta = {"slide": targets["slide"].path.name, "ground_truth": True, **summary}
+            # The writers rename into our temporary names; we rename those at the end.
+            writers = [stack.enter_context(GeoParquetWriter(targets["parquet"].tmp, meta, overwrite=True)),
+                       stack.enter_context(QuPathGeoJSONWriter(targets["geojson"].tmp, overwrite=True))]
+        return _write_with(targets, r, collector, writers, summary, width, height, seed, mpp,
+                           scale, fmt, truth, progress)
+
+
+def _write_with(targets, r, collector, writers, summary, width, height, seed, mpp, scale, fmt,
+                truth, progress) -> dict:
+    def emit(recs: list) -> None:
+        for w in writers:
+            w.write(recs)
+        n_objects[0] += len(recs)
+
+    n_objects = [0]
     tissue_map = np.zeros((math.ceil(r.wh / TISSUE_CELL), math.ceil(r.ww / TISSUE_CELL)), np.uint8)
     # Reduced levels: each 4x smaller, down to about 512 px.
     level_shapes = []
@@ -179,7 +203,7 @@ def _write(targets, width, height, seed, mpp, scale, fmt, params, truth, progres
                                    ox + TISSUE_CELL // 2:ox + bw:TISSUE_CELL]
                     tissue_map[y0 // TISSUE_CELL:y0 // TISSUE_CELL + t.shape[0],
                                x0 // TISSUE_CELL:x0 // TISSUE_CELL + t.shape[1]] = t
-                    records.extend(collector.collect(lab, x0, y0, bw, bh))
+                    emit(collector.collect(lab, x0, y0, bw, bh))
                 done[0] += 1
                 if progress:
                     progress(done[0], n_blocks)
@@ -224,15 +248,13 @@ def _write(targets, width, height, seed, mpp, scale, fmt, params, truth, progres
             tif.write(_array_tiles(lvl), shape=(lh, lw, 3), dtype=np.uint8, tile=(TILE, TILE),
                       description=d, subfiletype=1, photometric="rgb", metadata=None,
                       resolution=(res[0] / ds, res[1] / ds), resolutionunit="CENTIMETER", **jpeg)
-    summary = {"generator": "cerberus-cli synthetic phantom", "seed": int(seed),
-               "width": width, "height": height, "mpp": mpp, "format": fmt,
-               "levels": [[width, height]] + [[s[1], s[0]] for s in level_shapes]}
+    summary["levels"] = [[width, height]] + [[s[1], s[0]] for s in level_shapes]
     if truth:
-        records.extend(collector.finish())
-        records.extend(tissue_records(tissue_map, TISSUE_CELL, float(scale), mpp, seed))
+        emit(collector.finish())
+        emit(tissue_records(tissue_map, TISSUE_CELL, float(scale), mpp, seed))
         counts = collector.counts
         counts["tissue"] = _tissue_counts(tissue_map)
-        _write_truth(targets, records, tissue_map, summary, counts, scale)
+        _write_truth(targets, tissue_map, summary, counts, scale, n_objects[0])
     return summary
 
 
@@ -242,15 +264,9 @@ def _tissue_counts(tissue_map: np.ndarray) -> dict[str, int]:
     return {TISSUE_TYPES[i].name: int(c) for i, c in zip(ids, n)}
 
 
-def _write_truth(targets, records, tissue_map, summary, counts, scale) -> None:
-    from cerberus_cli.outputs.geojson import write_geojson
-    from cerberus_cli.outputs.geoparquet import write_geoparquet
-
-    slide_name = targets["slide"].path.name
-    meta = {"slide": slide_name, "ground_truth": True, **summary}
-    # Writers do their own temp-and-rename; write straight to our temp names.
-    write_geoparquet(targets["parquet"].tmp, records, metadata=meta, overwrite=True)
-    write_geojson(targets["geojson"].tmp, records, gzip=False, overwrite=True)
+def _write_truth(targets, tissue_map, summary, counts, scale, n_objects) -> None:
+    """The tissue map PNG and the summary JSON (the object files are streamed)."""
+    meta = {"slide": targets["slide"].path.name, "ground_truth": True, **summary}
     if not cv2.imwrite(str(targets["tissue"].tmp) + ".png", tissue_map):
         raise OSError(f"{targets['tissue'].path}: could not write PNG")
     os.replace(str(targets["tissue"].tmp) + ".png", targets["tissue"].tmp)
@@ -258,5 +274,5 @@ def _write_truth(targets, records, tissue_map, summary, counts, scale) -> None:
                                    "mpp": TISSUE_CELL * BASE_MPP,
                                    "level0_px_per_cell": TISSUE_CELL * scale,
                                    "classes": "TISSUE_TYPES ids (0 background/glass)"},
-            "counts": counts, "objects": len(records)}
+            "counts": counts, "objects": n_objects}
     targets["json"].tmp.write_text(json.dumps(info, indent=2) + "\n")

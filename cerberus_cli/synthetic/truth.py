@@ -41,6 +41,10 @@ def _to_level0(geoms: np.ndarray, scale: float) -> np.ndarray:
 class TruthCollector:
     """Collects each object once from overlapping windows; emits records.
 
+    Each object belongs to the one window that holds its anchor (its centre,
+    clamped to the slide), so windows can be processed in any order and nothing
+    about past windows needs to be remembered except the surface-band pieces.
+
     ``bounds`` is the slide in world pixels ``(width, height)``; ``scale`` maps world
     pixels to level-0 pixels (1 at 0.5 um/px, 2 at 0.25 um/px).
     """
@@ -50,8 +54,6 @@ class TruthCollector:
     height: int
     mpp: float
     scale: float = 1.0
-    seen_nuclei: set = field(default_factory=set)
-    seen_glands: set = field(default_factory=set)
     surface_parts: list = field(default_factory=list)
     counts: dict = field(default_factory=dict)
 
@@ -82,11 +84,9 @@ class TruthCollector:
     def _nuclei(self, lab: Labels, x0, y0, w, h, slide) -> list[ObjectRecord]:
         n = lab.nuclei
         own = self._owns(n.x, n.y, x0, y0, w, h)
-        own &= np.array([int(i) not in self.seen_nuclei for i in n.nid], dtype=bool)
         idx = np.flatnonzero(own)
         if not len(idx):
             return []
-        self.seen_nuclei.update(int(i) for i in n.nid[idx])
         polys = n.polygons()[idx]
         geoms = np.empty(len(idx), dtype=object)
         single = n.nlobes[idx] == 1
@@ -107,11 +107,9 @@ class TruthCollector:
     def _glands(self, lab: Labels, x0, y0, w, h, slide) -> list[ObjectRecord]:
         g = lab.glands
         own = self._owns(g.x, g.y, x0, y0, w, h)
-        own &= np.array([int(i) not in self.seen_glands for i in g.gid], dtype=bool)
         idx = np.flatnonzero(own)
         if not len(idx):
             return []
-        self.seen_glands.update(int(i) for i in g.gid[idx])
         outlines = shapely.polygons(np.array([np.vstack([g.outline(k), g.outline(k)[:1]]) for k in range(len(g))]))
         rmax = g.radii.max(axis=1)
         gl, lu, ids, lids = [], [], [], []
