@@ -17,6 +17,7 @@ from cerberus_cli.cli import main
 from cerberus_cli.errors import InputError
 from cerberus_cli.synthetic.params import KIND_SURFACE, SLIDE_SCENE
 from cerberus_cli.synthetic.scene import PhantomWorld
+import cerberus_cli.synthetic.slide as slide_mod
 from cerberus_cli.synthetic.slide import BLOCK, _Renderer, parse_size, write_slide
 
 W, H = BLOCK + 180, 700   # two blocks wide: objects cross the seam
@@ -110,7 +111,9 @@ def test_same_seed_gives_identical_files(svs, tmp_path):
         assert a == b, suffix
 
 
-def test_tiff_at_40x_with_pyramid(tmp_path):
+def test_tiff_at_40x_with_pyramid(tmp_path, monkeypatch):
+    # Force the on-disk buffer for the reduced level (used for very large slides).
+    monkeypatch.setattr(slide_mod, "IN_MEMORY_LEVEL_BYTES", 1000)
     path = tmp_path / "p40.tiff"
     info = write_slide(path, (2600, 600), seed=2, mpp=0.25, truth=False)
     assert len(info["levels"]) == 2
@@ -118,10 +121,17 @@ def test_tiff_at_40x_with_pyramid(tmp_path):
         assert s.dimensions == (2600, 600)
         assert s.level_count == 2
         assert abs(float(s.properties["openslide.mpp-x"]) - 0.25) < 1e-6
+        full = np.asarray(s.read_region((0, 0), 0, (2600, 600)).convert("RGB"))
+        dims1 = s.level_dimensions[1]
+        small = np.asarray(s.read_region((0, 0), 1, dims1).convert("RGB"))
+    # The reduced level is the 4x reduction of level 0.
+    expect = cv2.resize(full, dims1, interpolation=cv2.INTER_AREA)
+    assert np.abs(expect.astype(int) - small.astype(int)).mean() < 4
     with tiffslide.TiffSlide(str(path)) as t:
         assert t.dimensions == (2600, 600)
         assert abs(float(t.properties["tiffslide.mpp-x"]) - 0.25) < 1e-6
     assert not path.with_name("p40.truth.parquet").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p40.tiff"]
 
 
 def test_parse_size():

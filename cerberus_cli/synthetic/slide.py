@@ -183,7 +183,7 @@ def _write_with(targets, r, collector, writers, summary, width, height, seed, mp
     while max(lw, lh) > 2048:
         lw, lh = max(1, lw // 4), max(1, lh // 4)
         level_shapes.append((lh, lw))
-    level1 = np.zeros((*level_shapes[0], 3), np.uint8) if level_shapes else None
+    level1 = _level_buffer(level_shapes[0], targets["slide"].tmp) if level_shapes else None
     n_bands = math.ceil(r.wh / BLOCK)
     n_blocks = n_bands * math.ceil(r.ww / BLOCK)
     done = [0]
@@ -256,6 +256,21 @@ def _write_with(targets, r, collector, writers, summary, width, height, seed, mp
         counts["tissue"] = _tissue_counts(tissue_map)
         _write_truth(targets, tissue_map, summary, counts, scale, n_objects[0])
     return summary
+
+
+#: Reduced levels larger than this go to a temporary file instead of memory.
+IN_MEMORY_LEVEL_BYTES = 256 * 2 ** 20
+
+
+def _level_buffer(shape: tuple[int, int], slide_tmp: Path) -> np.ndarray:
+    """Zeroed RGB buffer for the first reduced level: in memory, or (for very large
+    slides) a memory-mapped temporary file that is unlinked at once."""
+    if shape[0] * shape[1] * 3 <= IN_MEMORY_LEVEL_BYTES:
+        return np.zeros((*shape, 3), np.uint8)
+    import tempfile
+    fh = tempfile.TemporaryFile(dir=slide_tmp.parent, prefix=slide_tmp.name + ".level1.")
+    fh.truncate(shape[0] * shape[1] * 3)
+    return np.memmap(fh, dtype=np.uint8, mode="r+", shape=(*shape, 3))
 
 
 def _tissue_counts(tissue_map: np.ndarray) -> dict[str, int]:
