@@ -1,1 +1,24 @@
-"""synthetic"""
+"""Synthetic H&E colon tissue ("phantoms") with exact labels for every task.
+
+The tissue is built label-first at 0.5 um/px: tissue-type regions and the glass
+edge from seeded coarse fields, glands (crypts, tumour glands) with one lumen
+each, a surface-epithelium band along the glass, and non-overlapping nuclei of the
+six Cerberus classes placed by type and context. The H&E image is then painted
+from those labels (Beer-Lambert stain mixing, textures, blur, noise), so every
+label is exact. Everything is a pure function of the seed and global position,
+which lets whole slides be rendered block by block.
+
+Public API::
+
+    render_tile(size, seed, ...) -> PhantomTile       # one tile and all label maps
+    write_tile_dataset(out_dir, count, size, seed)    # `cerberus synth tiles`
+    write_slide(path, (w, h), seed, mpp)              # `cerberus synth slide`
+    PhantomWorld(seed).labels(x0, y0, w, h)           # label layers of any window
+"""
+
+from cerberus_cli.synthetic.dataset import write_tile_dataset
+from cerberus_cli.synthetic.scene import PhantomWorld
+from cerberus_cli.synthetic.slide import write_slide
+from cerberus_cli.synthetic.tiles import PhantomTile, render_tile
+
+__all__ = ["PhantomTile", "PhantomWorld", "render_tile", "write_slide", "write_tile_dataset"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from cerberus_cli.synthetic.fields import CoarseFields
 from cerberus_cli.synthetic.noise import hash_uniform
@@ -169,7 +170,6 @@ def inside_glands(glands: Glands, x: np.ndarray, y: np.ndarray, pad: np.ndarray 
         return hit
     pad = np.broadcast_to(np.asarray(pad, dtype=np.float64), x.shape)
     rmax = glands.radii.max(axis=1)
-    from scipy.spatial import cKDTree
     tree = cKDTree(np.column_stack([glands.x, glands.y]))
     reach = float(rmax.max() + pad.max())
     lists = tree.query_ball_point(np.column_stack([x, y]), reach)

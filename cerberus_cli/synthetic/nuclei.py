@@ -19,9 +19,9 @@ import numpy as np
 
 from cerberus_cli.synthetic.fields import CoarseFields
 from cerberus_cli.synthetic.glands import ANGLES, Glands, inside_glands, radius_at
-from cerberus_cli.synthetic.noise import hash_uniform
+from cerberus_cli.synthetic.noise import hash_u64, hash_uniform
 from cerberus_cli.synthetic.params import (
-    ADI, CONNECTIVE, DEB, EOSINOPHIL, EPITHELIAL, KIND_NORMAL, KIND_TUMOUR, LYM,
+    ADI, CONNECTIVE, DEB, EOSINOPHIL, EPITHELIAL, KIND_TUMOUR, LYM,
     LYMPHOCYTE, MUC, MUS, NEUTROPHIL, NORM, PLASMA, STR, TUM, SceneParams,
 )
 from cerberus_cli.synthetic.placement import ellipse_conflicts, lattice_cells, matern_keep
@@ -221,7 +221,6 @@ def _gland_nuclei(seed: int, glands: Glands) -> Nuclei | None:
 
 def hash_u64_ids(seed: int, key: int, idx: np.ndarray) -> np.ndarray:
     """Global nucleus ids (uint64) from an owner key and an index."""
-    from cerberus_cli.synthetic.noise import hash_u64
     return hash_u64(seed, STREAM + 500, key, idx)
 
 

@@ -14,8 +14,8 @@ import numpy as np
 from cerberus_cli.synthetic.glands import radius_at
 from cerberus_cli.synthetic.noise import hash_uniform, white_noise
 from cerberus_cli.synthetic.params import (
-    ADI, BACK, DEB, EOSINOPHIL, EPITHELIAL, KIND_NORMAL, KIND_SURFACE, KIND_TUMOUR, LYM,
-    LYMPHOCYTE, MUC, MUS, NEUTROPHIL, NORM, PLASMA, STR, TUM, CONNECTIVE,
+    ADI, BACK, DEB, EOSINOPHIL, KIND_NORMAL, KIND_SURFACE, KIND_TUMOUR, LYM, MUC, MUS,
+    NEUTROPHIL, NORM, PLASMA, STR, TUM,
 )
 from cerberus_cli.synthetic.placement import lattice_cells
 from cerberus_cli.synthetic.scene import Labels
@@ -255,5 +255,3 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
     np.clip(E, 0, 3, out=E)
     return stain.to_rgb(H, E)
 
-
-__all__ = ["paint", "PAINT_MARGIN", "CONNECTIVE", "EPITHELIAL", "LYMPHOCYTE"]

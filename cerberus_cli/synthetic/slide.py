@@ -24,6 +24,7 @@ import numpy as np
 import tifffile
 
 from cerberus_cli.errors import InputError
+from cerberus_cli.model.config import TISSUE_TYPES
 from cerberus_cli.outputs.atomic import AtomicPath
 from cerberus_cli.synthetic.paint import PAINT_MARGIN, paint
 from cerberus_cli.synthetic.params import BASE_MPP, SLIDE_SCENE, SceneParams
@@ -274,7 +275,7 @@ def _level_buffer(shape: tuple[int, int], slide_tmp: Path) -> np.ndarray:
 
 
 def _tissue_counts(tissue_map: np.ndarray) -> dict[str, int]:
-    from cerberus_cli.model.config import TISSUE_TYPES
+    """Cells of the tissue map per class name."""
     ids, n = np.unique(tissue_map, return_counts=True)
     return {TISSUE_TYPES[i].name: int(c) for i, c in zip(ids, n)}
 
