@@ -152,6 +152,42 @@ def _goblets(labels: Labels, h: int, w: int) -> np.ndarray:
     return mask.astype(bool)
 
 
+def _discs(seed: int, stream: int, x0: int, y0: int, h: int, w: int, cell: float,
+           per_cell: int, r0: float, r1: float) -> np.ndarray:
+    """Small filled discs at seeded positions on a global lattice (bool HxW)."""
+    pad = r1 + 1
+    cx, cy = lattice_cells(x0 - pad, y0 - pad, x0 + w + pad, y0 + h + pad, cell)
+    k = np.tile(np.arange(per_cell), len(cx))
+    cx, cy = np.repeat(cx, per_cell), np.repeat(cy, per_cell)
+    px = (cx + hash_uniform(seed, stream, cx, cy, k)) * cell - x0
+    py = (cy + hash_uniform(seed, stream + 1, cx, cy, k)) * cell - y0
+    rad = r0 + (r1 - r0) * hash_uniform(seed, stream + 2, cx, cy, k)
+    mask = np.zeros((h, w), np.uint8)
+    for x, y, r in zip(px, py, rad):
+        cv2.circle(mask, (int(round(x * 16)), int(round(y * 16))), int(r * 16), 1, -1, cv2.LINE_8, 4)
+    return mask.astype(bool)
+
+
+def _red_cells(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
+    """Red blood cells in small capillaries: clusters in stroma and lamina propria."""
+    x0, y0 = labels.x0, labels.y0
+    # Vessel sites: a sparse lattice; each site holds a tight cluster of discs.
+    vessels = _discs(seed, 3300, x0, y0, h, w, 150.0, 1, 9.0, 16.0)
+    if not vessels.any():
+        return vessels
+    cells = _discs(seed, 3310, x0, y0, h, w, 9.0, 1, 3.0, 3.8)
+    return vessels & cells
+
+
+def _surface_goblets(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
+    """Goblet-cell mucin in the apical half of the surface epithelium."""
+    band = labels.gland_kind == KIND_SURFACE
+    if not band.any():
+        return band
+    dots = _discs(seed, 3320, labels.x0, labels.y0, h, w, 16.0, 1, 3.5, 5.0)
+    return dots & band & (labels.sdf > 4) & (labels.sdf < 13)
+
+
 def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
     """RGB float32 image (before blur and noise) of a window's label layers."""
     h, w = labels.tissue.shape
@@ -219,6 +255,12 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
             put(tl, 0.05 + dirty * (0.25 + 0.1 * b1) + dust * dirty, 0.07 + dirty * (0.4 + 0.15 * b1))
         surf_apical = (gk == KIND_SURFACE) & (labels.sdf < 2.5)
         E[surf_apical] += 0.25
+        put(_surface_goblets(seed, labels, h, w) & (labels.nucleus == 0), 0.12 + 0.04 * med, 0.04)
+    # Capillaries with red cells between the other structures of stroma and mucosa.
+    loose = np.isin(T, (NORM, STR, TUM, LYM)) & (labels.gland == 0) & (labels.cytoplasm == 0)
+    if loose.any():
+        rbc = _red_cells(seed, labels, h, w) & loose
+        put(rbc, 0.02, 1.25 + 0.1 * fine)
 
     # Cytoplasm of plasma cells, eosinophils and neutrophils.
     cy = labels.cytoplasm
