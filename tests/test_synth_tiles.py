@@ -170,6 +170,16 @@ def test_cli_writes_the_dataset_layout(tmp_path):
             assert f.read_bytes() == (out2 / f.relative_to(out)).read_bytes(), f
 
 
+def test_parallel_workers_write_the_same_files(tmp_path):
+    from cerberus_cli.synthetic.dataset import write_tile_dataset
+    write_tile_dataset(tmp_path / "a", count=3, size=96, seed=9, tasks=("gland", "tissue"))
+    write_tile_dataset(tmp_path / "b", count=3, size=96, seed=9, tasks=("gland", "tissue"), workers=2)
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(files) == 1 + 3 * 3 + 3
+    for f in files:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
 def test_cli_refuses_existing_output_and_bad_tasks(tmp_path):
     out = tmp_path / "ds"
     out.mkdir()

@@ -24,14 +24,17 @@ def synth() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same bytes).")
 @click.option("--tasks", default="nuclei,gland,lumen,tissue", show_default=True,
               help="Comma-separated subset of nuclei, gland, lumen, tissue.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Processes rendering in parallel (output is identical).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
-def tiles(out_dir: str, count: int, size: int, seed: int, tasks: str, overwrite: bool) -> None:
+def tiles(out_dir: str, count: int, size: int, seed: int, tasks: str, workers: int,
+          overwrite: bool) -> None:
     """Write a tile dataset (Lizard-, GlaS- and Kather-style folders).
 
     \b
     Example:
       cerberus synth tiles -o phantoms/ --count 200 --size 448 --seed 1
-      cerberus synth tiles -o nuclei_only/ --tasks nuclei --count 50
+      cerberus synth tiles -o nuclei_only/ --tasks nuclei --count 50 --workers 2
     """
     from rich.progress import Progress
 
@@ -41,7 +44,7 @@ def tiles(out_dir: str, count: int, size: int, seed: int, tasks: str, overwrite:
     with Progress(transient=True) as bar:
         job = bar.add_task("rendering tiles", total=None)
         meta = write_tile_dataset(out_dir, count=count, size=size, seed=seed, tasks=names,
-                                  overwrite=overwrite,
+                                  overwrite=overwrite, workers=workers,
                                   progress=lambda i, n: bar.update(job, completed=i, total=n))
     click.echo(f"wrote {meta['count']} tiles per task ({', '.join(meta['tasks'])}) to {out_dir}")
 

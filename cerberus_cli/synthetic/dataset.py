@@ -13,6 +13,7 @@ import io
 import json
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,10 +38,12 @@ def tile_seed(seed: int, task: str, index: int) -> int:
     return int(hash_u64(seed, 4000 + stream, index) >> np.uint64(33))
 
 
-def _png(path: Path, arr: np.ndarray) -> None:
+def _png_bytes(arr: np.ndarray) -> bytes:
     img = arr[..., ::-1] if arr.ndim == 3 else arr
-    if not cv2.imwrite(str(path), np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-        raise OSError(f"{path}: could not write PNG")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
 
 
 def lizard_mat_bytes(tile: PhantomTile) -> bytes:
@@ -67,13 +70,38 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
+def _render_job(job: tuple[str, int, int, int, tuple[str, ...]]) -> list[tuple[str, bytes | None]]:
+    """Render one dataset item; return (relative path, file bytes or None = link image)."""
+    kind, index, seed, size, seg = job
+    name = f"phantom_{index:05d}"
+    if kind == "tissue":
+        kather = sorted(KATHER_TO_TISSUE, key=KATHER_TO_TISSUE.get)
+        folder = kather[index % len(kather)]
+        tile = render_tile(TISSUE_PATCH, tile_seed(seed, "tissue", index),
+                           tissue_class=KATHER_TO_TISSUE[folder])
+        return [(f"tissue/{folder}/{name}.png", _png_bytes(tile.image))]
+    tile = render_tile(size, tile_seed(seed, "seg", index))
+    files: list[tuple[str, bytes | None]] = []
+    for t in seg:
+        files.append((f"{t}/images/{name}.png", None if files else _png_bytes(tile.image)))
+        if t == "nuclei":
+            files.append((f"nuclei/labels/{name}.mat", lizard_mat_bytes(tile)))
+        elif t == "gland":
+            files.append((f"gland/instances/{name}.png", _png_bytes(tile.glands.astype(np.uint16))))
+            files.append((f"gland/classes/{name}.png", _png_bytes(tile.gland_class)))
+        else:
+            files.append((f"lumen/instances/{name}.png", _png_bytes(tile.lumina.astype(np.uint16))))
+    return files
+
+
 def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, seed: int = 0,
-                       tasks: Iterable[str] = TASKS, overwrite: bool = False,
+                       tasks: Iterable[str] = TASKS, overwrite: bool = False, workers: int = 1,
                        progress: Callable[[int, int], None] | None = None) -> dict:
     """Render ``count`` phantom tiles per task into a dataset folder.
 
     Returns the content of ``dataset.json``. The folder appears complete or not at
-    all; an existing folder is refused unless ``overwrite``.
+    all; an existing folder is refused unless ``overwrite``. ``workers`` > 1
+    renders in that many processes; the files are identical either way.
     """
     tasks = tuple(dict.fromkeys(tasks))
     bad = [t for t in tasks if t not in TASKS]
@@ -83,49 +111,36 @@ def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, 
         raise InputError(f"--count must be at least 1, got {count}")
     if size < 64:
         raise InputError(f"--size must be at least 64 px, got {size}")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
     target = AtomicPath(out_dir, overwrite=overwrite)
     root = target.tmp
-    seg = [t for t in tasks if t != "tissue"]
-    kather = sorted(KATHER_TO_TISSUE, key=KATHER_TO_TISSUE.get)
-    total = count * (bool(seg) + ("tissue" in tasks))
-    done = 0
+    seg = tuple(t for t in tasks if t != "tissue")
+    jobs = [("seg", i, seed, size, seg) for i in range(count if seg else 0)]
+    jobs += [("tissue", i, seed, size, seg) for i in range(count if "tissue" in tasks else 0)]
+    pool = None
     try:
         for t in seg:
             for sub in {"nuclei": ("images", "labels"), "gland": ("images", "instances", "classes"),
                         "lumen": ("images", "instances")}[t]:
                 (root / t / sub).mkdir(parents=True, exist_ok=True)
-        for i in range(count if seg else 0):
-            tile = render_tile(size, tile_seed(seed, "seg", i))
-            name = f"phantom_{i:05d}"
-            first: Path | None = None
-            for t in seg:
-                img = root / t / "images" / f"{name}.png"
-                if first is None:
-                    _png(img, tile.image)
-                    first = img
-                else:
-                    _link_or_copy(first, img)
-                if t == "nuclei":
-                    (root / t / "labels" / f"{name}.mat").write_bytes(lizard_mat_bytes(tile))
-                elif t == "gland":
-                    _png(root / t / "instances" / f"{name}.png", tile.glands.astype(np.uint16))
-                    _png(root / t / "classes" / f"{name}.png", tile.gland_class)
-                else:
-                    _png(root / t / "instances" / f"{name}.png", tile.lumina.astype(np.uint16))
-            done += 1
-            if progress:
-                progress(done, total)
         if "tissue" in tasks:
-            for folder in kather:
+            for folder in KATHER_TO_TISSUE:
                 (root / "tissue" / folder).mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                folder = kather[i % len(kather)]
-                tile = render_tile(TISSUE_PATCH, tile_seed(seed, "tissue", i),
-                                   tissue_class=KATHER_TO_TISSUE[folder])
-                _png(root / "tissue" / folder / f"phantom_{i:05d}.png", tile.image)
-                done += 1
-                if progress:
-                    progress(done, total)
+        if workers > 1:
+            pool = ProcessPoolExecutor(max_workers=workers)
+            results = pool.map(_render_job, jobs, chunksize=1)
+        else:
+            results = map(_render_job, jobs)
+        for done, files in enumerate(results, start=1):
+            image = root / files[0][0]
+            for rel, data in files:
+                if data is None:
+                    _link_or_copy(image, root / rel)
+                else:
+                    (root / rel).write_bytes(data)
+            if progress:
+                progress(done, len(jobs))
         meta = {
             "generator": "cerberus-cli synthetic phantom",
             "seed": int(seed), "count": int(count), "size": int(size), "mpp": 0.5,
@@ -136,6 +151,10 @@ def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, 
         (root / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n")
         target.commit()
     except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         target.abort()
         raise
+    if pool is not None:
+        pool.shutdown()
     return meta
