@@ -58,6 +58,9 @@ def test_truth_matches_the_label_rasters(svs):
     """Truth polygons, filled back into pixels, reproduce the labels of the slide."""
     truth = gpd.read_parquet(svs.with_name("phantom.truth.parquet"))
     assert truth["uuid"].is_unique
+    assert truth.geometry.is_valid.all()
+    xmin, ymin, xmax, ymax = truth.total_bounds
+    assert xmin >= 0 and ymin >= 0 and xmax <= W and ymax <= H
     assert set(truth["task"]) == {"nuclei", "gland", "lumen", "tissue"}
     lab = PhantomWorld(5, SLIDE_SCENE).labels(0, 0, W, H)
     for task, ref in (("nuclei", lab.nucleus > 0),

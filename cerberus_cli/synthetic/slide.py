@@ -152,7 +152,7 @@ def write_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), s
 
 def _write(targets, width, height, seed, mpp, scale, fmt, params, truth, progress) -> dict:
     r = _Renderer(seed, params, scale, width, height)
-    collector = TruthCollector(seed, r.ww, r.wh, mpp, float(scale))
+    collector = TruthCollector(seed, width, height, mpp, float(scale))
     summary = {"generator": "cerberus-cli synthetic phantom", "seed": int(seed),
                "width": width, "height": height, "mpp": mpp, "format": fmt}
     with ExitStack() as stack:
@@ -252,7 +252,7 @@ def _write_with(targets, r, collector, writers, summary, width, height, seed, mp
     summary["levels"] = [[width, height]] + [[s[1], s[0]] for s in level_shapes]
     if truth:
         emit(collector.finish())
-        emit(tissue_records(tissue_map, TISSUE_CELL, float(scale), mpp, seed))
+        emit(tissue_records(tissue_map, TISSUE_CELL, float(scale), mpp, seed, width, height))
         counts = collector.counts
         counts["tissue"] = _tissue_counts(tissue_map)
         _write_truth(targets, tissue_map, summary, counts, scale, n_objects[0])

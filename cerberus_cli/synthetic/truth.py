@@ -45,17 +45,24 @@ class TruthCollector:
     clamped to the slide), so windows can be processed in any order and nothing
     about past windows needs to be remembered except the surface-band pieces.
 
-    ``bounds`` is the slide in world pixels ``(width, height)``; ``scale`` maps world
-    pixels to level-0 pixels (1 at 0.5 um/px, 2 at 0.25 um/px).
+    ``width0`` x ``height0`` is the slide in level-0 pixels; ``scale`` maps world
+    pixels to level-0 pixels (1 at 0.5 um/px, 2 at 0.25 um/px). Geometries are
+    clipped to the slide.
     """
 
     seed: int
-    width: int
-    height: int
+    width0: int
+    height0: int
     mpp: float
     scale: float = 1.0
     surface_parts: list = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.width = int(np.ceil(self.width0 / self.scale))    # world pixels
+        self.height = int(np.ceil(self.height0 / self.scale))
+        # The slide's extent in world coordinates (pixel centres at integers).
+        self.clip = box(-0.5, -0.5, self.width0 / self.scale - 0.5, self.height0 / self.scale - 0.5)
 
     def _count(self, task: str, names: list[str]) -> None:
         c = self.counts.setdefault(task, {})
@@ -68,7 +75,7 @@ class TruthCollector:
         An object belongs to the window holding its anchor (centre); ``lab`` must
         cover the window (it may be larger).
         """
-        slide = box(0, 0, self.width, self.height)
+        slide = self.clip
         recs: list[ObjectRecord] = []
         recs += self._nuclei(lab, x0, y0, w, h, slide)
         recs += self._glands(lab, x0, y0, w, h, slide)
@@ -161,7 +168,7 @@ class TruthCollector:
         """Surface-epithelium records: the window pieces merged into whole bands."""
         if not self.surface_parts:
             return []
-        merged = shapely.union_all(self.surface_parts)
+        merged = shapely.intersection(shapely.union_all(self.surface_parts), self.clip)
         parts = list(getattr(merged, "geoms", [merged]))
         parts = [p for p in parts if p.area > 4]
         parts.sort(key=lambda p: (round(p.bounds[1], 3), round(p.bounds[0], 3)))
@@ -200,10 +207,11 @@ def mask_polygons(mask: np.ndarray, x0: float, y0: float) -> list[BaseGeometry]:
 
 
 def tissue_records(tissue_map: np.ndarray, cell: float, scale: float, mpp: float,
-                   seed: int) -> list[ObjectRecord]:
+                   seed: int, width0: int, height0: int) -> list[ObjectRecord]:
     """Tissue-type regions (one record per connected region) from a coarse class map.
 
-    ``cell`` is the map's pixel size in world pixels.
+    ``cell`` is the map's pixel size in world pixels; regions are clipped to the
+    ``width0`` x ``height0`` level-0 slide.
     """
     recs: list[ObjectRecord] = []
     for cls in range(1, len(TISSUE_TYPES)):
@@ -215,6 +223,9 @@ def tissue_records(tissue_map: np.ndarray, cell: float, scale: float, mpp: float
             continue
         # Mask polygons have pixel-edge corners at -0.5; map pixels span cell world px.
         geoms = shapely.transform(np.array(polys, dtype=object), lambda c: (c + 0.5) * cell * scale)
+        geoms = shapely.intersection(geoms, box(0, 0, width0, height0))
+        keep = ~shapely.is_empty(geoms)
+        geoms, polys = geoms[keep], [p for p, k in zip(polys, keep) if k]
         keys = np.array([cls * 1_000_000_007 + int(p.bounds[1]) * 100_003 + int(p.bounds[0]) for p in polys])
         name = TISSUE_TYPES[cls].name
         recs += make_records(list(geoms), "tissue", [cls] * len(polys), [name] * len(polys),
