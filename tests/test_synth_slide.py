@@ -159,3 +159,27 @@ def test_cli_slide_and_refusals(tmp_path):
     assert r.exit_code == 2 and "svs or tiff" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["s.svs", "s.truth.parquet", "s.truth.geojson", "s.tissue.png", "s.truth.json"])
+
+
+@pytest.mark.parametrize("mpp", [0.5, 0.25])
+def test_truth_lies_on_the_slide_pixels(tmp_path, mpp):
+    """Nuclei polygons (level-0 px) cover dark pixels of the written image, at 20x and 40x."""
+    path = tmp_path / "t.svs"
+    w, h = 900, 700
+    write_slide(path, (w, h), seed=3, mpp=mpp)
+    with openslide.OpenSlide(str(path)) as s:
+        img = np.asarray(s.read_region((0, 0), 0, (w, h)).convert("RGB")).astype(float)
+    grey = img.mean(axis=2)
+    truth = gpd.read_parquet(tmp_path / "t.truth.parquet")
+    mask = np.zeros((h, w), np.uint8)
+    for geom in truth[truth.task == "nuclei"].geometry:
+        for poly in getattr(geom, "geoms", [geom]):
+            pts = np.round((np.asarray(poly.exterior.coords) - 0.5) * 16).astype(np.int32)
+            cv2.fillPoly(mask, [pts], 1, shift=4)
+    nuc = mask > 0
+    tissue = (grey < 225) & ~cv2.dilate(mask, np.ones((5, 5), np.uint8)).astype(bool)
+    assert nuc.sum() > 2000
+    assert grey[nuc].mean() < grey[tissue].mean() - 40
+    # Shifting the polygons by a few pixels loses the match: the coordinates are exact.
+    shifted = np.roll(nuc, 6, axis=1)
+    assert grey[shifted].mean() > grey[nuc].mean() + 20
