@@ -118,7 +118,7 @@ def shape_cells(cls: np.ndarray, x: np.ndarray, y: np.ndarray, u, orient: np.nda
     con = cls == CONNECTIVE
     if con.any():
         a = 7.0 + 5.5 * u(2)
-        b = 1.7 + 0.9 * u(3)
+        b = 2.0 + 0.9 * u(3)
         s = _single(n, x, y, a, b, orient + 0.35 * (u(4) - 0.5))
         for k in d:
             d[k][con] = s[k][con]

@@ -133,13 +133,13 @@ def _goblets(labels: Labels, h: int, w: int) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
     g = labels.glands
     for k in np.flatnonzero(g.kind == KIND_NORMAL):
-        n = max(6, int(2 * np.pi * g.radii[k].mean() / 21))
+        n = max(6, int(2 * np.pi * g.radii[k].mean() / 17))
         idx = np.arange(n)
         u = lambda a: hash_uniform(0, 3100 + a, int(g.gid[k]), idx)  # noqa: E731
         th = (idx + 0.5 + 0.3 * (u(0) - 0.5)) / n * 2 * np.pi
         r_out = radius_at(np.repeat(g.radii[k][None], n, 0), th)
         r_in = radius_at(np.repeat(g.lumen[k][None], n, 0), th)
-        rad = 3.5 + 2.5 * u(1)
+        rad = 4.0 + 2.5 * u(1)
         depth = np.maximum(r_in + rad + 1.5, r_out - 17 - 2 * u(2))
         xs = g.x[k] + depth * np.cos(th) - labels.x0
         ys = g.y[k] + depth * np.sin(th) - labels.y0
