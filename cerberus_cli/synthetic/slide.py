@@ -94,6 +94,17 @@ class _Renderer:
         return img, lab
 
 
+def _reduce_into(level: np.ndarray, band: np.ndarray, row: int) -> None:
+    """Write the 4x area reduction of a band (rows a multiple of 4 except the last
+    band) into ``level`` starting at ``row``."""
+    rows = max(4, band.shape[0] - band.shape[0] % 4) if band.shape[0] >= 4 else band.shape[0]
+    out_h = min(max(1, rows // 4), level.shape[0] - row)
+    if out_h <= 0:
+        return
+    small = cv2.resize(band[:rows], (level.shape[1], max(1, rows // 4)), interpolation=cv2.INTER_AREA)
+    level[row:row + out_h] = small[:out_h]
+
+
 def _tiles(band: np.ndarray, rows: int) -> Iterator[np.ndarray]:
     """256 x 256 tiles of a band, row-major, padded with glass at the edges."""
     h, w = band.shape[:2]
@@ -184,7 +195,9 @@ def _write_with(targets, r, collector, writers, summary, width, height, seed, mp
     while max(lw, lh) > 2048:
         lw, lh = max(1, lw // 4), max(1, lh // 4)
         level_shapes.append((lh, lw))
-    level1 = _level_buffer(level_shapes[0], targets["slide"].tmp) if level_shapes else None
+    # A 4x reduction of the whole slide, filled band by band: the first reduced level
+    # (when the slide is big enough to need one) and the source of the thumbnail.
+    level1 = _level_buffer((max(1, height // 4), max(1, width // 4)), targets["slide"].tmp)
     n_bands = math.ceil(r.wh / BLOCK)
     n_blocks = n_bands * math.ceil(r.ww / BLOCK)
     done = [0]
@@ -210,12 +223,7 @@ def _write_with(targets, r, collector, writers, summary, width, height, seed, mp
                     progress(done[0], n_blocks)
             band = band[:, :width]
             rows = min(band.shape[0], height - y0 * scale)
-            if level1 is not None:
-                # Bands are multiples of 4 px tall except the last one.
-                ly0 = y0 * scale // 4
-                small = cv2.resize(band[:rows - rows % 4 or rows], (level1.shape[1], max(1, (rows - rows % 4 or rows) // 4)),
-                                   interpolation=cv2.INTER_AREA)
-                level1[ly0:ly0 + small.shape[0]] = small[:level1.shape[0] - ly0]
+            _reduce_into(level1, band[:rows], y0 * scale // 4)
             yield from _tiles(band[:rows], rows)
 
     desc0 = (f"Aperio Image Library v12.0.0\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
@@ -229,14 +237,12 @@ def _write_with(targets, r, collector, writers, summary, width, height, seed, mp
         tif.write(level0_tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(TILE, TILE),
                   description=desc0 if fmt == "svs" else f"cerberus-cli phantom slide; seed {seed}; mpp {mpp}",
                   **common)
-        levels = [level1] if level1 is not None else []
+        levels = [level1] if level_shapes else []
         for shp in level_shapes[1:]:
             levels.append(cv2.resize(levels[-1], (shp[1], shp[0]), interpolation=cv2.INTER_AREA))
         if fmt == "svs":
-            src = levels[-1] if levels else None
-            if src is None:
-                src = np.zeros((1, 1, 3), np.uint8)
-            f = min(1.0, 768 / max(width, height))
+            src = levels[-1] if levels else level1
+            f = min(0.25, 768 / max(width, height))  # never larger than the 4x reduction
             tw, th = max(1, int(width * f)), max(1, int(height * f))
             thumb = cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA)
             tif.write(thumb, description=f"Aperio Image Library v12.0.0\n{width}x{height} -> {tw}x{th} - ",
