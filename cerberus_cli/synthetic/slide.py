@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -64,13 +65,12 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 class _Renderer:
-    """Renders bands of the world and downsamples them to the slide resolution."""
+    """Renders blocks of the world as slide pixels (one stain and blur per slide)."""
 
     def __init__(self, seed: int, params: SceneParams, scale: int, width: int, height: int) -> None:
         self.world = PhantomWorld(seed, params)
         self.seed = seed
         self.scale = scale
-        self.w, self.h = width, height                  # level-0 pixels
         self.ww = math.ceil(width / scale)               # world pixels
         self.wh = math.ceil(height / scale)
         rng = np.random.default_rng([seed & 0xFFFFFFFF, 78])
@@ -119,10 +119,6 @@ def _tiles(band: np.ndarray, rows: int) -> Iterator[np.ndarray]:
             yield np.ascontiguousarray(t)
 
 
-def _array_tiles(img: np.ndarray) -> Iterator[np.ndarray]:
-    yield from _tiles(img, img.shape[0])
-
-
 def write_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), seed: int = 0,
                 mpp: float = 0.5, fmt: str | None = None, overwrite: bool = False,
                 params: SceneParams = SLIDE_SCENE, truth: bool = True,
@@ -150,7 +146,8 @@ def write_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), s
     outs = {"slide": path, **(truth_paths(path) if truth else {})}
     targets = {k: AtomicPath(p, overwrite=overwrite) for k, p in outs.items()}
     try:
-        summary = _write(targets, width, height, seed, mpp, scale, fmt, params, truth, progress)
+        summary = _SlideJob(targets, width, height, seed, mpp, scale, fmt, params, truth,
+                            progress).run()
         for t in targets.values():
             t.commit()
     except BaseException:
@@ -161,108 +158,138 @@ def write_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), s
     return summary
 
 
-def _write(targets, width, height, seed, mpp, scale, fmt, params, truth, progress) -> dict:
-    r = _Renderer(seed, params, scale, width, height)
-    collector = TruthCollector(seed, width, height, mpp, float(scale))
-    summary = {"generator": "cerberus-cli synthetic phantom", "seed": int(seed),
-               "width": width, "height": height, "mpp": mpp, "format": fmt}
-    with ExitStack() as stack:
-        writers = []
-        if truth:
-            from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
-            from cerberus_cli.outputs.geoparquet import GeoParquetWriter
+class _SlideJob:
+    """One slide being written: renders bands, streams tiles and truth, builds levels."""
 
-            meta = {"slide": targets["slide"].path.name, "ground_truth": True, **summary}
-            # The writers rename into our temporary names; we rename those at the end.
-            writers = [stack.enter_context(GeoParquetWriter(targets["parquet"].tmp, meta, overwrite=True)),
-                       stack.enter_context(QuPathGeoJSONWriter(targets["geojson"].tmp, overwrite=True))]
-        return _write_with(targets, r, collector, writers, summary, width, height, seed, mpp,
-                           scale, fmt, truth, progress)
+    def __init__(self, targets: dict[str, AtomicPath], width: int, height: int, seed: int,
+                 mpp: float, scale: int, fmt: str, params: SceneParams, truth: bool,
+                 progress: Callable[[int, int], None] | None) -> None:
+        self.targets, self.width, self.height = targets, width, height
+        self.seed, self.mpp, self.scale, self.fmt = seed, mpp, scale, fmt
+        self.truth, self.progress = truth, progress
+        self.renderer = _Renderer(seed, params, scale, width, height)
+        self.ww, self.wh = self.renderer.ww, self.renderer.wh
+        self.collector = TruthCollector(seed, width, height, mpp, float(scale))
+        self.writers: list = []
+        self.n_objects = 0
+        self.tissue_map = np.zeros((math.ceil(self.wh / TISSUE_CELL), math.ceil(self.ww / TISSUE_CELL)),
+                                   np.uint8)
+        # A 4x reduction of the whole slide, filled band by band: the first reduced
+        # level (when the slide is big enough to need one) and the thumbnail source.
+        self.level1 = _level_buffer((max(1, height // 4), max(1, width // 4)), targets["slide"].tmp)
+        self.level_shapes: list[tuple[int, int]] = []
+        lw, lh = width, height
+        while max(lw, lh) > 2048:
+            lw, lh = max(1, lw // 4), max(1, lh // 4)
+            self.level_shapes.append((lh, lw))
+        self.summary = {"generator": "cerberus-cli synthetic phantom", "seed": int(seed),
+                        "width": width, "height": height, "mpp": mpp, "format": fmt,
+                        "levels": [[width, height]] + [[s[1], s[0]] for s in self.level_shapes]}
 
+    def run(self) -> dict:
+        with ExitStack() as stack:
+            if self.truth:
+                from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
+                from cerberus_cli.outputs.geoparquet import GeoParquetWriter
 
-def _write_with(targets, r, collector, writers, summary, width, height, seed, mpp, scale, fmt,
-                truth, progress) -> dict:
-    def emit(recs: list) -> None:
-        for w in writers:
-            w.write(recs)
-        n_objects[0] += len(recs)
+                meta = {"slide": self.targets["slide"].path.name, "ground_truth": True, **self.summary}
+                # The writers rename into our temporary names; ours are renamed at the end.
+                self.writers = [
+                    stack.enter_context(GeoParquetWriter(self.targets["parquet"].tmp, meta, overwrite=True)),
+                    stack.enter_context(QuPathGeoJSONWriter(self.targets["geojson"].tmp, overwrite=True)),
+                ]
+            self._write_tiff()
+            if self.truth:
+                self._emit(self.collector.finish())
+                self._emit(tissue_records(self.tissue_map, TISSUE_CELL, float(self.scale), self.mpp,
+                                          self.seed, self.width, self.height))
+        if self.truth:
+            self._write_truth_files()
+        return self.summary
 
-    n_objects = [0]
-    tissue_map = np.zeros((math.ceil(r.wh / TISSUE_CELL), math.ceil(r.ww / TISSUE_CELL)), np.uint8)
-    # Reduced levels: each 4x smaller, down to about 512 px.
-    level_shapes = []
-    lw, lh = width, height
-    while max(lw, lh) > 2048:
-        lw, lh = max(1, lw // 4), max(1, lh // 4)
-        level_shapes.append((lh, lw))
-    # A 4x reduction of the whole slide, filled band by band: the first reduced level
-    # (when the slide is big enough to need one) and the source of the thumbnail.
-    level1 = _level_buffer((max(1, height // 4), max(1, width // 4)), targets["slide"].tmp)
-    n_bands = math.ceil(r.wh / BLOCK)
-    n_blocks = n_bands * math.ceil(r.ww / BLOCK)
-    done = [0]
+    def _emit(self, records: list) -> None:
+        for w in self.writers:
+            w.write(records)
+        self.n_objects += len(records)
 
-    def level0_tiles() -> Iterator[np.ndarray]:
+    def _level0_tiles(self) -> Iterator[np.ndarray]:
+        """Render band after band; yield its tiles, keep its truth and its reduction."""
+        s = self.scale
+        n_bands = math.ceil(self.wh / BLOCK)
+        n_blocks = n_bands * math.ceil(self.ww / BLOCK)
+        done = 0
         for b in range(n_bands):
             y0 = b * BLOCK
-            bh = min(BLOCK, r.wh - y0)
-            band = np.empty((bh * scale, r.ww * scale, 3), np.uint8)
-            for x0 in range(0, r.ww, BLOCK):
-                bw = min(BLOCK, r.ww - x0)
-                img, lab = r.block(x0, y0, bw, bh)
-                band[:, x0 * scale:(x0 + bw) * scale] = img
-                if truth:
-                    ox, oy = x0 - lab.x0, y0 - lab.y0
-                    t = lab.tissue[oy + TISSUE_CELL // 2:oy + bh:TISSUE_CELL,
-                                   ox + TISSUE_CELL // 2:ox + bw:TISSUE_CELL]
-                    tissue_map[y0 // TISSUE_CELL:y0 // TISSUE_CELL + t.shape[0],
-                               x0 // TISSUE_CELL:x0 // TISSUE_CELL + t.shape[1]] = t
-                    emit(collector.collect(lab, x0, y0, bw, bh))
-                done[0] += 1
-                if progress:
-                    progress(done[0], n_blocks)
-            band = band[:, :width]
-            rows = min(band.shape[0], height - y0 * scale)
-            _reduce_into(level1, band[:rows], y0 * scale // 4)
-            yield from _tiles(band[:rows], rows)
+            bh = min(BLOCK, self.wh - y0)
+            band = np.empty((bh * s, self.ww * s, 3), np.uint8)
+            for x0 in range(0, self.ww, BLOCK):
+                bw = min(BLOCK, self.ww - x0)
+                img, lab = self.renderer.block(x0, y0, bw, bh)
+                band[:, x0 * s:(x0 + bw) * s] = img
+                if self.truth:
+                    self._keep_truth(lab, x0, y0, bw, bh)
+                done += 1
+                if self.progress:
+                    self.progress(done, n_blocks)
+            rows = min(band.shape[0], self.height - y0 * s)
+            band = band[:rows, :self.width]
+            _reduce_into(self.level1, band, y0 * s // 4)
+            yield from _tiles(band, rows)
 
-    desc0 = (f"Aperio Image Library v12.0.0\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
-             f"JPEG/RGB Q={JPEG_QUALITY}|AppMag = {int(round(20 * BASE_MPP / mpp))}|MPP = {mpp}"
-             f"|Filename = phantom|Seed = {seed}")
-    res = (1e4 / mpp, 1e4 / mpp)
-    jpeg = dict(compression="jpeg", compressionargs={"level": JPEG_QUALITY})
-    bigtiff = width * height * 3 > 2 ** 31
-    with tifffile.TiffWriter(targets["slide"].tmp, bigtiff=bigtiff) as tif:
-        common = dict(photometric="rgb", metadata=None, resolution=res, resolutionunit="CENTIMETER", **jpeg)
-        tif.write(level0_tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(TILE, TILE),
-                  description=desc0 if fmt == "svs" else f"cerberus-cli phantom slide; seed {seed}; mpp {mpp}",
-                  **common)
-        levels = [level1] if level_shapes else []
-        for shp in level_shapes[1:]:
-            levels.append(cv2.resize(levels[-1], (shp[1], shp[0]), interpolation=cv2.INTER_AREA))
-        if fmt == "svs":
-            src = levels[-1] if levels else level1
-            f = min(0.25, 768 / max(width, height))  # never larger than the 4x reduction
-            tw, th = max(1, int(width * f)), max(1, int(height * f))
-            thumb = cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA)
-            tif.write(thumb, description=f"Aperio Image Library v12.0.0\n{width}x{height} -> {tw}x{th} - ",
-                      rowsperstrip=16, **common)
-        for lvl in levels:
-            lh, lw = lvl.shape[:2]
-            d = (f"Aperio Image Library v12.0.0\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE}) "
-                 f"-> {lw}x{lh} JPEG/RGB Q={JPEG_QUALITY}") if fmt == "svs" else None
-            ds = width / lw
-            tif.write(_array_tiles(lvl), shape=(lh, lw, 3), dtype=np.uint8, tile=(TILE, TILE),
-                      description=d, subfiletype=1, photometric="rgb", metadata=None,
-                      resolution=(res[0] / ds, res[1] / ds), resolutionunit="CENTIMETER", **jpeg)
-    summary["levels"] = [[width, height]] + [[s[1], s[0]] for s in level_shapes]
-    if truth:
-        emit(collector.finish())
-        emit(tissue_records(tissue_map, TISSUE_CELL, float(scale), mpp, seed, width, height))
-        counts = collector.counts
-        counts["tissue"] = _tissue_counts(tissue_map)
-        _write_truth(targets, tissue_map, summary, counts, scale, n_objects[0])
-    return summary
+    def _keep_truth(self, lab, x0: int, y0: int, bw: int, bh: int) -> None:
+        ox, oy = x0 - lab.x0, y0 - lab.y0
+        c = TISSUE_CELL
+        t = lab.tissue[oy + c // 2:oy + bh:c, ox + c // 2:ox + bw:c]
+        self.tissue_map[y0 // c:y0 // c + t.shape[0], x0 // c:x0 // c + t.shape[1]] = t
+        self._emit(self.collector.collect(lab, x0, y0, bw, bh))
+
+    def _write_tiff(self) -> None:
+        width, height, mpp = self.width, self.height, self.mpp
+        svs = self.fmt == "svs"
+        aperio = f"Aperio Image Library v12.0.0\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE})"
+        desc0 = (f"{aperio} JPEG/RGB Q={JPEG_QUALITY}|AppMag = {int(round(20 * BASE_MPP / mpp))}"
+                 f"|MPP = {mpp}|Filename = phantom|Seed = {self.seed}")
+        res = 1e4 / mpp  # pixels per centimetre
+        common = dict(photometric="rgb", metadata=None, compression="jpeg",
+                      compressionargs={"level": JPEG_QUALITY}, resolutionunit="CENTIMETER")
+        bigtiff = width * height * 3 > 2 ** 31
+        with tifffile.TiffWriter(self.targets["slide"].tmp, bigtiff=bigtiff) as tif:
+            tif.write(self._level0_tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(TILE, TILE),
+                      description=desc0 if svs else f"cerberus-cli phantom slide; seed {self.seed}; mpp {mpp}",
+                      resolution=(res, res), **common)
+            levels = [self.level1] if self.level_shapes else []
+            for shp in self.level_shapes[1:]:
+                levels.append(cv2.resize(levels[-1], (shp[1], shp[0]), interpolation=cv2.INTER_AREA))
+            if svs:
+                # Aperio: a stripped thumbnail as the second page.
+                f = min(0.25, 768 / max(width, height))  # never larger than the 4x reduction
+                tw, th = max(1, int(width * f)), max(1, int(height * f))
+                thumb = cv2.resize(levels[-1] if levels else self.level1, (tw, th), interpolation=cv2.INTER_AREA)
+                tif.write(thumb, description=f"Aperio Image Library v12.0.0\n{width}x{height} -> {tw}x{th} - ",
+                          rowsperstrip=16, resolution=(res, res), **common)
+            for lvl in levels:
+                lh, lw = lvl.shape[:2]
+                ds = width / lw
+                tif.write(_tiles(lvl, lh), shape=(lh, lw, 3), dtype=np.uint8, tile=(TILE, TILE),
+                          description=f"{aperio} -> {lw}x{lh} JPEG/RGB Q={JPEG_QUALITY}" if svs else None,
+                          subfiletype=1, resolution=(res / ds, res / ds), **common)
+
+    def _write_truth_files(self) -> None:
+        """The tissue map PNG and the summary JSON (the object files are streamed)."""
+        ok, png = cv2.imencode(".png", self.tissue_map)
+        if not ok:
+            raise OSError(f"{self.targets['tissue'].path}: could not encode PNG")
+        self.targets["tissue"].tmp.write_bytes(png.tobytes())
+        counts = dict(self.collector.counts)
+        ids, n = np.unique(self.tissue_map, return_counts=True)
+        counts["tissue"] = {TISSUE_TYPES[i].name: int(c) for i, c in zip(ids, n)}
+        info = {"slide": self.targets["slide"].path.name, "ground_truth": True, **self.summary,
+                "tissue_map": {"file": self.targets["tissue"].path.name,
+                               "mpp": TISSUE_CELL * BASE_MPP,
+                               "level0_px_per_cell": TISSUE_CELL * self.scale,
+                               "classes": "TISSUE_TYPES ids (0 = glass)"},
+                "counts": counts, "objects": self.n_objects}
+        self.targets["json"].tmp.write_text(json.dumps(info, indent=2) + "\n")
 
 
 #: Reduced levels larger than this go to a temporary file instead of memory.
@@ -274,27 +301,6 @@ def _level_buffer(shape: tuple[int, int], slide_tmp: Path) -> np.ndarray:
     slides) a memory-mapped temporary file that is unlinked at once."""
     if shape[0] * shape[1] * 3 <= IN_MEMORY_LEVEL_BYTES:
         return np.zeros((*shape, 3), np.uint8)
-    import tempfile
     fh = tempfile.TemporaryFile(dir=slide_tmp.parent, prefix=slide_tmp.name + ".level1.")
     fh.truncate(shape[0] * shape[1] * 3)
     return np.memmap(fh, dtype=np.uint8, mode="r+", shape=(*shape, 3))
-
-
-def _tissue_counts(tissue_map: np.ndarray) -> dict[str, int]:
-    """Cells of the tissue map per class name."""
-    ids, n = np.unique(tissue_map, return_counts=True)
-    return {TISSUE_TYPES[i].name: int(c) for i, c in zip(ids, n)}
-
-
-def _write_truth(targets, tissue_map, summary, counts, scale, n_objects) -> None:
-    """The tissue map PNG and the summary JSON (the object files are streamed)."""
-    meta = {"slide": targets["slide"].path.name, "ground_truth": True, **summary}
-    if not cv2.imwrite(str(targets["tissue"].tmp) + ".png", tissue_map):
-        raise OSError(f"{targets['tissue'].path}: could not write PNG")
-    os.replace(str(targets["tissue"].tmp) + ".png", targets["tissue"].tmp)
-    info = {**meta, "tissue_map": {"file": targets["tissue"].path.name,
-                                   "mpp": TISSUE_CELL * BASE_MPP,
-                                   "level0_px_per_cell": TISSUE_CELL * scale,
-                                   "classes": "TISSUE_TYPES ids (0 background/glass)"},
-            "counts": counts, "objects": n_objects}
-    targets["json"].tmp.write_text(json.dumps(info, indent=2) + "\n")
