@@ -152,31 +152,31 @@ def _goblets(labels: Labels, h: int, w: int) -> np.ndarray:
     return mask.astype(bool)
 
 
-def _discs(seed: int, stream: int, x0: int, y0: int, h: int, w: int, cell: float,
-           per_cell: int, r0: float, r1: float) -> np.ndarray:
-    """Small filled discs at seeded positions on a global lattice (bool HxW)."""
-    pad = r1 + 1
-    cx, cy = lattice_cells(x0 - pad, y0 - pad, x0 + w + pad, y0 + h + pad, cell)
-    k = np.tile(np.arange(per_cell), len(cx))
-    cx, cy = np.repeat(cx, per_cell), np.repeat(cy, per_cell)
-    px = (cx + hash_uniform(seed, stream, cx, cy, k)) * cell - x0
-    py = (cy + hash_uniform(seed, stream + 1, cx, cy, k)) * cell - y0
-    rad = r0 + (r1 - r0) * hash_uniform(seed, stream + 2, cx, cy, k)
-    mask = np.zeros((h, w), np.uint8)
-    for x, y, r in zip(px, py, rad):
+def _disc_sites(seed: int, stream: int, x0: float, y0: float, x1: float, y1: float,
+                cell: float, r0: float, r1: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded disc centres (global px) and radii, one per lattice cell of a window."""
+    cx, cy = lattice_cells(x0 - r1, y0 - r1, x1 + r1, y1 + r1, cell)
+    px = (cx + hash_uniform(seed, stream, cx, cy)) * cell
+    py = (cy + hash_uniform(seed, stream + 1, cx, cy)) * cell
+    return px, py, r0 + (r1 - r0) * hash_uniform(seed, stream + 2, cx, cy)
+
+
+def _draw_discs(mask: np.ndarray, x0: int, y0: int, px, py, rad) -> None:
+    for x, y, r in zip(px - x0, py - y0, rad):
         cv2.circle(mask, (int(round(x * 16)), int(round(y * 16))), int(r * 16), 1, -1, cv2.LINE_8, 4)
-    return mask.astype(bool)
 
 
 def _red_cells(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
-    """Red blood cells in small capillaries: clusters in stroma and lamina propria."""
+    """Red blood cells in small capillaries: tight clusters in stroma and mucosa."""
     x0, y0 = labels.x0, labels.y0
-    # Vessel sites: a sparse lattice; each site holds a tight cluster of discs.
-    vessels = _discs(seed, 3300, x0, y0, h, w, 150.0, 1, 9.0, 16.0)
-    if not vessels.any():
-        return vessels
-    cells = _discs(seed, 3310, x0, y0, h, w, 9.0, 1, 3.0, 3.8)
-    return vessels & cells
+    mask = np.zeros((h, w), np.uint8)
+    vx, vy, vr = _disc_sites(seed, 3300, x0, y0, x0 + w, y0 + h, 150.0, 9.0, 16.0)
+    for x, y, r in zip(vx, vy, vr):
+        # Red cells of the global 9 px lattice whose centre lies in this vessel.
+        px, py, pr = _disc_sites(seed, 3310, x - r, y - r, x + r, y + r, 9.0, 3.0, 3.8)
+        inside = np.hypot(px - x, py - y) < r - 2
+        _draw_discs(mask, x0, y0, px[inside], py[inside], pr[inside])
+    return mask.astype(bool)
 
 
 def _surface_goblets(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
@@ -184,7 +184,13 @@ def _surface_goblets(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
     band = labels.gland_kind == KIND_SURFACE
     if not band.any():
         return band
-    dots = _discs(seed, 3320, labels.x0, labels.y0, h, w, 16.0, 1, 3.5, 5.0)
+    ys, xs = np.nonzero(band)
+    x0, y0 = labels.x0, labels.y0
+    mask = np.zeros((h, w), np.uint8)
+    # Only the band's bounding box: the lattice is global, so this changes nothing else.
+    _draw_discs(mask, x0, y0, *_disc_sites(seed, 3320, x0 + xs.min(), y0 + ys.min(),
+                                            x0 + xs.max() + 1, y0 + ys.max() + 1, 16.0, 3.5, 5.0))
+    dots = mask.astype(bool)
     return dots & band & (labels.sdf > 4) & (labels.sdf < 13)
 
 
