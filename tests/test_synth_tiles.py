@@ -193,3 +193,21 @@ def test_cli_refuses_existing_output_and_bad_tasks(tmp_path):
     assert r.exit_code == 0, r.output
     assert (out / "gland" / "instances" / "phantom_00000.png").is_file()
     assert not (out / "nuclei").exists()
+
+
+def test_touching_glands_stay_separate_with_their_own_lumen():
+    from dataclasses import replace
+
+    from cerberus_cli.synthetic.params import NORM, TILE_SCENE
+
+    lab = PhantomWorld(2, replace(TILE_SCENE, force_class=NORM)).labels(0, 0, 768, 768)
+    g = lab.gland
+    a, b = g[:, 1:], g[:, :-1]
+    touching = (a > 0) & (b > 0) & (a != b)
+    pairs = set(zip(a[touching].tolist(), b[touching].tolist()))
+    assert len(pairs) >= 2
+    for i, j in pairs:
+        for k in (i, j):
+            # Each gland of a touching pair keeps exactly its own lumen inside it.
+            assert np.all(g[lab.lumen == k] == k)
+            assert np.any(lab.lumen == k) or not np.any(g == k)
