@@ -5,7 +5,7 @@ Lengths are in pixels at 0.5 um/px (20x), the resolution the world is built at.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Tissue classes: indices into cerberus_cli.model.config.TISSUE_TYPES.
 BACK, TUM, NORM, LYM, MUS, STR, DEB, MUC, ADI = range(9)
@@ -28,9 +28,16 @@ BASE_MPP = 0.5
 class SceneParams:
     """What a stretch of phantom tissue looks like.
 
-    ``region_weights`` biases the choice of tissue class per region (order of
-    :data:`REGION_CLASSES`); ``force_class`` makes one class (or glass, 0) fill the
-    scene, as for Kather-style tissue patches.
+    - ``region_scale``: size (px) of tissue-type regions; ``region_weights`` biases
+      the class of a region (order of :data:`REGION_CLASSES`); ``force_class``
+      makes one class (or glass, 0) fill the scene, as for Kather-style patches.
+    - ``tissue_scale``, ``tissue_bias``: size of tissue islands and how much of the
+      glass they cover (higher bias, more tissue).
+    - ``surface_width``: thickness (px) of the surface epithelium along the glass.
+    - ``gland_scale``, ``nuclei_density``: multipliers on gland size and cell density.
+    - ``stain_jitter``: spread of the per-tile/slide stain variation (0 = reference).
+    - ``blur``: range of the optical blur sigma (px); ``jpeg_quality``: range of the
+      JPEG round trip of tiles (None: none; slides are JPEG-compressed when written).
     """
 
     region_scale: float = 420.0
@@ -44,7 +51,6 @@ class SceneParams:
     stain_jitter: float = 1.0
     blur: tuple[float, float] = (0.45, 0.9)
     jpeg_quality: tuple[int, int] | None = (75, 95)
-    extra: dict = field(default_factory=dict)
 
 
 #: Segmentation tiles: mostly mucosa and tumour, some glass edges, every class present.
