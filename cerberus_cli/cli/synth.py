@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
+
+
+def _progress():
+    """A transient progress bar on stderr, shown only on a terminal."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    return Progress(transient=True, console=Console(stderr=True), disable=not sys.stderr.isatty())
 
 
 @click.group("synth")
@@ -36,12 +46,10 @@ def tiles(out_dir: str, count: int, size: int, seed: int, tasks: str, workers: i
       cerberus synth tiles -o phantoms/ --count 200 --size 448 --seed 1
       cerberus synth tiles -o nuclei_only/ --tasks nuclei --count 50 --workers 2
     """
-    from rich.progress import Progress
-
     from cerberus_cli.synthetic.dataset import write_tile_dataset
 
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    with Progress(transient=True) as bar:
+    with _progress() as bar:
         job = bar.add_task("rendering tiles", total=None)
         meta = write_tile_dataset(out_dir, count=count, size=size, seed=seed, tasks=names,
                                   overwrite=overwrite, workers=workers,
@@ -72,12 +80,10 @@ def slide(out: str, size: str, seed: int, mpp: str, fmt: str | None, no_truth: b
       cerberus synth slide phantom.svs --size 8192x8192 --seed 1
       cerberus synth slide phantom40x.tiff --size 16384x12288 --mpp 0.25
     """
-    from rich.progress import Progress
-
     from cerberus_cli.synthetic.slide import parse_size, write_slide
 
     width, height = parse_size(size)
-    with Progress(transient=True) as bar:
+    with _progress() as bar:
         job = bar.add_task("rendering slide", total=None)
         info = write_slide(out, (width, height), seed=seed, mpp=float(mpp), fmt=fmt,
                            overwrite=overwrite, truth=not no_truth,
