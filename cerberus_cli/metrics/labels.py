@@ -97,7 +97,9 @@ def vote_classes(labels: Labels, class_map: np.ndarray, n_classes: int,
     ``labels.n``.
     """
     cls = as_id_array(class_map, name)
-    check_same_shape(labels.map, cls, f"{name} and instance map")
+    if cls.shape != labels.map.shape:
+        raise InputError(f"{name}: class map shape {cls.shape} differs from its instance map "
+                         f"{labels.map.shape}")
     if cls.size and int(cls.max()) >= n_classes:
         raise InputError(f"{name}: holds class {int(cls.max())}, expected ids 0..{n_classes - 1}")
     fg = labels.map > 0

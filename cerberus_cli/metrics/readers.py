@@ -29,13 +29,15 @@ MAP_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".mat")
 class MapFile:
     """One instance map with its optional class information.
 
-    ``class_map`` is a per-pixel class map; ``class_table`` an explicit
-    ``(ids, classes)`` pair (from a MAT file).
+    ``class_map`` is a per-pixel class map (read from ``class_path`` when it came
+    from a separate file); ``class_table`` an explicit ``(ids, classes)`` pair (from
+    a MAT file).
     """
 
     instances: np.ndarray
     class_map: np.ndarray | None = None
     class_table: tuple[np.ndarray, np.ndarray] | None = None
+    class_path: Path | None = None
 
     @property
     def has_classes(self) -> bool:
@@ -144,5 +146,5 @@ def load_map(path: Path, class_path: Path | None = None) -> MapFile:
         cm = read_array(class_path)
         if cm.ndim != 2:
             raise InputError(f"{class_path}: expected a 2-D class map, got shape {cm.shape}")
-        m.class_map, m.class_table = cm, None
+        m.class_map, m.class_table, m.class_path = cm, None, class_path
     return m

@@ -46,7 +46,7 @@ def instance_classes(labels: Labels, m: MapFile, n_classes: int, where: str) -> 
             raise InputError(f"{where}: class {int(cls.max())} outside 0..{n_classes - 1}")
         return cls
     if m.class_map is not None:
-        return vote_classes(labels, m.class_map, n_classes, name=where)
+        return vote_classes(labels, m.class_map, n_classes, name=str(m.class_path or where))
     if n_classes == 2:
         return np.ones(labels.n, dtype=np.int64)
     return None

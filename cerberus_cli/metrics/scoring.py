@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 from cerberus_cli.errors import InputError
 from cerberus_cli.metrics.aji import aji_from_overlap, aji_plus_from_overlap
-from cerberus_cli.metrics.detection import DetectionCounts, detection_counts
+from cerberus_cli.metrics.detection import DEFAULT_RADIUS, DetectionCounts, detection_counts
 from cerberus_cli.metrics.pq import class_pq_counts, image_mpq, mpq, mpq_plus, pq_counts
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample
@@ -45,7 +45,7 @@ def instance_metric_names(requested: Iterable[str], has_classes: bool) -> list[s
 
 def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
                   class_names: Sequence[str], threshold: float = 0.5,
-                  radius: float = 6.0) -> Report:
+                  radius: float = DEFAULT_RADIUS) -> Report:
     """Compute ``metrics`` over ``samples``; ``class_names[c]`` names class id ``c``.
 
     Classes 1..len(class_names)-1 are evaluated (0 is no-label). Raises
