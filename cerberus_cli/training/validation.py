@@ -100,6 +100,13 @@ def true_object_types(instances: np.ndarray, types: np.ndarray) -> dict[int, int
     return out
 
 
+def _indices(n: int, limit: int | None) -> list[int]:
+    """All items, or ``limit`` of them spread evenly (class folders are sorted by class)."""
+    if limit is None or limit >= n:
+        return list(range(n))
+    return sorted({int(i) for i in np.linspace(0, n - 1, limit)})
+
+
 def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.device | str = "cpu",
                            limit: int | None = None) -> dict[str, float]:
     """Dice, PQ and (with a type head) object type accuracy on ``ds``."""
@@ -109,8 +116,7 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
     if task == "lumen" and "gland" in model.seg_heads:
         heads.append("gland")  # lumina are kept inside predicted glands, as in inference
     dices, pqs, correct, total = [], [], 0, 0
-    n = len(ds) if limit is None else min(limit, len(ds))
-    for i in range(n):
+    for i in _indices(len(ds), limit):
         item: InstanceItem = ds.load(i)  # type: ignore[assignment]
         maps = predict_maps(model, item.image, heads, device)
         probs = maps[task]
@@ -136,11 +142,12 @@ def evaluate_tissue(model: CerberusNet, ds: TaskDataset, device: torch.device | 
                     limit: int | None = None, batch_size: int = 32) -> dict[str, float]:
     """Patch accuracy of the tissue head on the centre ``tissue_patch_px`` of each patch."""
     size = model.config.tissue_patch_px
-    n = len(ds) if limit is None else min(limit, len(ds))
+    order = _indices(len(ds), limit)
+    n = len(order)
     correct = 0
     for start in range(0, n, batch_size):
         images, labels = [], []
-        for i in range(start, min(n, start + batch_size)):
+        for i in order[start:start + batch_size]:
             item = ds.load(i)
             img = item.image
             h, w = img.shape[:2]
@@ -193,7 +200,7 @@ def evaluate_phantom(model: CerberusNet | str | Path, root: str | Path, limit: i
     """Evaluate a model (object or checkpoint/registry name) on a phantom tile folder.
 
     Returns Dice and PQ per instance task, nucleus- and gland-type object accuracy
-    and tissue accuracy, over the first ``limit`` items of each task (all by default).
+    and tissue accuracy, over ``limit`` evenly spread items of each task (all by default).
     """
     from cerberus_cli.model.registry import load_model
     from cerberus_cli.training.formats.phantom import open_phantom, tasks_in
