@@ -140,7 +140,7 @@ class Segmenter:
                 progress: Progress | None) -> None:
         opts = self.options
         consumer = _Consumer(store, tracker, tissue, outputs, run, tiles, self.pool(), self.config,
-                             self.post_options, scale, slide.mpp)
+                             self.post_options, scale, slide.mpp, key=outputs.stem)
         loader = make_loader(TileDataset(slide, tiles, self.config.mpp), opts.batch_size,
                              opts.workers, pin_memory=self.device.type == "cuda")
         # Fork the loader processes before the consumer thread exists.
@@ -175,12 +175,12 @@ class _Consumer(threading.Thread):
     """Stores maps, schedules complete chunks and writes their objects in order."""
 
     def __init__(self, store, tracker, tissue, outputs, run, tiles, pool, config, post_options,
-                 scale, slide_mpp) -> None:
+                 scale, slide_mpp, key) -> None:
         super().__init__(daemon=True, name="cerberus-consumer")
         self.store, self.tracker, self.tissue = store, tracker, tissue
         self.outputs, self.run_stats, self.pool = outputs, run, pool
         self.config, self.post_options = config, post_options
-        self.scale, self.slide_mpp = scale, slide_mpp
+        self.scale, self.slide_mpp, self.key = scale, slide_mpp, key
         self.planned = {(t.x, t.y) for t in tiles}
         self.tile_size = tiles[0].size if tiles else 1
         self.queue: queue.Queue = queue.Queue(maxsize=8)
@@ -239,7 +239,7 @@ class _Consumer(threading.Thread):
     def _submit(self, chunk: Chunk) -> None:
         valid = [(x, y) for (x, y) in self._tiles_in(chunk.window)]
         args = (str(self.store.path), self.store.tile, chunk, valid, self.config.to_dict(),
-                self.post_options, self.scale, self.slide_mpp)
+                self.post_options, self.scale, self.slide_mpp, self.key)
         if self.pool is None:
             self.pending[chunk.index] = process_window(*args)
         else:
@@ -275,7 +275,7 @@ _STORES: dict[str, MapStore] = {}
 
 def process_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[tuple[int, int]],
                    config: dict, options: PostprocessOptions, scale: float,
-                   slide_mpp: float) -> tuple[list[ObjectRecord], float]:
+                   slide_mpp: float, key: str) -> tuple[list[ObjectRecord], float]:
     """Post-process one chunk window read from the map store (runs in a worker)."""
     t0 = time.perf_counter()
     cfg = ModelConfig.from_dict(config)
@@ -290,5 +290,5 @@ def process_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[t
         valid[max(0, y - w.y0):max(0, y + tile - w.y0), max(0, x - w.x0):max(0, x + tile - w.x0)] = True
     maps = ChunkMaps(origin=(w.x0, w.y0), core=(chunk.core.x0, chunk.core.y0, chunk.core.x1, chunk.core.y1),
                      prob=prob, types=types, valid=valid)
-    records = process_chunk(maps, cfg, options, scale, slide_mpp)
+    records = process_chunk(maps, cfg, options, scale, slide_mpp, key=key)
     return records, time.perf_counter() - t0
