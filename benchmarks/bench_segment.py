@@ -107,7 +107,7 @@ def main() -> None:
     for factor in (1, 2):
         side = args.size * factor
         slide = work / f"phantom_{side}.svs"
-        make_slide(slide, side, seed=11)
+        make_slide(slide, side, seed=7)
         rec = segment(slide, work / f"out_{side}", args)
         kept_px = rec["tiles"] * DEFAULT_TILE ** 2
         net_only = kept_px / (default * 1e6)
