@@ -130,13 +130,18 @@ def test_chunk_size_does_not_change_objects(phantom, tmp_path):
     a, b = frames
     assert list(a.uuid) == list(b.uuid)
     assert shapely.equals(np.asarray(a.geometry), np.asarray(b.geometry)).all()
-    # No duplicates at seams: nuclei never overlap each other.
-    nuc = a[a.task == "nuclei"].geometry.values
+    # No duplicates at seams. Touching nuclei share a pixel edge; each outline is
+    # simplified on its own (tolerance 0.5 px), so neighbours may overlap in slivers
+    # at most that thick on either side, never by a share of an object.
+    nuc = np.asarray(a[a.task == "nuclei"].geometry.values)
     tree = shapely.STRtree(nuc)
     i, j = tree.query(nuc, predicate="intersects")
     pairs = i < j
-    overlap = shapely.area(shapely.intersection(nuc[i[pairs]], nuc[j[pairs]]))
-    assert (overlap < 1.0).all()
+    i, j = i[pairs], j[pairs]
+    overlap = shapely.intersection(nuc[i], nuc[j])
+    smaller = np.minimum(shapely.area(nuc[i]), shapely.area(nuc[j]))
+    assert (shapely.area(overlap) < 0.1 * smaller).all()
+    assert (shapely.area(shapely.buffer(overlap, -0.6)) < 1e-6).all()
 
 
 def test_geojson_output_for_qupath(phantom, tmp_path):

@@ -163,6 +163,11 @@ def test_subtype_stage_trains_only_the_type_decoder(phantom, tmp_path):
     assert all(k.startswith(("decoders.nuclei_type.", "heads.nuclei_type.")) for k in changed), changed
     # BN statistics of the frozen parts stay as they were, too.
     assert torch.equal(a["encoder.bn1.running_mean"], b["encoder.bn1.running_mean"])
+    # The tissue stage trains the tissue head alone on the frozen encoder.
+    tis = train(_options(tmp_path / "tis", phantom, steps=3, subtype="tissue", init=str(base.last_checkpoint)))
+    c = _state(tis.last_checkpoint)
+    changed = {k for k in a if not torch.equal(a[k], c[k])}
+    assert changed and all(k.startswith("tissue_head.") for k in changed), changed
 
 
 def test_subtype_adds_a_missing_type_head(phantom, tmp_path):

@@ -48,8 +48,9 @@ def _splits(values: tuple[str, ...]) -> dict[str, str]:
               help="Start from random weights, an ImageNet encoder, or a model (file or registry name).")
 @click.option("--imagenet-weights", type=click.Path(dir_okay=False),
               help="torchvision ResNet state dict file for --init imagenet.")
-@click.option("--subtype", type=click.Choice(["nuclei", "gland"]),
-              help="Subtyping stage: train only this task's type decoder, all else frozen.")
+@click.option("--subtype", type=click.Choice(["nuclei", "gland", "tissue"]),
+              help="Single-head stage: train only this task's type decoder (nuclei, gland) or the "
+                   "tissue-type head (tissue), all else frozen.")
 @click.option("--steps", type=int, help="Total optimisation steps [default: 20000; on --resume: the run's].")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")

@@ -56,7 +56,7 @@ class TrainOptions:
     arch: Literal["reference", "light"] = "reference"
     init: str = "random"                                     # random | imagenet | MODEL
     imagenet_weights: str | None = None
-    subtype: Literal["nuclei", "gland"] | None = None
+    subtype: Literal["nuclei", "gland", "tissue"] | None = None
     steps: int | None = None                                 # None: DEFAULT_STEPS (or the resumed run's)
     batch_size: int = 8
     lr: float = 1e-3
@@ -100,7 +100,7 @@ class TrainOptions:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.init == "imagenet" and not self.imagenet_weights:
             raise InputError("--init imagenet needs --imagenet-weights FILE (torchvision ResNet state dict)")
-        if self.subtype is not None and self.subtype not in ("nuclei", "gland"):
-            raise InputError(f"--subtype must be nuclei or gland, got {self.subtype!r}")
+        if self.subtype is not None and self.subtype not in ("nuclei", "gland", "tissue"):
+            raise InputError(f"--subtype must be nuclei, gland or tissue, got {self.subtype!r}")
         if not self.data and not self.resume:
             raise InputError("no training data: give --data TASK=PATH (or a synth tiles folder)")

@@ -5,7 +5,8 @@ the tasks it holds; gradients are reset to ``None`` before every backward pass, 
 Adam leaves the parameters of absent decoders untouched (no gradient, no moment
 update): the encoder learns from every batch, a decoder only from batches of its
 task ("dynamic freezing"). The subtyping stage (``subtype``) trains one type decoder
-with everything else frozen, batch-norm statistics included.
+(or, for ``tissue``, the tissue-type head on the frozen encoder) with everything else
+frozen, batch-norm statistics included.
 
 Resuming is bit-for-bit: batches are a pure function of (seed, step), and the
 checkpoint carries the weights (fp32), the optimizer, the AMP scaler and the torch
@@ -118,12 +119,23 @@ def _tasks(options: TrainOptions) -> list[str]:
     return [t for t in TASKS if t in tasks]
 
 
+#: The head each ``--subtype`` stage trains alone.
+STAGE_HEADS = {"nuclei": "nuclei_type", "gland": "gland_type", "tissue": "tissue"}
+
+
+def _head_modules(model: CerberusNet, head: str) -> list[torch.nn.Module]:
+    """The modules that belong to ``head`` alone (its decoder and output, or the tissue head)."""
+    if head == model.tissue_name:
+        return [model.tissue_head]
+    return [model.decoders[head], model.heads[head]]
+
+
 def _trainable(model: CerberusNet, subtype_head: str | None) -> list[torch.nn.Parameter]:
-    """Parameters the optimizer owns; in the subtyping stage only the type decoder's."""
+    """Parameters the optimizer owns; in a single-head stage only that head's."""
     if subtype_head is None:
         return list(model.parameters())
     keep = set()
-    for module in (model.decoders[subtype_head], model.heads[subtype_head]):
+    for module in _head_modules(model, subtype_head):
         keep |= {id(p) for p in module.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
@@ -136,8 +148,8 @@ def _set_mode(model: CerberusNet, subtype_head: str | None) -> None:
         return
     # Frozen parts stay in eval mode so their batch-norm statistics do not move.
     model.eval()
-    model.decoders[subtype_head].train()
-    model.heads[subtype_head].train()
+    for module in _head_modules(model, subtype_head):
+        module.train()
 
 
 def _lr(options: TrainOptions, step: int) -> float:
@@ -263,7 +275,7 @@ def train(options: TrainOptions) -> TrainResult:
         torch.set_num_threads(options.threads)
     device = _device(options.device)
     tasks = _tasks(options)
-    subtype_head = {"nuclei": "nuclei_type", "gland": "gland_type"}.get(options.subtype or "")
+    subtype_head = STAGE_HEADS.get(options.subtype or "")
     if subtype_head and options.init in ("random", "imagenet"):
         raise InputError("--subtype needs --init MODEL: the trained model whose encoder and decoders stay frozen")
 

@@ -1,11 +1,12 @@
-"""Export the bundled default model from a training run and measure it.
+"""Export the bundled default model from its training runs and measure it.
 
-    python models/training/export_default.py RUN_DIR VAL_PHANTOM_DIR [--checkpoint best|last]
+    python models/training/export_default.py VAL_PHANTOM_DIR RUN_DIR [RUN_DIR ...]
 
-Saves the run's checkpoint as ``models/default.pt`` with int8 storage, loads that
-file back and evaluates it on every held-out phantom tile; the metrics go into the
-checkpoint's provenance and ``models/training/metrics.json``. Copies the run's
-config and metrics next to this script.
+The run directories are the training stages in order; the last run's last
+checkpoint becomes ``models/default.pt`` with int8 storage. That file is loaded
+back and evaluated on every held-out phantom tile; the metrics go into the
+checkpoint's provenance and ``models/training/metrics.json``. Each stage's config,
+metrics and plot are copied to ``models/training/<run name>/``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,28 @@ HERE = Path(__file__).resolve().parent
 MODELS = HERE.parent
 
 
+def _stage_record(run_dir: Path) -> dict:
+    """What the model's provenance keeps of one stage: its options and where it started."""
+    config = json.loads((run_dir / "config.json").read_text())
+    opts = config.get("options", {})
+    keep = ("init", "subtype", "tasks", "steps", "lr", "lr_drop_at", "batch_size", "patch",
+            "tissue_patch", "sampler", "task_probs", "tissue_prob", "seed")
+    return {"run": run_dir.name, **{k: opts.get(k) for k in keep}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("run_dir", type=Path)
     p.add_argument("val_dir", type=Path)
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("run_dirs", type=Path, nargs="+")
     args = p.parse_args()
-    src = args.run_dir / "checkpoints" / f"{args.checkpoint}.pt"
+    src = args.run_dirs[-1] / "checkpoints" / "last.pt"
     loaded = load_checkpoint(src)
     training = loaded.provenance.get("training", {})
     provenance = {
         "description": "Cerberus light (ResNet18, stem stride 2, six heads) trained on phantom "
                        "H&E tiles; for demos and tests, not for diagnosis",
         "model_card": "default.md",
+        "stages": [_stage_record(r) for r in args.run_dirs],
         "training": {k: training.get(k) for k in ("step", "options", "init", "data")},
         "validation_during_training": training.get("validation"),
     }
@@ -46,12 +56,14 @@ def main() -> None:
     # Re-quantising dequantised int8 weights gives the same int8 weights back.
     save_checkpoint(load_checkpoint(out).model, out, provenance, storage="int8")
     (HERE / "metrics.json").write_text(json.dumps(
-        {"checkpoint": f"{args.checkpoint} (step {training.get('step')})", "val_dir": str(args.val_dir),
-         "storage": "int8", "sha256": file_sha256(out), "size_bytes": out.stat().st_size,
-         "held_out_phantom": metrics}, indent=2, sort_keys=True) + "\n")
-    shutil.copy(args.run_dir / "config.json", HERE / "config.json")
-    shutil.copy(args.run_dir / "metrics.csv", HERE / "metrics.csv")
-    shutil.copy(args.run_dir / "plot.png", HERE / "plot.png")
+        {"checkpoint": f"{args.run_dirs[-1].name} last (step {training.get('step')})",
+         "val_dir": str(args.val_dir), "storage": "int8", "sha256": file_sha256(out),
+         "size_bytes": out.stat().st_size, "held_out_phantom": metrics}, indent=2, sort_keys=True) + "\n")
+    for run in args.run_dirs:
+        dest = HERE / run.name
+        dest.mkdir(exist_ok=True)
+        for name in ("config.json", "metrics.csv", "plot.png"):
+            shutil.copy(run / name, dest / name)
     print(json.dumps(metrics, indent=2, sort_keys=True))
 
 
