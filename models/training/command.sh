@@ -1,12 +1,43 @@
-# The bundled default model (models/default.pt), as it was made.
-# Phantom data (the generator's library call; `cerberus synth tiles` writes the same):
-python -c "from cerberus_cli.synthetic.dataset import write_tile_dataset as w; w('phantom/val', count=27, size=448, seed=20261123); w('phantom/train', count=160, size=448, seed=7)"
-#   = cerberus synth tiles -o phantom/val --count 27 --size 448 --seed 20261123
-#   = cerberus synth tiles -o phantom/train --count 160 --size 448 --seed 7
-# Training (2 shared CPU cores; stopped after the step-450 checkpoint for lack of time):
-nice -n 10 cerberus train -o runs/default --data phantom/train --val-data phantom/val \
+# The bundled default model (models/default.pt), as it was made, stage by stage.
+# Phantom data (`cerberus synth tiles`; the same seeds give byte-identical folders):
+cerberus synth tiles -o phantom/val --count 27 --size 448 --seed 20261123
+cerberus synth tiles -o phantom/train0 --count 160 --size 448 --seed 7     # stage 1
+cerberus synth tiles -o phantom/train --count 320 --size 448 --seed 7      # stages 2-4
+
+# Stage 1 (record: default/): all tasks, mixed batches, from random weights. Planned for
+# 600 steps on 2 shared CPU cores; stopped after the step-450 checkpoint.
+cerberus train -o runs/default --data phantom/train0 --val-data phantom/val \
     --arch light --steps 600 --lr-drop-at 480 --batch-size 4 --patch 224 --tissue-patch 144 \
     --workers 1 --threads 2 --val-every 100 --val-limit 6 --checkpoint-every 50 --log-every 10 \
     --seed 0 --no-progress
-# Export as int8 and measure the shipped file on all held-out tiles:
-python models/training/export_default.py runs/default phantom/val --checkpoint last
+
+# Stage 2 (record: seg/): gland, lumen and nuclei segmentation (with their type heads),
+# one task per batch (fixed batches decode only that task's decoders, about half the
+# work of a mixed batch on a CPU), weighted towards glands and lumina. Run for 1150
+# steps, then resumed to 1400; the shipped weights are its best checkpoint (step 1250,
+# highest validation score on 8 held-out tiles per task).
+cerberus train -o runs/seg --data phantom/train --val-data phantom/val --tasks gland,lumen,nuclei \
+    --init runs/default/checkpoints/last.pt --arch light --steps 1150 --lr-drop-at 950 \
+    --batch-size 4 --patch 256 --sampler fixed --task-probs gland=0.45,lumen=0.35,nuclei=0.2 \
+    --workers 1 --threads 2 --val-every 250 --val-limit 8 --checkpoint-every 50 --log-every 10 \
+    --seed 1 --no-progress
+cerberus train -o runs/seg --resume --steps 1400 --workers 1 --threads 2 --no-progress
+
+# Stages 3 and 4 (records: tissue/, tissue2/): the tissue-type head alone on the frozen
+# encoder of stage 2 (the segmentation heads are untouched).
+cerberus train -o runs/tissue --subtype tissue --init runs/seg/checkpoints/best.pt \
+    --data tissue=phantom/train/tissue --val-data tissue=phantom/val/tissue \
+    --steps 400 --lr-drop-at 300 --batch-size 8 --tissue-patch 144 \
+    --workers 1 --threads 2 --val-every 100 --val-limit 27 --checkpoint-every 50 --log-every 10 \
+    --seed 3 --no-progress
+cerberus train -o runs/tissue2 --subtype tissue --init runs/tissue/checkpoints/last.pt \
+    --data tissue=phantom/train/tissue --val-data tissue=phantom/val/tissue \
+    --steps 1000 --lr-drop-at 800 --batch-size 8 --tissue-patch 144 \
+    --workers 1 --threads 2 --val-every 200 --val-limit 27 --checkpoint-every 100 --log-every 20 \
+    --seed 4 --no-progress
+
+# Export as int8, measure the shipped file on all held-out tiles (validation set) and on
+# a test set never used for any choice:
+cerberus synth tiles -o phantom/test --count 27 --size 448 --seed 20261201
+python models/training/export_default.py phantom/val phantom/test \
+    models/training/default runs/seg runs/tissue runs/tissue2

@@ -1,11 +1,13 @@
 """Export the bundled default model from its training runs and measure it.
 
-    python models/training/export_default.py VAL_PHANTOM_DIR RUN_DIR [RUN_DIR ...]
+    python models/training/export_default.py VAL_DIR TEST_DIR RUN_DIR [RUN_DIR ...]
 
 The run directories are the training stages in order; the last run's last
 checkpoint becomes ``models/default.pt`` with int8 storage. That file is loaded
-back and evaluated on every held-out phantom tile; the metrics go into the
-checkpoint's provenance and ``models/training/metrics.json``. Each stage's config,
+back and evaluated on every tile of two held-out phantom sets: VAL_DIR (the
+validation set of the runs, which chose checkpoints) and TEST_DIR (used for
+nothing else); the metrics go into the checkpoint's provenance and
+``models/training/metrics.json``. Each stage's config,
 metrics and plot are copied to ``models/training/<run name>/``.
 """
 
@@ -35,6 +37,7 @@ def _stage_record(run_dir: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("val_dir", type=Path)
+    p.add_argument("test_dir", type=Path)
     p.add_argument("run_dirs", type=Path, nargs="+")
     args = p.parse_args()
     src = args.run_dirs[-1] / "checkpoints" / "last.pt"
@@ -52,19 +55,24 @@ def main() -> None:
     save_checkpoint(loaded.model, out, provenance, storage="int8")
     # The card's numbers are measured on the file as shipped (int8 weights).
     metrics = evaluate_phantom(out, args.val_dir)
+    test_metrics = evaluate_phantom(out, args.test_dir)
     provenance["held_out_phantom_metrics"] = metrics
+    provenance["test_phantom_metrics"] = test_metrics
     # Re-quantising dequantised int8 weights gives the same int8 weights back.
     save_checkpoint(load_checkpoint(out).model, out, provenance, storage="int8")
     (HERE / "metrics.json").write_text(json.dumps(
         {"checkpoint": f"{args.run_dirs[-1].name} last (step {training.get('step')})",
-         "val_dir": str(args.val_dir), "storage": "int8", "sha256": file_sha256(out),
-         "size_bytes": out.stat().st_size, "held_out_phantom": metrics}, indent=2, sort_keys=True) + "\n")
+         "val_dir": str(args.val_dir), "test_dir": str(args.test_dir), "storage": "int8",
+         "sha256": file_sha256(out), "size_bytes": out.stat().st_size,
+         "held_out_phantom": metrics, "test_phantom": test_metrics}, indent=2, sort_keys=True) + "\n")
     for run in args.run_dirs:
         dest = HERE / run.name
+        if dest.resolve() == run.resolve():  # a stage recorded here already
+            continue
         dest.mkdir(exist_ok=True)
         for name in ("config.json", "metrics.csv", "plot.png"):
             shutil.copy(run / name, dest / name)
-    print(json.dumps(metrics, indent=2, sort_keys=True))
+    print(json.dumps({"validation": metrics, "test": test_metrics}, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":
