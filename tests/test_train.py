@@ -202,8 +202,8 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     out = tmp_path / "run"
     args = ["train", "-o", str(out), "--data", f"nuclei={phantom}", "--data", f"tissue={phantom}",
             "--data", f"gland:generic={phantom / 'gland'}", "--arch", "light", "--steps", "6",
-            "--batch-size", "2", "--patch", "64", "--tissue-patch", "64", "--workers", "1",
-            "--val-every", "3", "--val-limit", "2", "--val-fraction", "0.25", "--sampler", "fixed",
+            "--batch-size", "2", "--tissue-batch-size", "3", "--patch", "64", "--tissue-patch", "64",
+            "--workers", "1", "--val-every", "3", "--val-limit", "2", "--val-fraction", "0.25", "--sampler", "fixed",
             "--no-progress", "--task-probs", "nuclei=1,gland=1"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
@@ -216,6 +216,7 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     assert [r["step"] for r in val] == [3, 6]
     assert {"nuclei_dice", "gland_dice", "tissue_acc"} <= set(val[0])
     assert load_checkpoint(out / "checkpoints/best.pt").provenance["training"]["step"] in (3, 6)
+    assert json.loads((out / "config.json").read_text())["options"]["tissue_batch_size"] == 3
     # Same directory again: refused without --resume/--overwrite.
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "run directory exists" in again.output
@@ -227,6 +228,7 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     (["--data", "nuclei:nope={ph}"], "unknown dataset format 'nope'"),
     (["--data", "{ph}", "--init", "imagenet"], "needs --imagenet-weights"),
     (["--data", "{ph}", "--patch", "70"], "--patch must be a multiple of 16"),
+    (["--data", "{ph}", "--tissue-batch-size", "0"], "--tissue-batch-size must be at least 1"),
     (["--data", "{ph}", "--subtype", "nuclei"], "--subtype needs --init MODEL"),
     (["--data", "{ph}", "--task-probs", "nuclei"], "expected NAME=NUMBER"),
     (["--resume"], "nothing to resume"),

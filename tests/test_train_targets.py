@@ -93,3 +93,12 @@ def test_fixed_sampler_and_task_probs():
         TaskSampler(SamplerConfig(sizes={"nuclei": 5}, task_probs={"gland": 1.0}))
     with pytest.raises(InputError, match="no training data"):
         TaskSampler(SamplerConfig(sizes={}))
+
+
+def test_tissue_batches_have_their_own_size():
+    cfg = SamplerConfig(sizes={"nuclei": 5, "tissue": 9}, batch_size=3, tissue_batch_size=7, seed=2)
+    plans = [TaskSampler(cfg).plan(s) for s in range(60)]
+    assert {p.super_task for p in plans} == {SEGMENTATION, TISSUE}
+    assert all(len(p.samples) == (7 if p.super_task == TISSUE else 3) for p in plans)
+    with pytest.raises(InputError, match="tissue batch size must be at least 1"):
+        TaskSampler(SamplerConfig(sizes={"tissue": 9}, tissue_batch_size=0))

@@ -59,6 +59,7 @@ class TrainOptions:
     subtype: Literal["nuclei", "gland", "tissue"] | None = None
     steps: int | None = None                                 # None: DEFAULT_STEPS (or the resumed run's)
     batch_size: int = 8
+    tissue_batch_size: int | None = None                      # None: batch_size
     lr: float = 1e-3
     lr_drop_at: int | None = None                             # default: 80% of steps
     lr_drop_to: float = 1e-4
@@ -90,6 +91,8 @@ class TrainOptions:
             raise InputError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.tissue_batch_size is not None and self.tissue_batch_size < 1:
+            raise InputError(f"--tissue-batch-size must be at least 1, got {self.tissue_batch_size}")
         if self.lr <= 0:
             raise InputError(f"--lr must be positive, got {self.lr}")
         if self.patch % 16 or self.patch < 64:

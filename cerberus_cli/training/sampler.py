@@ -50,6 +50,9 @@ class BatchPlan:
 class SamplerConfig:
     sizes: dict[str, int]
     batch_size: int = 8
+    #: Samples per tissue batch (None: ``batch_size``); tissue patches are smaller, and
+    #: the tissue head's batch norm wants more than a handful of samples.
+    tissue_batch_size: int | None = None
     mode: SamplerMode = "mixed"
     tissue_prob: float = 0.3
     task_probs: dict[str, float] = field(default_factory=dict)
@@ -64,6 +67,8 @@ class TaskSampler:
             raise InputError(f"sampler mode must be 'mixed' or 'fixed', got {cfg.mode!r}")
         if cfg.batch_size < 1:
             raise InputError(f"batch size must be at least 1, got {cfg.batch_size}")
+        if cfg.tissue_batch_size is not None and cfg.tissue_batch_size < 1:
+            raise InputError(f"tissue batch size must be at least 1, got {cfg.tissue_batch_size}")
         self.cfg = cfg
         self.seg_tasks = sorted(t for t, n in cfg.sizes.items() if t != TISSUE and n > 0)
         self.has_tissue = cfg.sizes.get(TISSUE, 0) > 0
@@ -85,11 +90,17 @@ class TaskSampler:
             return 0.0
         return 1.0 if not self.seg_tasks else self.cfg.tissue_prob
 
+    def batch_size(self, super_task: str) -> int:
+        """Samples per batch of ``super_task``."""
+        if super_task == TISSUE and self.cfg.tissue_batch_size is not None:
+            return self.cfg.tissue_batch_size
+        return self.cfg.batch_size
+
     def plan(self, step: int) -> BatchPlan:
         rng = np.random.default_rng([self.cfg.seed, step])
         b = self.cfg.batch_size
         if rng.random() < self.super_task_prob():
-            tasks = [TISSUE] * b
+            tasks = [TISSUE] * self.batch_size(TISSUE)
             super_task = TISSUE
         else:
             super_task = SEGMENTATION

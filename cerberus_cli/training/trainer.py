@@ -295,7 +295,7 @@ def train(options: TrainOptions) -> TrainResult:
     train_sets, val_sets = load_data(options, cfg.mpp, tasks)
     sampler = TaskSampler(SamplerConfig(
         sizes={t: len(ds) for t, ds in train_sets.items()}, batch_size=options.batch_size,
-        mode=options.sampler, tissue_prob=options.tissue_prob, task_probs=options.task_probs,
+        tissue_batch_size=options.tissue_batch_size, mode=options.sampler, tissue_prob=options.tissue_prob, task_probs=options.task_probs,
         seed=options.seed))
     patch = PatchConfig(options.patch, options.tissue_patch, foreground_types_only=subtype_head is not None)
     builder = BatchBuilder(train_sets, sampler, patch,
@@ -372,7 +372,7 @@ def train(options: TrainOptions) -> TrainResult:
         if bar is not None:
             bar.stop()
 
-    speeds = {k: options.batch_size * len(v) / sum(v) for k, v in timing.items() if sum(v) > 0}
+    speeds = {k: sampler.batch_size(k) * len(v) / sum(v) for k, v in timing.items() if sum(v) > 0}
     run.log({"kind": "summary", "step": options.steps,
              **{f"samples_per_s_{k}": v for k, v in speeds.items()}})
     run.write_csv()
