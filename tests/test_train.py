@@ -100,6 +100,26 @@ def test_dynamic_freezing_leaves_absent_decoders_untouched_by_adam(phantom):
     assert not all(torch.equal(a, b) for a, b in zip(tissue, model.tissue_head.parameters()))
 
 
+def test_tissue_batches_can_keep_the_encoder_batch_norm_statistics(phantom):
+    builder = BatchBuilder(_datasets(phantom), TaskSampler(SamplerConfig(sizes={"tissue": 4})),
+                           PatchConfig(PATCH, 64), AugmentConfig.none(), 1)
+    batch = _fixed_batch(builder, ["tissue"] * 4)
+    dev = torch.device("cpu")
+    for mode in ("update", "keep"):
+        model = CerberusNet(new_config("light", ["nuclei", "tissue"], 64))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        train_step(model, opt, batch, dev, tissue_bn=mode)
+        after = model.state_dict()
+        stats = [k for k in before if k.startswith("encoder.") and "running_" in k]
+        weights = [k for k in before if k.startswith("encoder.") and k.endswith("weight")]
+        assert stats and weights
+        assert any(not torch.equal(before[k], after[k]) for k in weights)
+        assert all(torch.equal(before[k], after[k]) for k in stats) == (mode == "keep"), mode
+        # The tissue head's own statistics move either way.
+        assert not torch.equal(before["tissue_head.bn2.running_mean"], after["tissue_head.bn2.running_mean"])
+
+
 def test_a_few_dozen_steps_reduce_every_task_loss(phantom, tmp_path):
     opts = _options(tmp_path / "run", phantom, steps=40, checkpoint_every=40, seed=0, tissue_prob=0.4)
     before, _ = build_model("light", "random", ["gland", "lumen", "nuclei", "tissue"], 64, seed=0)

@@ -59,6 +59,9 @@ def _splits(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--sampler", type=click.Choice(["mixed", "fixed"]), default="mixed", show_default=True,
               help="mixed: each sample draws its task; fixed: one task per batch.")
 @click.option("--tissue-batch-size", type=int, help="Samples per tissue-type batch (default: --batch-size).")
+@click.option("--tissue-bn", type=click.Choice(["update", "keep"]), default="update", show_default=True,
+              help="update: tissue batches move the encoder's batch-norm statistics; keep: they use and "
+                   "keep those of the segmentation batches.")
 @click.option("--tissue-prob", default=0.3, show_default=True, help="Probability of a tissue-type batch.")
 @click.option("--task-probs", metavar="TASK=P,...", help="Task probabilities within segmentation batches.")
 @click.option("--patch", default=448, show_default=True, help="Segmentation patch size (px).")
@@ -102,8 +105,9 @@ def train(**kw) -> None:
         tissue_map=kw["tissue_map"],
         tasks=[t.strip() for t in kw["tasks"].split(",")] if kw["tasks"] else None,
         arch=kw["arch"], init=kw["init"], imagenet_weights=kw["imagenet_weights"], subtype=kw["subtype"],
-        steps=kw["steps"], batch_size=kw["batch_size"], tissue_batch_size=kw["tissue_batch_size"], lr=kw["lr"], lr_drop_at=kw["lr_drop_at"],
-        lr_drop_to=kw["lr_drop_to"], sampler=kw["sampler"], tissue_prob=kw["tissue_prob"],
+        steps=kw["steps"], batch_size=kw["batch_size"], tissue_batch_size=kw["tissue_batch_size"],
+        lr=kw["lr"], lr_drop_at=kw["lr_drop_at"], lr_drop_to=kw["lr_drop_to"], sampler=kw["sampler"],
+        tissue_prob=kw["tissue_prob"], tissue_bn=kw["tissue_bn"],
         task_probs=_pairs(kw["task_probs"], "--task-probs"), patch=kw["patch"],
         tissue_patch=kw["tissue_patch"], augment=not kw["no_augment"], seed=kw["seed"],
         device=kw["device"], amp=kw["amp"], workers=kw["workers"], threads=kw["threads"],

@@ -65,6 +65,7 @@ class TrainOptions:
     lr_drop_to: float = 1e-4
     sampler: Literal["mixed", "fixed"] = "mixed"
     tissue_prob: float = 0.3
+    tissue_bn: Literal["update", "keep"] = "update"           # encoder BN statistics on tissue batches
     task_probs: dict[str, float] = field(default_factory=dict)
     patch: int = 448
     tissue_patch: int = 144
@@ -91,6 +92,8 @@ class TrainOptions:
             raise InputError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.tissue_bn not in ("update", "keep"):
+            raise InputError(f"--tissue-bn must be update or keep, got {self.tissue_bn!r}")
         if self.tissue_batch_size is not None and self.tissue_batch_size < 1:
             raise InputError(f"--tissue-batch-size must be at least 1, got {self.tissue_batch_size}")
         if self.lr <= 0:

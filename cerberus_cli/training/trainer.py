@@ -142,9 +142,13 @@ def _trainable(model: CerberusNet, subtype_head: str | None) -> list[torch.nn.Pa
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _set_mode(model: CerberusNet, subtype_head: str | None) -> None:
+def _set_mode(model: CerberusNet, subtype_head: str | None, keep_encoder_bn: bool = False) -> None:
     if subtype_head is None:
         model.train()
+        if keep_encoder_bn:
+            for module in model.encoder.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         return
     # Frozen parts stay in eval mode so their batch-norm statistics do not move.
     model.eval()
@@ -214,13 +218,15 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
                subtype_head: str | None = None, scaler: torch.amp.GradScaler | None = None,
-               amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+               amp_dtype: torch.dtype | None = None, tissue_bn: str = "update") -> dict[str, float]:
     """One optimisation step on one batch; returns the loss of each head.
 
     Only the heads of the tasks in the batch are decoded, and gradients are reset to
     ``None`` first, so Adam skips the other decoders entirely (dynamic freezing).
+    With ``tissue_bn="keep"`` a tissue batch runs the encoder's batch norms on their
+    running statistics and leaves them as they are.
     """
-    _set_mode(model, subtype_head)
+    _set_mode(model, subtype_head, keep_encoder_bn=tissue_bn == "keep" and batch["super_task"] == TISSUE)
     cfg = model.config
     batch = to_device(batch, device)
     images = batch["images"]
@@ -343,7 +349,7 @@ def train(options: TrainOptions) -> TrainResult:
                 group["lr"] = _lr(options, step)
             t0 = time.perf_counter()
             losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
-                                amp_dtype if use_amp else None)
+                                amp_dtype if use_amp else None, options.tissue_bn)
             total = sum(losses.values())
             timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
             final = losses
