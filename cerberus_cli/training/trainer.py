@@ -301,8 +301,8 @@ def train(options: TrainOptions) -> TrainResult:
     train_sets, val_sets = load_data(options, cfg.mpp, tasks)
     sampler = TaskSampler(SamplerConfig(
         sizes={t: len(ds) for t, ds in train_sets.items()}, batch_size=options.batch_size,
-        tissue_batch_size=options.tissue_batch_size, mode=options.sampler, tissue_prob=options.tissue_prob, task_probs=options.task_probs,
-        seed=options.seed))
+        tissue_batch_size=options.tissue_batch_size, mode=options.sampler, tissue_prob=options.tissue_prob,
+        task_probs=options.task_probs, seed=options.seed))
     patch = PatchConfig(options.patch, options.tissue_patch, foreground_types_only=subtype_head is not None)
     builder = BatchBuilder(train_sets, sampler, patch,
                            AugmentConfig() if options.augment else AugmentConfig.none(), options.steps)
