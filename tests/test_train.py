@@ -190,6 +190,18 @@ def test_subtype_stage_trains_only_the_type_decoder(phantom, tmp_path):
     assert changed and all(k.startswith("tissue_head.") for k in changed), changed
 
 
+def test_frozen_encoder_stage_trains_decoders_and_heads_only(phantom, tmp_path):
+    base = train(_options(tmp_path / "base", phantom, steps=2, tasks=["nuclei", "tissue"]))
+    a = load_checkpoint(base.last_checkpoint).model.state_dict()
+    stage = train(_options(tmp_path / "dec", phantom, steps=6, tasks=["nuclei", "tissue"], tissue_prob=0.5,
+                           freeze_encoder=True, init=str(base.last_checkpoint)))
+    b = _state(stage.last_checkpoint)
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert not any(k.startswith("encoder.") for k in changed), changed  # weights and BN statistics
+    assert any(k.startswith("decoders.nuclei.") for k in changed)
+    assert any(k.startswith("tissue_head.") for k in changed)
+
+
 def test_subtype_adds_a_missing_type_head(phantom, tmp_path):
     base = train(_options(tmp_path / "base", phantom, steps=1, tasks=["gland"]))
     light = load_checkpoint(base.last_checkpoint)
@@ -250,6 +262,7 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     (["--data", "{ph}", "--patch", "70"], "--patch must be a multiple of 16"),
     (["--data", "{ph}", "--tissue-batch-size", "0"], "--tissue-batch-size must be at least 1"),
     (["--data", "{ph}", "--subtype", "nuclei"], "--subtype needs --init MODEL"),
+    (["--data", "{ph}", "--freeze-encoder"], "--freeze-encoder needs --init MODEL"),
     (["--data", "{ph}", "--task-probs", "nuclei"], "expected NAME=NUMBER"),
     (["--resume"], "nothing to resume"),
 ])

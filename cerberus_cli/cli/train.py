@@ -51,6 +51,9 @@ def _splits(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--subtype", type=click.Choice(["nuclei", "gland", "tissue"]),
               help="Single-head stage: train only this task's type decoder (nuclei, gland) or the "
                    "tissue-type head (tissue), all else frozen.")
+@click.option("--freeze-encoder", is_flag=True,
+              help="Keep the encoder (weights and batch-norm statistics) as --init has it; train the "
+                   "decoders and heads of --tasks.")
 @click.option("--steps", type=int, help="Total optimisation steps [default: 20000; on --resume: the run's].")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
@@ -105,6 +108,7 @@ def train(**kw) -> None:
         tissue_map=kw["tissue_map"],
         tasks=[t.strip() for t in kw["tasks"].split(",")] if kw["tasks"] else None,
         arch=kw["arch"], init=kw["init"], imagenet_weights=kw["imagenet_weights"], subtype=kw["subtype"],
+        freeze_encoder=kw["freeze_encoder"],
         steps=kw["steps"], batch_size=kw["batch_size"], tissue_batch_size=kw["tissue_batch_size"],
         lr=kw["lr"], lr_drop_at=kw["lr_drop_at"], lr_drop_to=kw["lr_drop_to"], sampler=kw["sampler"],
         tissue_prob=kw["tissue_prob"], tissue_bn=kw["tissue_bn"],

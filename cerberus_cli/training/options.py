@@ -57,6 +57,7 @@ class TrainOptions:
     init: str = "random"                                     # random | imagenet | MODEL
     imagenet_weights: str | None = None
     subtype: Literal["nuclei", "gland", "tissue"] | None = None
+    freeze_encoder: bool = False                              # train decoders and heads only
     steps: int | None = None                                 # None: DEFAULT_STEPS (or the resumed run's)
     batch_size: int = 8
     tissue_batch_size: int | None = None                      # None: batch_size

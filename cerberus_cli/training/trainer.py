@@ -130,10 +130,13 @@ def _head_modules(model: CerberusNet, head: str) -> list[torch.nn.Module]:
     return [model.decoders[head], model.heads[head]]
 
 
-def _trainable(model: CerberusNet, subtype_head: str | None) -> list[torch.nn.Parameter]:
+def _trainable(model: CerberusNet, subtype_head: str | None,
+               freeze_encoder: bool = False) -> list[torch.nn.Parameter]:
     """Parameters the optimizer owns; in a single-head stage only that head's."""
     if subtype_head is None:
-        return list(model.parameters())
+        for p in model.encoder.parameters():
+            p.requires_grad_(not freeze_encoder)
+        return [p for p in model.parameters() if p.requires_grad]
     keep = set()
     for module in _head_modules(model, subtype_head):
         keep |= {id(p) for p in module.parameters()}
@@ -142,10 +145,13 @@ def _trainable(model: CerberusNet, subtype_head: str | None) -> list[torch.nn.Pa
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def _set_mode(model: CerberusNet, subtype_head: str | None, keep_encoder_bn: bool = False) -> None:
+def _set_mode(model: CerberusNet, subtype_head: str | None, keep_encoder_bn: bool = False,
+              freeze_encoder: bool = False) -> None:
     if subtype_head is None:
         model.train()
-        if keep_encoder_bn:
+        if freeze_encoder:
+            model.encoder.eval()
+        elif keep_encoder_bn:
             for module in model.encoder.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
@@ -218,15 +224,18 @@ def to_device(batch: dict, device: torch.device) -> dict:
 
 def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
                subtype_head: str | None = None, scaler: torch.amp.GradScaler | None = None,
-               amp_dtype: torch.dtype | None = None, tissue_bn: str = "update") -> dict[str, float]:
+               amp_dtype: torch.dtype | None = None, tissue_bn: str = "update",
+               freeze_encoder: bool = False) -> dict[str, float]:
     """One optimisation step on one batch; returns the loss of each head.
 
     Only the heads of the tasks in the batch are decoded, and gradients are reset to
     ``None`` first, so Adam skips the other decoders entirely (dynamic freezing).
     With ``tissue_bn="keep"`` a tissue batch runs the encoder's batch norms on their
-    running statistics and leaves them as they are.
+    running statistics and leaves them as they are; ``freeze_encoder`` does that on every
+    batch (the optimizer should not own the encoder's parameters then).
     """
-    _set_mode(model, subtype_head, keep_encoder_bn=tissue_bn == "keep" and batch["super_task"] == TISSUE)
+    _set_mode(model, subtype_head, keep_encoder_bn=tissue_bn == "keep" and batch["super_task"] == TISSUE,
+              freeze_encoder=freeze_encoder)
     cfg = model.config
     batch = to_device(batch, device)
     images = batch["images"]
@@ -284,6 +293,8 @@ def train(options: TrainOptions) -> TrainResult:
     subtype_head = STAGE_HEADS.get(options.subtype or "")
     if subtype_head and options.init in ("random", "imagenet"):
         raise InputError("--subtype needs --init MODEL: the trained model whose encoder and decoders stay frozen")
+    if options.freeze_encoder and options.init in ("random", "imagenet"):
+        raise InputError("--freeze-encoder needs --init MODEL: the trained model whose encoder stays frozen")
 
     if options.resume:
         loaded = load_checkpoint(run.last)
@@ -307,7 +318,7 @@ def train(options: TrainOptions) -> TrainResult:
     builder = BatchBuilder(train_sets, sampler, patch,
                            AugmentConfig() if options.augment else AugmentConfig.none(), options.steps)
 
-    params = _trainable(model, subtype_head)
+    params = _trainable(model, subtype_head, options.freeze_encoder)
     optimizer = torch.optim.Adam(params, lr=options.lr)
     use_amp = options.amp
     scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
@@ -349,7 +360,7 @@ def train(options: TrainOptions) -> TrainResult:
                 group["lr"] = _lr(options, step)
             t0 = time.perf_counter()
             losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
-                                amp_dtype if use_amp else None, options.tissue_bn)
+                                amp_dtype if use_amp else None, options.tissue_bn, options.freeze_encoder)
             total = sum(losses.values())
             timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
             final = losses
