@@ -202,6 +202,57 @@ def test_frozen_encoder_stage_trains_decoders_and_heads_only(phantom, tmp_path):
     assert any(k.startswith("tissue_head.") for k in changed)
 
 
+def _bridge_drift(base: CerberusNet, tuned: CerberusNet, images: torch.Tensor) -> float:
+    """Relative squared change of the bridge output (what every decoder reads)."""
+    base.eval(), tuned.eval()
+    with torch.no_grad():
+        a = base.bridge(base.encoder(images.float() / 255.0)[-1])
+        b = tuned.bridge(tuned.encoder(images.float() / 255.0)[-1])
+    return float((a - b).pow(2).mean() / a.pow(2).mean())
+
+
+def test_tune_deepest_tissue_stage_trains_layer4_and_keeps_the_decoders_input(phantom, tmp_path):
+    base = train(_options(tmp_path / "base", phantom, steps=2, tasks=["nuclei", "tissue"]))
+    a = _state(base.last_checkpoint)
+    runs = {}
+    for weight in (1e-4, 1e4):
+        runs[weight] = train(_options(tmp_path / f"tune{weight:g}", phantom, steps=10, subtype="tissue",
+                                      tune_deepest=True, anchor_weight=weight, tissue_prob=0.5, lr=3e-3,
+                                      init=str(base.last_checkpoint)))
+    b = _state(runs[1e4].last_checkpoint)
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert any(k.startswith("encoder.layer4.") for k in changed), changed
+    assert any(k.startswith("tissue_head.") for k in changed) and "bridge.weight" in changed
+    # Nothing else moves: shallower blocks, decoders, heads, nor layer4's BN statistics.
+    assert all(k.startswith(("encoder.layer4.", "tissue_head.", "bridge.")) for k in changed), changed
+    assert not any(k.startswith("encoder.layer4.") and "running_" in k for k in changed), changed
+    records = [json.loads(x) for x in (tmp_path / "tune10000/metrics.jsonl").read_text().splitlines()]
+    kinds = {r["super_task"] for r in records if r["kind"] == "train"}
+    assert kinds == {"tissue", "segmentation"}
+    assert all("loss_anchor" in r for r in records if r.get("super_task") == "segmentation")
+    # The anchor does its job: the strongly anchored run moved the bridge output far
+    # less than the barely anchored one.
+    builder = BatchBuilder(_datasets(phantom), TaskSampler(SamplerConfig(sizes={"nuclei": 4})),
+                           PatchConfig(PATCH, 64), AugmentConfig.none(), 1)
+    images = _fixed_batch(builder, ["nuclei", "gland", "lumen", "nuclei"], 7)["images"]
+    start = load_checkpoint(base.last_checkpoint).model
+    loose = _bridge_drift(start, load_checkpoint(runs[1e-4].last_checkpoint).model, images)
+    tight = _bridge_drift(start, load_checkpoint(runs[1e4].last_checkpoint).model, images)
+    assert tight < 0.5 * loose, (tight, loose)
+
+
+def test_tune_deepest_resume_anchors_to_the_init_model(phantom, tmp_path):
+    base = train(_options(tmp_path / "base", phantom, steps=2, tasks=["nuclei", "tissue"]))
+    kw = dict(subtype="tissue", tune_deepest=True, tissue_prob=0.5, init=str(base.last_checkpoint),
+              checkpoint_every=3, lr_drop_at=5)
+    full = train(_options(tmp_path / "full", phantom, steps=6, **kw))
+    train(_options(tmp_path / "part", phantom, steps=3, **kw))
+    resumed = train(TrainOptions(output=str(tmp_path / "part"), resume=True, steps=6, workers=0,
+                                 log_every=1, progress=False))
+    a, b = _state(full.last_checkpoint), _state(resumed.last_checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_subtype_adds_a_missing_type_head(phantom, tmp_path):
     base = train(_options(tmp_path / "base", phantom, steps=1, tasks=["gland"]))
     light = load_checkpoint(base.last_checkpoint)
@@ -263,6 +314,11 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     (["--data", "{ph}", "--tissue-batch-size", "0"], "--tissue-batch-size must be at least 1"),
     (["--data", "{ph}", "--subtype", "nuclei"], "--subtype needs --init MODEL"),
     (["--data", "{ph}", "--freeze-encoder"], "--freeze-encoder needs --init MODEL"),
+    (["--data", "{ph}", "--tune-deepest"], "--tune-deepest goes with --subtype tissue"),
+    (["--data", "tissue={ph}", "--subtype", "tissue", "--tune-deepest", "--init", "default"],
+     "--tune-deepest needs segmentation patches"),
+    (["--data", "{ph}", "--subtype", "tissue", "--tune-deepest", "--anchor-weight", "0"],
+     "--anchor-weight must be positive"),
     (["--data", "{ph}", "--task-probs", "nuclei"], "expected NAME=NUMBER"),
     (["--resume"], "nothing to resume"),
 ])

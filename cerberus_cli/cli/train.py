@@ -54,6 +54,12 @@ def _splits(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--freeze-encoder", is_flag=True,
               help="Keep the encoder (weights and batch-norm statistics) as --init has it; train the "
                    "decoders and heads of --tasks.")
+@click.option("--tune-deepest", is_flag=True,
+              help="With --subtype tissue: also train the encoder's deepest block and the bridge, while "
+                   "an anchor loss on the segmentation patches of --data keeps the bridge output (what "
+                   "every decoder reads) equal to --init's, so segmentation stays as it was.")
+@click.option("--anchor-weight", default=10.0, show_default=True,
+              help="Weight of the anchor loss (relative squared error of the bridge output) with --tune-deepest.")
 @click.option("--steps", type=int, help="Total optimisation steps [default: 20000; on --resume: the run's].")
 @click.option("--batch-size", default=8, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True, help="Adam learning rate.")
@@ -95,6 +101,8 @@ def train(**kw) -> None:
       cerberus train -o runs/crc --resume --steps 40000
       cerberus train -o runs/types --subtype nuclei --init runs/crc/checkpoints/best.pt \\
           --data nuclei=Lizard/
+      cerberus train -o runs/tissue --subtype tissue --tune-deepest --init runs/crc/checkpoints/best.pt \\
+          --data tissue=NCT-CRC-HE-100K/ --data gland=GlaS/ --tissue-prob 0.5
     """
     from cerberus_cli.training import TrainOptions, train as run_training
     from cerberus_cli.training.options import DataSpec
@@ -108,7 +116,7 @@ def train(**kw) -> None:
         tissue_map=kw["tissue_map"],
         tasks=[t.strip() for t in kw["tasks"].split(",")] if kw["tasks"] else None,
         arch=kw["arch"], init=kw["init"], imagenet_weights=kw["imagenet_weights"], subtype=kw["subtype"],
-        freeze_encoder=kw["freeze_encoder"],
+        freeze_encoder=kw["freeze_encoder"], tune_deepest=kw["tune_deepest"], anchor_weight=kw["anchor_weight"],
         steps=kw["steps"], batch_size=kw["batch_size"], tissue_batch_size=kw["tissue_batch_size"],
         lr=kw["lr"], lr_drop_at=kw["lr_drop_at"], lr_drop_to=kw["lr_drop_to"], sampler=kw["sampler"],
         tissue_prob=kw["tissue_prob"], tissue_bn=kw["tissue_bn"],

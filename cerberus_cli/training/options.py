@@ -58,6 +58,8 @@ class TrainOptions:
     imagenet_weights: str | None = None
     subtype: Literal["nuclei", "gland", "tissue"] | None = None
     freeze_encoder: bool = False                              # train decoders and heads only
+    tune_deepest: bool = False                                # tissue stage: also layer4 + bridge, anchored
+    anchor_weight: float = 10.0                               # weight of the anchor loss (tune_deepest)
     steps: int | None = None                                 # None: DEFAULT_STEPS (or the resumed run's)
     batch_size: int = 8
     tissue_batch_size: int | None = None                      # None: batch_size
@@ -109,5 +111,9 @@ class TrainOptions:
             raise InputError("--init imagenet needs --imagenet-weights FILE (torchvision ResNet state dict)")
         if self.subtype is not None and self.subtype not in ("nuclei", "gland", "tissue"):
             raise InputError(f"--subtype must be nuclei, gland or tissue, got {self.subtype!r}")
+        if self.tune_deepest and self.subtype != "tissue":
+            raise InputError("--tune-deepest goes with --subtype tissue")
+        if self.anchor_weight <= 0:
+            raise InputError(f"--anchor-weight must be positive, got {self.anchor_weight}")
         if not self.data and not self.resume:
             raise InputError("no training data: give --data TASK=PATH (or a synth tiles folder)")

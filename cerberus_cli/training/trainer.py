@@ -6,7 +6,9 @@ Adam leaves the parameters of absent decoders untouched (no gradient, no moment
 update): the encoder learns from every batch, a decoder only from batches of its
 task ("dynamic freezing"). The subtyping stage (``subtype``) trains one type decoder
 (or, for ``tissue``, the tissue-type head on the frozen encoder) with everything else
-frozen, batch-norm statistics included.
+frozen, batch-norm statistics included. The tissue stage with ``tune_deepest`` also
+trains the deepest encoder block and the bridge, anchored on segmentation patches so
+the decoders' input stays as it was (:mod:`cerberus_cli.training.anchor`).
 
 Resuming is bit-for-bit: batches are a pure function of (seed, step), and the
 checkpoint carries the weights (fp32), the optimizer, the AMP scaler and the torch
@@ -29,6 +31,7 @@ import torch
 from cerberus_cli.errors import InputError
 from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.training.anchor import BridgeAnchor, tuned_modules
 from cerberus_cli.training.augment import AugmentConfig
 from cerberus_cli.training.batches import BatchBuilder, PatchConfig, batch_loader
 from cerberus_cli.training.datasets import TASKS, ConcatDataset, TaskDataset, open_dataset
@@ -115,7 +118,9 @@ def _tasks(options: TrainOptions) -> list[str]:
     if unknown:
         raise InputError(f"--tasks: unknown task(s) {', '.join(unknown)} (choose from {', '.join(TASKS)})")
     if options.subtype:
-        return [options.subtype]
+        # Segmentation data serves only the anchor of a tune_deepest tissue stage.
+        anchored = [t for t in TASKS if t in with_data and t != TISSUE] if options.tune_deepest else []
+        return [options.subtype] + anchored
     return [t for t in TASKS if t in tasks]
 
 
@@ -130,15 +135,16 @@ def _head_modules(model: CerberusNet, head: str) -> list[torch.nn.Module]:
     return [model.decoders[head], model.heads[head]]
 
 
-def _trainable(model: CerberusNet, subtype_head: str | None,
-               freeze_encoder: bool = False) -> list[torch.nn.Parameter]:
-    """Parameters the optimizer owns; in a single-head stage only that head's."""
+def _trainable(model: CerberusNet, subtype_head: str | None, freeze_encoder: bool = False,
+               tune_deepest: bool = False) -> list[torch.nn.Parameter]:
+    """Parameters the optimizer owns; in a single-head stage only that head's (with
+    ``tune_deepest``, the deepest encoder block's and the bridge's too)."""
     if subtype_head is None:
         for p in model.encoder.parameters():
             p.requires_grad_(not freeze_encoder)
         return [p for p in model.parameters() if p.requires_grad]
     keep = set()
-    for module in _head_modules(model, subtype_head):
+    for module in _head_modules(model, subtype_head) + (tuned_modules(model) if tune_deepest else []):
         keep |= {id(p) for p in module.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
@@ -177,6 +183,19 @@ def _progress(options: TrainOptions, total: int, start: int):
     bar.start()
     bar.add_task("train", total=total, completed=start, info="")
     return bar
+
+
+def _anchor(options: TrainOptions, model: CerberusNet, init: dict) -> BridgeAnchor:
+    """The anchor of a tune_deepest stage: always the --init model's features, also on resume."""
+    if not options.resume:
+        return BridgeAnchor(model)
+    from cerberus_cli.model.registry import load_model
+
+    start = load_model(options.init)
+    if init.get("init_sha256") and start.sha256 != init["init_sha256"]:
+        raise InputError(f"--init {options.init}: the file changed since the run started; "
+                         "its features are what the run anchors to")
+    return BridgeAnchor(start.model)
 
 
 # --- checkpoints -------------------------------------------------------------------
@@ -225,14 +244,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
 def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict, device: torch.device,
                subtype_head: str | None = None, scaler: torch.amp.GradScaler | None = None,
                amp_dtype: torch.dtype | None = None, tissue_bn: str = "update",
-               freeze_encoder: bool = False) -> dict[str, float]:
+               freeze_encoder: bool = False, anchor: BridgeAnchor | None = None,
+               anchor_weight: float = 1.0) -> dict[str, float]:
     """One optimisation step on one batch; returns the loss of each head.
 
     Only the heads of the tasks in the batch are decoded, and gradients are reset to
     ``None`` first, so Adam skips the other decoders entirely (dynamic freezing).
     With ``tissue_bn="keep"`` a tissue batch runs the encoder's batch norms on their
     running statistics and leaves them as they are; ``freeze_encoder`` does that on every
-    batch (the optimizer should not own the encoder's parameters then).
+    batch (the optimizer should not own the encoder's parameters then). With an
+    ``anchor``, a segmentation batch gives the anchor loss alone (times ``anchor_weight``).
     """
     _set_mode(model, subtype_head, keep_encoder_bn=tissue_bn == "keep" and batch["super_task"] == TISSUE,
               freeze_encoder=freeze_encoder)
@@ -247,8 +268,11 @@ def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict
         tissue_mode = None
     ctx = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     with ctx:
-        out = model(images, heads=heads, tissue=tissue_mode)
-    losses = task_losses(out, batch, cfg, [subtype_head] if subtype_head else None)
+        if anchor is not None and batch["super_task"] != TISSUE:
+            losses = {"anchor": anchor_weight * anchor.loss(model, images)}
+        else:
+            out = model(images, heads=heads, tissue=tissue_mode)
+            losses = task_losses(out, batch, cfg, [subtype_head] if subtype_head else None)
     optimizer.zero_grad(set_to_none=True)
     # No loss happens when, say, no patch of a subtyping batch holds a typed object.
     if losses:
@@ -293,6 +317,9 @@ def train(options: TrainOptions) -> TrainResult:
     subtype_head = STAGE_HEADS.get(options.subtype or "")
     if subtype_head and options.init in ("random", "imagenet"):
         raise InputError("--subtype needs --init MODEL: the trained model whose encoder and decoders stay frozen")
+    if options.tune_deepest and len(tasks) == 1:
+        raise InputError("--tune-deepest needs segmentation patches to anchor the decoders' features: "
+                         "add --data gland|lumen|nuclei=PATH")
     if options.freeze_encoder and options.init in ("random", "imagenet"):
         raise InputError("--freeze-encoder needs --init MODEL: the trained model whose encoder stays frozen")
 
@@ -304,7 +331,8 @@ def train(options: TrainOptions) -> TrainResult:
                                   options.imagenet_weights, [subtype_head] if subtype_head else None,
                                   options.seed)
     cfg = model.config
-    missing_heads = [t for t in tasks if t not in cfg.tasks]
+    # A tune_deepest stage's segmentation data feeds only the anchor, whatever heads exist.
+    missing_heads = [t for t in (tasks[:1] if options.subtype else tasks) if t not in cfg.tasks]
     if missing_heads:
         raise InputError(f"--init {options.init}: the model has no head for task(s) {', '.join(missing_heads)}")
     model.to(device)
@@ -318,7 +346,8 @@ def train(options: TrainOptions) -> TrainResult:
     builder = BatchBuilder(train_sets, sampler, patch,
                            AugmentConfig() if options.augment else AugmentConfig.none(), options.steps)
 
-    params = _trainable(model, subtype_head, options.freeze_encoder)
+    anchor = _anchor(options, model, init).to(device) if options.tune_deepest else None
+    params = _trainable(model, subtype_head, options.freeze_encoder, options.tune_deepest)
     optimizer = torch.optim.Adam(params, lr=options.lr)
     use_amp = options.amp
     scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
@@ -360,7 +389,8 @@ def train(options: TrainOptions) -> TrainResult:
                 group["lr"] = _lr(options, step)
             t0 = time.perf_counter()
             losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
-                                amp_dtype if use_amp else None, options.tissue_bn, options.freeze_encoder)
+                                amp_dtype if use_amp else None, options.tissue_bn, options.freeze_encoder,
+                                anchor, options.anchor_weight)
             total = sum(losses.values())
             timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
             final = losses
