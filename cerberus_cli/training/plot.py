@@ -56,13 +56,16 @@ def _panel(series: dict[str, list[tuple[float, float]]], title: str, size: tuple
 
 
 def smooth(values: list[tuple[float, float]], window: int = 20) -> list[tuple[float, float]]:
-    """Running mean over ``window`` points (losses are noisy per batch)."""
+    """Trailing mean over up to ``window`` points (losses are noisy per batch); the first
+    points average what came before them, so the curve starts at the run's first step."""
     if len(values) < 3:
         return values
-    ys = np.array([v[1] for v in values], float)
-    k = min(window, len(ys))
-    sm = np.convolve(ys, np.ones(k) / k, mode="valid")
-    return [(values[i + k - 1][0], float(sm[i])) for i in range(len(sm))]
+    ys = np.concatenate([[0.0], np.cumsum([v[1] for v in values], dtype=float)])
+    out = []
+    for i, (x, _) in enumerate(values):
+        lo = max(0, i + 1 - window)
+        out.append((x, float((ys[i + 1] - ys[lo]) / (i + 1 - lo))))
+    return out
 
 
 def plot_run(losses: dict[str, list[tuple[float, float]]], metrics: dict[str, list[tuple[float, float]]],
