@@ -253,6 +253,27 @@ def test_tune_deepest_resume_anchors_to_the_init_model(phantom, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_cli_tune_deepest_stage(phantom, tmp_path):
+    base = train(_options(tmp_path / "base", phantom, steps=1, tasks=["gland", "tissue"]))
+    out = tmp_path / "tune"
+    res = CliRunner().invoke(main, [
+        "train", "-o", str(out), "--subtype", "tissue", "--tune-deepest", "--anchor-weight", "5",
+        "--init", str(base.last_checkpoint), "--data", f"tissue={phantom}", "--data", f"nuclei={phantom}",
+        "--steps", "6", "--batch-size", "2", "--tissue-batch-size", "4", "--patch", "64", "--tissue-patch", "64",
+        "--tissue-prob", "0.5", "--workers", "0", "--val-every", "6", "--val-limit", "2",
+        "--val-fraction", "0.25", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "throughput segmentation" in res.output and "throughput tissue" in res.output
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["tune_deepest"] and config["options"]["anchor_weight"] == 5.0
+    assert config["tasks"] == ["tissue", "nuclei"]
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_anchor" in r for r in records) and any("loss_tissue" in r for r in records)
+    val = [r for r in records if r["kind"] == "val"]
+    assert val and "tissue_acc" in val[0]  # nuclei has no head in the base model: not validated
+    prov = load_checkpoint(out / "checkpoints/last.pt").provenance["training"]
+    assert prov["options"]["tune_deepest"] and prov["init"]["init_sha256"]
+
 def test_subtype_adds_a_missing_type_head(phantom, tmp_path):
     base = train(_options(tmp_path / "base", phantom, steps=1, tasks=["gland"]))
     light = load_checkpoint(base.last_checkpoint)
