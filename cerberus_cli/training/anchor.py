@@ -6,7 +6,9 @@ projection of those deepest features from 512 to 256 channels. So in the tissue
 stage with ``tune_deepest`` the shallower blocks stay frozen, ``layer4`` and the
 bridge train, and this anchor holds the bridge output on segmentation patches to
 that of the starting model: the decoders see what they saw before, while tissue
-type is free to use the 256 directions that the bridge discards.
+type is free to use the 256 directions that the bridge discards. ``layer4``'s batch
+norms run on their running statistics throughout (the stage keeps everything but the
+tissue head in eval mode), so the anchored outputs are the ones inference computes.
 """
 
 from __future__ import annotations
