@@ -39,11 +39,7 @@ class BridgeAnchor(nn.Module):
         self.bridge = copy.deepcopy(model.bridge)
         for p in self.parameters():
             p.requires_grad_(False)
-        self.eval()
-
-    def train(self, mode: bool = True) -> "BridgeAnchor":
-        # The reference stays in eval mode: its batch-norm statistics are the target's.
-        return super().train(False)
+        self.eval()  # its batch-norm statistics are the target's; nothing puts it in train mode
 
     def loss(self, model: CerberusNet, images: torch.Tensor) -> torch.Tensor:
         """Relative squared error of ``model``'s bridge output against the anchor's.

@@ -38,9 +38,10 @@ cerberus train -o runs/tissue2 --subtype tissue --init runs/tissue/checkpoints/l
 
 # Stage 5 (record: tissue3/): tissue type learnt by the encoder's deepest block. From the
 # stage-4 model as it shipped (models/default.pt, int8, sha256 9b2b2918...), layer4, the
-# bridge and the tissue head train on 2880 tissue patches, while every other batch is an
-# anchor batch of segmentation patches that holds the bridge output (the decoders' input)
-# to the stage-4 model's; the shallower blocks, decoders and heads stay frozen.
+# bridge and the tissue head train on 2880 tissue patches, while about half the batches
+# (--tissue-prob 0.5) are anchor batches of segmentation patches that hold the bridge
+# output (the decoders' input) to the stage-4 model's; the shallower blocks, decoders and
+# heads stay frozen.
 cerberus synth tiles -o phantom/train_tissue --tasks tissue --count 2880 --size 448 --seed 7
 cerberus train -o runs/tissue3 --subtype tissue --tune-deepest --init default \
     --data tissue=phantom/train_tissue/tissue --data gland:phantom=phantom/train \
