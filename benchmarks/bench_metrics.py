@@ -11,11 +11,11 @@ evaluation and a phantom slide evaluated as polygons.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import cv2
 import geopandas as gpd
@@ -25,8 +25,15 @@ from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
 from cerberus_cli.metrics import (
-    aji_from_overlap, aji_plus_from_overlap, class_pq_counts, compact, detection_counts,
-    overlap_from_labels, overlap_from_maps, panoptic_quality, pq_counts,
+    aji_from_overlap,
+    aji_plus_from_overlap,
+    class_pq_counts,
+    compact,
+    detection_counts,
+    overlap_from_labels,
+    overlap_from_maps,
+    panoptic_quality,
+    pq_counts,
 )
 from cerberus_cli.metrics.evaluate import evaluate, evaluate_slides
 from cerberus_cli.metrics.labels import centroids

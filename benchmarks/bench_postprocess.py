@@ -30,10 +30,14 @@ from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter  # noqa: E402
 from cerberus_cli.outputs.geoparquet import GeoParquetWriter  # noqa: E402
 from cerberus_cli.outputs.overlay import OverlayCanvas  # noqa: E402
 from cerberus_cli.postprocess.chunks import (  # noqa: E402
-    ChunkMaps, process_chunk, required_margin,
+    ChunkMaps,
+    process_chunk,
+    required_margin,
 )
 from cerberus_cli.postprocess.instances import (  # noqa: E402
-    gland_instances, lumen_instances, nuclei_instances,
+    gland_instances,
+    lumen_instances,
+    nuclei_instances,
 )
 from cerberus_cli.postprocess.options import PostprocessOptions  # noqa: E402
 from tests._post_fixtures import instance_maps, paint_ellipses, type_map  # noqa: E402

@@ -25,7 +25,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cerberus_cli.slides import detect_tissue, open_slide, read_scaled, scaled_size, thumbnail
+from cerberus_cli.slides import (
+    detect_tissue,
+    open_slide,
+    read_scaled,
+    scaled_size,
+    thumbnail,
+)
 from cerberus_cli.slides.writer import write_slide
 
 TILE = 1024  # default segmentation input: 720 + 2 * 152

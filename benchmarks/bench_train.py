@@ -23,7 +23,14 @@ from cerberus_cli.training.augment import AugmentConfig
 from cerberus_cli.training.batches import BatchBuilder, PatchConfig
 from cerberus_cli.training.formats.phantom import open_phantom
 from cerberus_cli.training.model_init import build_model
-from cerberus_cli.training.sampler import SEGMENTATION, TISSUE, BatchPlan, SampleSpec, SamplerConfig, TaskSampler
+from cerberus_cli.training.sampler import (
+    SEGMENTATION,
+    TISSUE,
+    BatchPlan,
+    SamplerConfig,
+    SampleSpec,
+    TaskSampler,
+)
 from cerberus_cli.training.trainer import train_step
 
 TASKS = ("gland", "lumen", "nuclei", "tissue")

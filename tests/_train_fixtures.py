@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import scipy.io
 
-from cerberus_cli.model.config import KATHER_TO_TISSUE
+from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE
 
 NUCLEUS_COLOURS = {1: (60, 20, 120), 2: (90, 40, 140), 3: (30, 10, 80), 4: (110, 30, 90),
                    5: (150, 40, 110), 6: (70, 60, 150)}

@@ -7,11 +7,15 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.errors import CheckpointError
+from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from cerberus_cli.model.config import light_config, reference_config
 from cerberus_cli.model.network import CerberusNet
-from tests._model_fixtures import OriginalCerberus, original_layout, random_original_state
+from tests._model_fixtures import (
+    OriginalCerberus,
+    original_layout,
+    random_original_state,
+)
 
 
 @pytest.fixture(scope="module")

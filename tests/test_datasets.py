@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 import scipy.io
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.training.datasets import IGNORE, InstanceItem, TissueItem, open_dataset
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.training.datasets import (
+    IGNORE,
+    InstanceItem,
+    TissueItem,
+    open_dataset,
+)
 from cerberus_cli.training.formats import detect
 from cerberus_cli.training.options import DataSpec
 from cerberus_cli.training.splits import apply_split_file, random_split

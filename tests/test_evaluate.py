@@ -13,7 +13,7 @@ import shapely
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics import aji, panoptic_quality
 from cerberus_cli.metrics.evaluate import evaluate, evaluate_slides
 from cerberus_cli.metrics.pairing import slide_key

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cerberus_cli.errors import CerberusError, InputError
+from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.inference.device import resolve_device, resolve_precision
 from cerberus_cli.inference.engine import Engine
 from cerberus_cli.inference.inputs import collect_inputs, read_manifest

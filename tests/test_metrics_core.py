@@ -5,11 +5,22 @@ import math
 import numpy as np
 import pytest
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics import (
-    aji, aji_plus, average_precision, class_pq_counts, classification_metrics, compact,
-    detection_counts, dice, mpq, mpq_plus, overlap_from_maps, pair_centroids,
-    panoptic_quality, vote_classes,
+    aji,
+    aji_plus,
+    average_precision,
+    class_pq_counts,
+    classification_metrics,
+    compact,
+    detection_counts,
+    dice,
+    mpq,
+    mpq_plus,
+    overlap_from_maps,
+    pair_centroids,
+    panoptic_quality,
+    vote_classes,
 )
 from cerberus_cli.metrics.labels import centroids, lookup_classes
 

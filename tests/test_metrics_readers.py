@@ -6,7 +6,7 @@ import pytest
 import scipy.io
 import tifffile
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.readers import list_maps, load_map, read_map, resolve_source
 from cerberus_cli.metrics.samples import sample_from_maps
 

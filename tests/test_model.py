@@ -3,8 +3,12 @@
 import pytest
 import torch
 
+from cerberus_cli.core.vocabulary import INSTANCE_CLASSES, NUCLEUS_TYPES
 from cerberus_cli.model.config import (
-    HeadSpec, ModelConfig, NUCLEUS_TYPES, INSTANCE_CLASSES, cerberus_heads, light_config,
+    HeadSpec,
+    ModelConfig,
+    cerberus_heads,
+    light_config,
     reference_config,
 )
 from cerberus_cli.model.encoder import ResNetEncoder

@@ -11,12 +11,15 @@ import shapely
 import zarr
 from shapely.geometry import Point, box
 
-from cerberus_cli.errors import CerberusError
-from cerberus_cli.model.config import NUCLEUS_TYPES, TISSUE_TYPES
+from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.records import make_record, make_records
+from cerberus_cli.core.vocabulary import NUCLEUS_TYPES, TISSUE_TYPES
 from cerberus_cli.outputs.overlay import OverlayCanvas, write_overlay
-from cerberus_cli.outputs.records import make_record, make_records
 from cerberus_cli.outputs.tissue_map import (
-    colorize, read_tissue_map, tissue_regions, write_tissue_map,
+    colorize,
+    read_tissue_map,
+    tissue_regions,
+    write_tissue_map,
 )
 
 

@@ -9,17 +9,26 @@ import numpy as np
 import pytest
 import shapely
 
-from tests._post_fixtures import (
-    SynthScene, chunks_of, instance_maps, paint_ellipses, scene, whole,
-)
-from cerberus_cli.model.config import GLAND_TYPES, NUCLEUS_TYPES, reference_config
+from cerberus_cli.core.vocabulary import GLAND_TYPES, NUCLEUS_TYPES
+from cerberus_cli.model.config import reference_config
 from cerberus_cli.postprocess.chunks import ChunkMaps, process_chunk, required_margin
 from cerberus_cli.postprocess.instances import (
-    gland_instances, lumen_instances, nuclei_instances, relabel_sequential,
+    gland_instances,
+    lumen_instances,
+    nuclei_instances,
+    relabel_sequential,
 )
 from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.postprocess.polygons import label_polygons, mask_polygon
 from cerberus_cli.postprocess.types import vote_types
+from tests._post_fixtures import (
+    SynthScene,
+    chunks_of,
+    instance_maps,
+    paint_ellipses,
+    scene,
+    whole,
+)
 
 OPT = PostprocessOptions(max_gland_px=100, max_lumen_px=80)
 CFG = reference_config()

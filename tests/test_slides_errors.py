@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.slides import open_slide, read_scaled
-from tests._slide_fixtures import corrupt_tile, smooth_image, write_png_with_mpp, write_variant
+from tests._slide_fixtures import (
+    corrupt_tile,
+    smooth_image,
+    write_png_with_mpp,
+    write_variant,
+)
 
 
 @pytest.fixture(scope="module")

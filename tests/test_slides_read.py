@@ -9,8 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.slides import best_level, open_slide, read_scaled, scaled_size, thumbnail
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.slides import (
+    best_level,
+    open_slide,
+    read_scaled,
+    scaled_size,
+    thumbnail,
+)
 from tests._slide_fixtures import smooth_image, write_variant
 
 # 1000 x 1300: not a multiple of the 256 px tile; level 2 (1/16) has a

@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 import tifffile
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.slides import TissueMask, detect_tissue, load_mask, open_slide, tissue_from_rgb
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.slides import (
+    TissueMask,
+    detect_tissue,
+    load_mask,
+    open_slide,
+    tissue_from_rgb,
+)
 from tests._slide_fixtures import he_tissue, write_variant
 from tests.test_slides_real import REAL_SLIDE
 

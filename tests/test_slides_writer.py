@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.slides import open_slide, write_slide
 from tests._slide_fixtures import smooth_image
 

@@ -13,11 +13,11 @@ import shapely
 import tiffslide
 from click.testing import CliRunner
 
+import cerberus_cli.synthetic.slide as slide_mod
 from cerberus_cli.cli import main
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.synthetic.params import KIND_SURFACE, SLIDE_SCENE
 from cerberus_cli.synthetic.scene import PhantomWorld
-import cerberus_cli.synthetic.slide as slide_mod
 from cerberus_cli.synthetic.slide import BLOCK, _Renderer, parse_size, write_slide
 
 W, H = BLOCK + 180, 700   # two blocks wide: objects cross the seam

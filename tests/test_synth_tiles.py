@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from scipy import ndimage
 
 from cerberus_cli.cli import main
-from cerberus_cli.model.config import KATHER_TO_TISSUE
+from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE
 from cerberus_cli.synthetic.params import EPITHELIAL, GLAND, KIND_SURFACE, SURFACE
 from cerberus_cli.synthetic.scene import PhantomWorld
 from cerberus_cli.synthetic.tiles import render_tile

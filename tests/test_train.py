@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.checkpoint import load_checkpoint
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.training import TrainOptions, train
@@ -23,7 +22,12 @@ from cerberus_cli.training.datasets import open_dataset
 from cerberus_cli.training.losses import task_losses
 from cerberus_cli.training.model_init import build_model, new_config
 from cerberus_cli.training.options import DataSpec
-from cerberus_cli.training.sampler import BatchPlan, SampleSpec, SamplerConfig, TaskSampler
+from cerberus_cli.training.sampler import (
+    BatchPlan,
+    SamplerConfig,
+    SampleSpec,
+    TaskSampler,
+)
 from cerberus_cli.training.trainer import to_device, train_step
 from tests._train_fixtures import write_phantom
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import TISSUE
 from cerberus_cli.training.augment import AugmentConfig, geometric, photometric
 from cerberus_cli.training.datasets import IGNORE
-from cerberus_cli.training.sampler import SEGMENTATION, TISSUE, SamplerConfig, TaskSampler
-from cerberus_cli.training.targets import instance_targets, relabel, type_targets, unet_weight_map
+from cerberus_cli.training.sampler import (
+    SEGMENTATION,
+    SamplerConfig,
+    TaskSampler,
+)
+from cerberus_cli.training.targets import (
+    instance_targets,
+    relabel,
+    type_targets,
+    unet_weight_map,
+)
 
 
 def _two_touching_squares() -> np.ndarray:

@@ -13,7 +13,7 @@ import sys
 import click
 
 from cerberus_cli import __version__
-from cerberus_cli.errors import CerberusError
+from cerberus_cli.core.errors import CerberusError
 
 # name -> "module:attribute"; one line per subcommand.
 COMMANDS: dict[str, str] = {

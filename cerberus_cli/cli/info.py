@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cerberus_cli.errors import CerberusError
+from cerberus_cli.core.errors import CerberusError
 from cerberus_cli.slides import BACKENDS, slide_info
 
 

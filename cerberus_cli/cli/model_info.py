@@ -49,7 +49,7 @@ def model_info(spec: str | None, list_models: bool, as_json: bool) -> None:
     cfg = info["config"]
     console.print(
         f"encoder {cfg['encoder']} (stem stride {cfg['stem_stride']}), {info['parameters']:,} parameters, "
-        f"{cfg['mpp']} um/px, trained tile {cfg['tile']['input_px']} in / {cfg['tile']['output_px']} out"
+        f"{cfg['mpp']} um/px"
     )
     console.print(f"sha256 {info['sha256']}")
     if info["provenance"]:

@@ -7,7 +7,6 @@ import click
 from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 
 
-
 @click.command("segment")
 @click.argument("slides", nargs=-1)
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),

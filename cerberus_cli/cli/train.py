@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 
 def _pairs(values: str | None, what: str) -> dict[str, float]:
@@ -104,7 +104,8 @@ def train(**kw) -> None:
       cerberus train -o runs/tissue --subtype tissue --tune-deepest --init runs/crc/checkpoints/best.pt \\
           --data tissue=NCT-CRC-HE-100K/ --data gland=GlaS/ --tissue-prob 0.5
     """
-    from cerberus_cli.training import TrainOptions, train as run_training
+    from cerberus_cli.training import TrainOptions
+    from cerberus_cli.training import train as run_training
     from cerberus_cli.training.options import DataSpec
 
     options = TrainOptions(

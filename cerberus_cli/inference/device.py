@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from cerberus_cli.errors import CerberusError
+from cerberus_cli.core.errors import CerberusError
 
 log = logging.getLogger(__name__)
 

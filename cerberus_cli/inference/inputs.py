@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 #: File suffixes taken from folders (OpenSlide formats, TIFF and plain images).
 SLIDE_SUFFIXES = frozenset({

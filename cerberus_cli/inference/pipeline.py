@@ -22,18 +22,33 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cerberus_cli.errors import CerberusError
-from cerberus_cli.inference.device import prepare_model, resolve_device, resolve_precision
+from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.records import ObjectRecord
+from cerberus_cli.inference.device import (
+    prepare_model,
+    resolve_device,
+    resolve_precision,
+)
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
-from cerberus_cli.inference.mapstore import Box, Chunk, ChunkTracker, MapStore, TissueMap
+from cerberus_cli.inference.mapstore import (
+    Box,
+    Chunk,
+    ChunkTracker,
+    MapStore,
+    TissueMap,
+)
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.slide_outputs import SlideOutputs
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.checkpoint import LoadedModel
 from cerberus_cli.model.config import ModelConfig
-from cerberus_cli.outputs.records import ObjectRecord
-from cerberus_cli.postprocess.chunks import ChunkMaps, PostprocessOptions, process_chunk, required_margin
+from cerberus_cli.postprocess.chunks import (
+    ChunkMaps,
+    PostprocessOptions,
+    process_chunk,
+    required_margin,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,16 @@ from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
-from cerberus_cli.errors import CerberusError, InputError
+from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.inference.inputs import SlideInput, collect_inputs
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter

@@ -13,10 +13,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.run_record import build_record, head_md5
-from cerberus_cli.outputs.atomic import AtomicPath
-from cerberus_cli.outputs.records import ObjectRecord
 
 log = logging.getLogger(__name__)
 

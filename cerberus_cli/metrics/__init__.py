@@ -32,19 +32,37 @@ Quick use::
 For folders and slide outputs see :func:`cerberus_cli.metrics.evaluate.evaluate`.
 """
 
-from cerberus_cli.metrics.aji import aji, aji_from_overlap, aji_plus, aji_plus_from_overlap
+from cerberus_cli.metrics.aji import (
+    aji,
+    aji_from_overlap,
+    aji_plus,
+    aji_plus_from_overlap,
+)
 from cerberus_cli.metrics.classification import (
-    ClassificationResult, average_precision, classification_metrics, confusion_matrix,
+    ClassificationResult,
+    average_precision,
+    classification_metrics,
+    confusion_matrix,
 )
 from cerberus_cli.metrics.detection import (
-    DEFAULT_RADIUS, DetectionCounts, detection_counts, pair_centroids,
+    DEFAULT_RADIUS,
+    DetectionCounts,
+    detection_counts,
+    pair_centroids,
 )
 from cerberus_cli.metrics.dice import dice
 from cerberus_cli.metrics.labels import Labels, centroids, compact, vote_classes
 from cerberus_cli.metrics.matching import match_iou
 from cerberus_cli.metrics.overlap import Overlap, overlap_from_labels, overlap_from_maps
 from cerberus_cli.metrics.pq import (
-    ClassPQ, PQCounts, class_pq_counts, image_mpq, mpq, mpq_plus, panoptic_quality, pq_counts,
+    ClassPQ,
+    PQCounts,
+    class_pq_counts,
+    image_mpq,
+    mpq,
+    mpq_plus,
+    panoptic_quality,
+    pq_counts,
 )
 
 __all__ = [

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 
 def _labels(a: np.ndarray, n_classes: int, name: str) -> np.ndarray:

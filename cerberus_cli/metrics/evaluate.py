@@ -28,14 +28,23 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import (
+    GLAND_TYPES,
+    LUMEN_CLASSES,
+    NUCLEUS_TYPES,
+    TISSUE_TYPES,
+)
 from cerberus_cli.metrics.detection import DEFAULT_RADIUS
-from cerberus_cli.metrics.pairing import is_object_input, pair_by_name, pair_object_files
+from cerberus_cli.metrics.pairing import (
+    is_object_input,
+    pair_by_name,
+    pair_object_files,
+)
 from cerberus_cli.metrics.readers import list_maps, load_map, resolve_source
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample, sample_from_maps, sample_from_objects
 from cerberus_cli.metrics.scoring import instance_metric_names, score_samples
-from cerberus_cli.model.config import GLAND_TYPES, LUMEN_CLASSES, NUCLEUS_TYPES, TISSUE_TYPES
 
 log = logging.getLogger(__name__)
 

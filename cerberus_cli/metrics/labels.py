@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 # A lookup table is used while it is no larger than this or than the map itself;
 # beyond that (huge, sparse ids) the ids are sorted instead.

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 OBJECT_SUFFIXES = (".parquet", ".geoparquet", ".geojson", ".geojson.gz")
 PathLike = str | os.PathLike

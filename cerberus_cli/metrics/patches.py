@@ -18,10 +18,10 @@ from typing import Sequence
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE, TISSUE_TYPES
 from cerberus_cli.metrics.classification import classification_metrics
 from cerberus_cli.metrics.report import Report
-from cerberus_cli.model.config import KATHER_TO_TISSUE, TISSUE_TYPES
 
 PATCH_METRICS = ("accuracy", "f1", "map", "confusion")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")

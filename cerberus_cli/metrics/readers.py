@@ -20,7 +20,7 @@ import numpy as np
 import scipy.io
 import tifffile
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 MAP_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".mat")
 

@@ -19,7 +19,10 @@ import numpy as np
 import shapely
 from shapely import STRtree
 
-from cerberus_cli.metrics.classification import accuracy_from_confusion, f1_from_confusion
+from cerberus_cli.metrics.classification import (
+    accuracy_from_confusion,
+    f1_from_confusion,
+)
 from cerberus_cli.metrics.polygons import valid_geometries
 
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.outputs.atomic import AtomicPath
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.errors import InputError
 
 
 @dataclass(frozen=True)

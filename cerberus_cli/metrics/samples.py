@@ -13,9 +13,15 @@ from dataclasses import dataclass
 import geopandas as gpd
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.dice import dice_from_areas
-from cerberus_cli.metrics.labels import Labels, centroids, compact, lookup_classes, vote_classes
+from cerberus_cli.metrics.labels import (
+    Labels,
+    centroids,
+    compact,
+    lookup_classes,
+    vote_classes,
+)
 from cerberus_cli.metrics.overlap import Overlap, overlap_from_labels
 from cerberus_cli.metrics.polygons import overlap_from_polygons, polygon_dice
 from cerberus_cli.metrics.readers import MapFile

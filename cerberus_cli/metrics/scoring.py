@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.aji import aji_from_overlap, aji_plus_from_overlap
-from cerberus_cli.metrics.detection import DEFAULT_RADIUS, DetectionCounts, detection_counts
+from cerberus_cli.metrics.detection import (
+    DEFAULT_RADIUS,
+    DetectionCounts,
+    detection_counts,
+)
 from cerberus_cli.metrics.pq import class_pq_counts, image_mpq, mpq, mpq_plus, pq_counts
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from cerberus_cli import __version__
-from cerberus_cli.errors import CheckpointError
+from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.model.original import convert_state_dict, is_original_checkpoint

@@ -1,32 +1,29 @@
 """Typed model configuration: the one place that says what a Cerberus model is.
 
 A :class:`ModelConfig` names the encoder, the stem stride, the heads (with their
-classes and colours), the resolution the model works at and the tile geometry it
-was trained for. It round-trips through plain dicts (``to_dict``/``from_dict``) so it
-can live inside a checkpoint file and a model card.
+classes and colours) and the resolution the model works at. It round-trips through
+plain dicts (``to_dict``/``from_dict``) so it can live inside a checkpoint file and a
+model card. The tile geometry is an inference option (``SegmentOptions.tile`` and
+``margin``); the ``tile`` entry older checkpoints carry is ignored.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
+
+from cerberus_cli.core.vocabulary import (
+    GLAND_TYPES,
+    INSTANCE_CLASSES,
+    NUCLEUS_TYPES,
+    TISSUE_TYPES,
+    ClassSpec,
+)
 
 HeadKind = Literal["instance", "type", "tissue"]
 
 #: Channels of every instance head, in order.
 INSTANCE_CHANNELS = ("background", "inner", "boundary")
-
-
-@dataclass(frozen=True)
-class ClassSpec:
-    """One output class: its name and display colour (RGB 0..255)."""
-
-    name: str
-    color: tuple[int, int, int]
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ClassSpec":
-        return ClassSpec(str(d["name"]), tuple(int(c) for c in d["color"]))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -62,18 +59,6 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
-class TileGeometry:
-    """Tile geometry at the model resolution: input size and kept centre crop."""
-
-    input_px: int = 448
-    output_px: int = 144
-
-    @property
-    def margin_px(self) -> int:
-        return (self.input_px - self.output_px) // 2
-
-
-@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to build a network and use it on slides."""
 
@@ -81,7 +66,6 @@ class ModelConfig:
     stem_stride: int = 1
     heads: tuple[HeadSpec, ...] = ()
     mpp: float = 0.5
-    tile: TileGeometry = field(default_factory=TileGeometry)
     tissue_patch_px: int = 144
     name: str = "cerberus"
 
@@ -147,7 +131,6 @@ class ModelConfig:
             stem_stride=int(d["stem_stride"]),
             heads=tuple(HeadSpec.from_dict(h) for h in d["heads"]),
             mpp=float(d["mpp"]),
-            tile=TileGeometry(**d.get("tile", {})),
             tissue_patch_px=int(d.get("tissue_patch_px", 144)),
             name=str(d.get("name", "cerberus")),
         )
@@ -156,50 +139,6 @@ class ModelConfig:
         """A copy keeping only the named heads (type heads need their parent)."""
         keep = tuple(h for h in self.heads if h.name in names)
         return replace(self, heads=keep)
-
-
-# --- the Cerberus classes ------------------------------------------------------------
-
-def _classes(*items: tuple[str, tuple[int, int, int]]) -> tuple[ClassSpec, ...]:
-    return tuple(ClassSpec(n, c) for n, c in items)
-
-
-INSTANCE_CLASSES = _classes(
-    ("background", (0, 0, 0)), ("inner", (255, 255, 255)), ("boundary", (128, 128, 128))
-)
-NUCLEUS_TYPES = _classes(
-    ("no-label", (128, 128, 128)),
-    ("neutrophil", (0, 255, 255)),
-    ("epithelial", (255, 0, 0)),
-    ("lymphocyte", (0, 0, 255)),
-    ("plasma", (0, 128, 0)),
-    ("eosinophil", (255, 0, 255)),
-    ("connective", (255, 165, 0)),
-)
-GLAND_TYPES = _classes(
-    ("no-label", (128, 128, 128)),
-    ("gland", (0, 200, 0)),
-    ("surface epithelium", (255, 200, 0)),
-)
-TISSUE_TYPES = _classes(
-    ("background", (255, 255, 255)),
-    ("abnormal epithelium", (200, 0, 0)),
-    ("normal epithelium", (0, 160, 0)),
-    ("inflammatory", (70, 70, 255)),
-    ("muscle", (160, 60, 160)),
-    ("stroma", (255, 170, 200)),
-    ("debris", (120, 80, 40)),
-    ("mucous", (100, 220, 220)),
-    ("adipose", (255, 240, 140)),
-)
-
-#: Classes of objects of instance heads without a type head (lumina): id 1 = the object.
-LUMEN_CLASSES = _classes(("no-label", (128, 128, 128)), ("lumen", (0, 170, 255)))
-
-#: Kather-100K / NCT-CRC-HE folder names -> index into TISSUE_TYPES.
-KATHER_TO_TISSUE = {
-    "BACK": 0, "TUM": 1, "NORM": 2, "LYM": 3, "MUS": 4, "STR": 5, "DEB": 6, "MUC": 7, "ADI": 8,
-}
 
 
 def cerberus_heads() -> tuple[HeadSpec, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
 
 

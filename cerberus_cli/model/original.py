@@ -12,7 +12,7 @@ from typing import Mapping
 
 import torch
 
-from cerberus_cli.errors import CheckpointError
+from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.model.config import ModelConfig, reference_config
 from cerberus_cli.model.network import CerberusNet
 

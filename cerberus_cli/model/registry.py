@@ -12,7 +12,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from cerberus_cli.errors import CheckpointError
+from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.model.checkpoint import LoadedModel, load_checkpoint
 
 DEFAULT_MODEL = "default"

@@ -22,9 +22,9 @@ from typing import IO, Any
 import numpy as np
 import shapely
 
-from cerberus_cli.outputs.atomic import AtomicPath
-from cerberus_cli.outputs.classes import QUPATH_OBJECT_TYPE, class_color
-from cerberus_cli.outputs.records import ObjectRecord
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.records import ObjectRecord
+from cerberus_cli.core.vocabulary import QUPATH_OBJECT_TYPE, class_color
 
 #: QuPath measurement names (QuPath's own spelling for areas and lengths).
 AREA_NAME = "Area µm^2"

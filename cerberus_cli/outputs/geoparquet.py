@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 
-from cerberus_cli.outputs.atomic import AtomicPath
-from cerberus_cli.outputs.records import ObjectRecord
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.outputs.spatial import hilbert_order
 
 GEOPARQUET_VERSION = "1.1.0"

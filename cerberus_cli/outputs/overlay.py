@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import shapely
 
-from cerberus_cli.outputs.atomic import AtomicPath
-from cerberus_cli.outputs.classes import class_color
-from cerberus_cli.outputs.records import ObjectRecord
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.records import ObjectRecord
+from cerberus_cli.core.vocabulary import class_color
 
 #: Fixed-point bits for sub-pixel outline positions (cv2 ``shift``).
 _SHIFT = 2

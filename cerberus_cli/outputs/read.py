@@ -14,8 +14,8 @@ import pandas as pd
 import shapely
 from shapely.geometry import shape
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.outputs.classes import class_id_for
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import class_id_for
 from cerberus_cli.outputs.geojson import AREA_NAME, PERIMETER_NAME, PROBABILITY_NAME
 
 #: Columns of :func:`read_objects` results, in order (geometry last).

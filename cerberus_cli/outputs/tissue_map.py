@@ -15,9 +15,9 @@ import cv2
 import numpy as np
 import zarr
 
-from cerberus_cli.model.config import TISSUE_TYPES, ClassSpec
-from cerberus_cli.outputs.atomic import AtomicPath
-from cerberus_cli.outputs.records import ObjectRecord, make_record
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.records import ObjectRecord, make_record
+from cerberus_cli.core.vocabulary import TISSUE_TYPES, ClassSpec
 from cerberus_cli.postprocess.chunks import object_uuid_from_moments
 from cerberus_cli.postprocess.instances import label_components
 from cerberus_cli.postprocess.polygons import label_polygons

@@ -30,17 +30,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cerberus_cli.model.config import LUMEN_CLASSES, ModelConfig
-from cerberus_cli.outputs.records import OBJECT_NAMESPACE, ObjectRecord, make_records
+from cerberus_cli.core.records import OBJECT_NAMESPACE, ObjectRecord, make_records
+from cerberus_cli.core.vocabulary import INSTANCE_TASKS, LUMEN_CLASSES
+from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.postprocess.instances import (
-    as_probability, gland_instances, lumen_instances, nuclei_instances,
+    as_probability,
+    gland_instances,
+    lumen_instances,
+    nuclei_instances,
 )
 from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.postprocess.polygons import label_polygons
 from cerberus_cli.postprocess.types import vote_types
 
 #: Instance heads this module knows how to post-process (head name = task name).
-INSTANCE_TASKS = ("gland", "lumen", "nuclei")
 
 
 @dataclass

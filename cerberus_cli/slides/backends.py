@@ -16,7 +16,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 
 class TileReadError(Exception):

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.slides.slide import Slide
 from cerberus_cli.slides.sniff import sniff_format
 from cerberus_cli.slides.tissue import TissueMask

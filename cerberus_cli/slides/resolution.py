@@ -20,7 +20,7 @@ import logging
 import math
 from collections.abc import Mapping
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.slides.backends import (
     Backend,
     ImageBackend,

@@ -11,7 +11,7 @@ import os
 import struct
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 #: Extensions of formats read by OpenSlide/tiffslide (the container is TIFF for most).
 SLIDE_EXTENSIONS = {

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 SlideLayout = Literal["svs", "tiff", "ome"]
 

@@ -21,13 +21,12 @@ import cv2
 import numpy as np
 import scipy.io
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.model.config import KATHER_TO_TISSUE
-from cerberus_cli.outputs.atomic import AtomicPath
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE, TASKS
 from cerberus_cli.synthetic.noise import hash_u64
 from cerberus_cli.synthetic.tiles import PhantomTile, render_tile
 
-TASKS = ("nuclei", "gland", "lumen", "tissue")
 TISSUE_PATCH = 224
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by cerberus-cli synthetic"
 

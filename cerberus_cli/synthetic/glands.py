@@ -15,7 +15,13 @@ from scipy.spatial import cKDTree
 
 from cerberus_cli.synthetic.fields import CoarseFields
 from cerberus_cli.synthetic.noise import hash_uniform
-from cerberus_cli.synthetic.params import KIND_NORMAL, KIND_TUMOUR, NORM, TUM, SceneParams
+from cerberus_cli.synthetic.params import (
+    KIND_NORMAL,
+    KIND_TUMOUR,
+    NORM,
+    TUM,
+    SceneParams,
+)
 from cerberus_cli.synthetic.placement import close_pairs, lattice_cells, matern_keep
 
 N_ANGLES = 64

@@ -21,10 +21,28 @@ from cerberus_cli.synthetic.fields import CoarseFields
 from cerberus_cli.synthetic.glands import ANGLES, Glands, inside_glands, radius_at
 from cerberus_cli.synthetic.noise import hash_u64, hash_uniform
 from cerberus_cli.synthetic.params import (
-    ADI, CONNECTIVE, DEB, EOSINOPHIL, EPITHELIAL, KIND_TUMOUR, LYM,
-    LYMPHOCYTE, MUC, MUS, NEUTROPHIL, NORM, PLASMA, STR, TUM, SceneParams,
+    ADI,
+    CONNECTIVE,
+    DEB,
+    EOSINOPHIL,
+    EPITHELIAL,
+    KIND_TUMOUR,
+    LYM,
+    LYMPHOCYTE,
+    MUC,
+    MUS,
+    NEUTROPHIL,
+    NORM,
+    PLASMA,
+    STR,
+    TUM,
+    SceneParams,
 )
-from cerberus_cli.synthetic.placement import ellipse_conflicts, lattice_cells, matern_keep
+from cerberus_cli.synthetic.placement import (
+    ellipse_conflicts,
+    lattice_cells,
+    matern_keep,
+)
 
 MAX_LOBES = 4
 ROUNDS = 5

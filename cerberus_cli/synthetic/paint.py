@@ -14,8 +14,21 @@ import numpy as np
 from cerberus_cli.synthetic.glands import radius_at
 from cerberus_cli.synthetic.noise import hash_uniform, white_noise
 from cerberus_cli.synthetic.params import (
-    ADI, BACK, DEB, EOSINOPHIL, KIND_NORMAL, KIND_SURFACE, KIND_TUMOUR, LYM, MUC, MUS,
-    NEUTROPHIL, NORM, PLASMA, STR, TUM,
+    ADI,
+    BACK,
+    DEB,
+    EOSINOPHIL,
+    KIND_NORMAL,
+    KIND_SURFACE,
+    KIND_TUMOUR,
+    LYM,
+    MUC,
+    MUS,
+    NEUTROPHIL,
+    NORM,
+    PLASMA,
+    STR,
+    TUM,
 )
 from cerberus_cli.synthetic.placement import lattice_cells
 from cerberus_cli.synthetic.scene import Labels

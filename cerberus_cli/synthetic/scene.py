@@ -16,10 +16,15 @@ import numpy as np
 from cerberus_cli.synthetic import nuclei as nuclei_mod
 from cerberus_cli.synthetic.fields import SDF_CLIP, CoarseFields, surface_band
 from cerberus_cli.synthetic.glands import (
-    MAX_RADIUS, ROUNDS as GLAND_ROUNDS, Glands, place_glands,
+    MAX_RADIUS,
+    Glands,
+    place_glands,
+)
+from cerberus_cli.synthetic.glands import (
+    ROUNDS as GLAND_ROUNDS,
 )
 from cerberus_cli.synthetic.nuclei import Nuclei, place_nuclei
-from cerberus_cli.synthetic.params import BACK, KIND_SURFACE, SceneParams, TILE_SCENE
+from cerberus_cli.synthetic.params import BACK, KIND_SURFACE, TILE_SCENE, SceneParams
 
 SHIFT = 4  # sub-pixel bits for cv2 polygon filling
 

@@ -24,14 +24,14 @@ import cv2
 import numpy as np
 import tifffile
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.model.config import TISSUE_TYPES
-from cerberus_cli.outputs.atomic import AtomicPath
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import TISSUE_TYPES
+from cerberus_cli.synthetic.noise import white_noise
 from cerberus_cli.synthetic.paint import PAINT_MARGIN, paint
 from cerberus_cli.synthetic.params import BASE_MPP, SLIDE_SCENE, SceneParams
 from cerberus_cli.synthetic.scene import PhantomWorld
 from cerberus_cli.synthetic.stain import Stain, finish
-from cerberus_cli.synthetic.noise import white_noise
 from cerberus_cli.synthetic.truth import TruthCollector, tissue_records
 
 TILE = 256

@@ -6,11 +6,17 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from cerberus_cli.synthetic.noise import white_noise
 from cerberus_cli.synthetic.paint import PAINT_MARGIN, paint
-from cerberus_cli.synthetic.params import GLAND, SURFACE, KIND_SURFACE, TILE_SCENE, SceneParams
+from cerberus_cli.synthetic.params import (
+    GLAND,
+    KIND_SURFACE,
+    SURFACE,
+    TILE_SCENE,
+    SceneParams,
+)
 from cerberus_cli.synthetic.scene import PhantomWorld
 from cerberus_cli.synthetic.stain import Stain, finish, jpeg_roundtrip
-from cerberus_cli.synthetic.noise import white_noise
 
 
 @dataclass

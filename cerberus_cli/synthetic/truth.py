@@ -17,8 +17,13 @@ import shapely
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from cerberus_cli.model.config import GLAND_TYPES, LUMEN_CLASSES, NUCLEUS_TYPES, TISSUE_TYPES
-from cerberus_cli.outputs.records import ObjectRecord, make_records
+from cerberus_cli.core.records import ObjectRecord, make_records
+from cerberus_cli.core.vocabulary import (
+    GLAND_TYPES,
+    LUMEN_CLASSES,
+    NUCLEUS_TYPES,
+    TISSUE_TYPES,
+)
 from cerberus_cli.synthetic.noise import hash_u64
 from cerberus_cli.synthetic.params import GLAND, SURFACE
 from cerberus_cli.synthetic.scene import Labels

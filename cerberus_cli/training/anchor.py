@@ -18,7 +18,7 @@ import copy
 import torch
 from torch import nn
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.network import CerberusNet
 
 

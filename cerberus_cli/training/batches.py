@@ -13,10 +13,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from cerberus_cli.core.vocabulary import TISSUE
 from cerberus_cli.training.augment import AugmentConfig, geometric, photometric
 from cerberus_cli.training.datasets import InstanceItem, TaskDataset, TissueItem
-from cerberus_cli.training.sampler import TISSUE, BatchPlan, TaskSampler
-from cerberus_cli.training.targets import KERNELS, instance_targets, relabel, type_targets, unet_weight_map
+from cerberus_cli.training.sampler import BatchPlan, TaskSampler
+from cerberus_cli.training.targets import (
+    KERNELS,
+    instance_targets,
+    relabel,
+    type_targets,
+    unet_weight_map,
+)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import TASKS
 from cerberus_cli.training.resample import resample_image, resample_labels
 
-INSTANCE_TASKS = ("gland", "lumen", "nuclei")
-TASKS = INSTANCE_TASKS + ("tissue",)
 #: Type-map value meaning "type unknown here": ignored by the type losses.
 IGNORE = 255
 

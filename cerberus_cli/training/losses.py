@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cerberus_cli.core.vocabulary import TISSUE
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.training.datasets import IGNORE
-from cerberus_cli.training.sampler import TISSUE
 
 
 def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import torch
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.model.config import ModelConfig, cerberus_heads, light_config, reference_config
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.model.config import (
+    ModelConfig,
+    cerberus_heads,
+    light_config,
+    reference_config,
+)
 from cerberus_cli.model.network import CerberusNet
 
 ARCHS = {"reference": reference_config, "light": light_config}

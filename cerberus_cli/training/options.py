@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 DEFAULT_STEPS = 20000
 
@@ -22,7 +22,7 @@ class DataSpec:
     @staticmethod
     def parse(text: str) -> list["DataSpec"]:
         """Parse ``TASK[:FORMAT]=PATH``; a bare ``PATH`` is a phantom root (all its tasks)."""
-        from cerberus_cli.training.datasets import TASKS
+        from cerberus_cli.core.vocabulary import TASKS
 
         if "=" not in text:
             from cerberus_cli.training.formats.phantom import looks_like, tasks_in

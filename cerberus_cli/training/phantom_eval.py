@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from cerberus_cli.errors import CerberusError
+from cerberus_cli.core.errors import CerberusError
 from cerberus_cli.training.validation import evaluate_phantom
 
 

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 
 
 def _atomic_write(path: Path, text: str) -> None:

@@ -18,11 +18,11 @@ from typing import Literal
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import TISSUE
 
 SamplerMode = Literal["mixed", "fixed"]
 SEGMENTATION = "segmentation"
-TISSUE = "tissue"
 
 
 @dataclass(frozen=True)

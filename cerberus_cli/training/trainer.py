@@ -28,19 +28,24 @@ from typing import Any
 
 import torch
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import TASKS, TISSUE
 from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.training.anchor import BridgeAnchor, tuned_modules
 from cerberus_cli.training.augment import AugmentConfig
 from cerberus_cli.training.batches import BatchBuilder, PatchConfig, batch_loader
-from cerberus_cli.training.datasets import TASKS, ConcatDataset, TaskDataset, open_dataset
+from cerberus_cli.training.datasets import (
+    ConcatDataset,
+    TaskDataset,
+    open_dataset,
+)
 from cerberus_cli.training.losses import task_losses
 from cerberus_cli.training.model_init import build_model, heads_for_tasks
 from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
 from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.rundir import RunDir
-from cerberus_cli.training.sampler import TISSUE, SamplerConfig, TaskSampler
+from cerberus_cli.training.sampler import SamplerConfig, TaskSampler
 from cerberus_cli.training.splits import apply_split_file, random_split
 from cerberus_cli.training.validation import score, validate
 
@@ -176,7 +181,13 @@ def _lr(options: TrainOptions, step: int) -> float:
 def _progress(options: TrainOptions, total: int, start: int):
     if not options.progress or not sys.stderr.isatty():
         return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[info]}"), transient=False)

@@ -18,9 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cerberus_cli.core.vocabulary import INSTANCE_TASKS, TISSUE
 from cerberus_cli.model.network import CerberusNet
-from cerberus_cli.training.datasets import IGNORE, INSTANCE_TASKS, InstanceItem, TaskDataset
-from cerberus_cli.training.sampler import TISSUE
+from cerberus_cli.training.datasets import (
+    IGNORE,
+    InstanceItem,
+    TaskDataset,
+)
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.training.datasets import TaskDataset
-from cerberus_cli.training.formats import conic, crag, generic, glas, lizard, pannuke, phantom, tissue_folders
-
+from cerberus_cli.training.formats import (
+    conic,
+    crag,
+    generic,
+    glas,
+    lizard,
+    pannuke,
+    phantom,
+    tissue_folders,
+)
 
 Opener = Callable[..., TaskDataset]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.training.datasets import InstanceItem, TaskDataset, check_rgb
 
 CONIC_MPP = 0.5

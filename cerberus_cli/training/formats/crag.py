@@ -9,8 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.training.datasets import InstanceItem, TaskDataset, image_files, read_label_png, read_rgb
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.training.datasets import (
+    InstanceItem,
+    TaskDataset,
+    image_files,
+    read_label_png,
+    read_rgb,
+)
 
 CRAG_MPP = 0.55
 

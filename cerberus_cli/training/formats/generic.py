@@ -13,8 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.training.datasets import InstanceItem, TaskDataset, image_files, read_label_png, read_rgb
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.training.datasets import (
+    InstanceItem,
+    TaskDataset,
+    image_files,
+    read_label_png,
+    read_rgb,
+)
 
 
 def looks_like(path: Path) -> bool:

@@ -11,8 +11,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.training.datasets import InstanceItem, TaskDataset, read_label_png, read_rgb
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.training.datasets import (
+    InstanceItem,
+    TaskDataset,
+    read_label_png,
+    read_rgb,
+)
 
 GLAS_MPP = 0.62
 

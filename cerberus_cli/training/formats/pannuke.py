@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.training.datasets import IGNORE, InstanceItem, TaskDataset, check_rgb
 
 PANNUKE_MPP = 0.25

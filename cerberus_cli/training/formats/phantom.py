@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.training.datasets import TaskDataset
 
 SUBFORMAT = {"nuclei": "lizard", "gland": "generic", "lumen": "generic", "tissue": "class-folders"}

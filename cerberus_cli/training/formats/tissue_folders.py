@@ -14,9 +14,14 @@ import csv
 import json
 from pathlib import Path
 
-from cerberus_cli.errors import InputError
-from cerberus_cli.model.config import KATHER_TO_TISSUE, TISSUE_TYPES
-from cerberus_cli.training.datasets import TaskDataset, TissueItem, image_files, read_rgb
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE, TISSUE_TYPES
+from cerberus_cli.training.datasets import (
+    TaskDataset,
+    TissueItem,
+    image_files,
+    read_rgb,
+)
 from cerberus_cli.training.formats.generic import read_mpp
 
 

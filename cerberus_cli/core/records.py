@@ -16,8 +16,7 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-#: Task names an object can belong to.
-TASKS = ("nuclei", "gland", "lumen", "tissue")
+from cerberus_cli.core.vocabulary import TASKS
 
 #: Namespace of the deterministic object UUIDs (uuid5) of cerberus-cli.
 OBJECT_NAMESPACE = uuid_mod.UUID("6f3c1f7e-5b1a-5d2e-9c44-2b8f0c1d7a10")

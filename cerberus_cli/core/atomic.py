@@ -13,7 +13,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from cerberus_cli.errors import CerberusError, InputError
+from cerberus_cli.core.errors import CerberusError, InputError
 
 
 class AtomicPath:

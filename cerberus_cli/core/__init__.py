@@ -1,0 +1,11 @@
+"""The bottom layer: facts and primitives every other package builds on.
+
+- :mod:`.errors`: the expected-failure exceptions (one-line messages, exit codes).
+- :mod:`.vocabulary`: task names, class lists and colours.
+- :mod:`.records`: :class:`ObjectRecord`, the unit every writer and reader exchanges,
+  and the object ids.
+- :mod:`.atomic`: write-then-rename, the one atomic-write primitive.
+- :mod:`.optionspec`: typed option fields that the CLI turns into click options.
+
+Nothing here imports another cerberus_cli package.
+"""
