@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from cerberus_cli.inference.device import (
+from cerberus_cli.inference.engine import Engine
+from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.model.device import (
     prepare_model,
     resolve_device,
     resolve_precision,
 )
-from cerberus_cli.inference.engine import Engine
-from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 from cerberus_cli.model.registry import load_model
 
 CERBERUS = [sys.executable, "-m", "cerberus_cli"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cerberus_cli.inference.device import autocast
 from cerberus_cli.model.config import ModelConfig
+from cerberus_cli.model.device import autocast
 
 log = logging.getLogger(__name__)
 

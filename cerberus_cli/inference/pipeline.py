@@ -24,11 +24,6 @@ import numpy as np
 
 from cerberus_cli.core.errors import CerberusError
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.device import (
-    prepare_model,
-    resolve_device,
-    resolve_precision,
-)
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
 from cerberus_cli.inference.mapstore import (
@@ -43,6 +38,11 @@ from cerberus_cli.inference.slide_outputs import SlideOutputs
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.checkpoint import LoadedModel
 from cerberus_cli.model.config import ModelConfig
+from cerberus_cli.model.device import (
+    prepare_model,
+    resolve_device,
+    resolve_precision,
+)
 from cerberus_cli.postprocess.chunks import (
     ChunkMaps,
     PostprocessOptions,

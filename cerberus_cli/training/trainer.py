@@ -31,6 +31,7 @@ import torch
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import TASKS, TISSUE
 from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
+from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.training.anchor import BridgeAnchor, tuned_modules
 from cerberus_cli.training.augment import AugmentConfig
@@ -106,15 +107,6 @@ def load_data(options: TrainOptions, mpp: float, tasks: list[str]) -> tuple[dict
 
 
 # --- helpers -----------------------------------------------------------------------
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    return dev
-
 
 def _tasks(options: TrainOptions) -> list[str]:
     with_data = list(dict.fromkeys(d.task for d in options.data))
@@ -323,7 +315,7 @@ def train(options: TrainOptions) -> TrainResult:
     options.validate()
     if options.threads:
         torch.set_num_threads(options.threads)
-    device = _device(options.device)
+    device = resolve_device(options.device)
     tasks = _tasks(options)
     subtype_head = STAGE_HEADS.get(options.subtype or "")
     if subtype_head and options.init in ("random", "imagenet"):

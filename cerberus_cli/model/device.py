@@ -1,4 +1,4 @@
-"""Device and numeric precision for inference."""
+"""Device and numeric precision: one resolution of `--device` and `--precision` for every command."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +21,14 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(spec)
     except RuntimeError:
-        raise CerberusError(f"unknown device {spec!r} (auto, cpu, cuda or cuda:N)") from None
+        raise InputError(f"unknown device {spec!r} (auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise CerberusError(f"device {spec!r} requested but CUDA is not available")
+            raise InputError(f"device {spec!r} requested but CUDA is not available")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise CerberusError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
+            raise InputError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":
-        raise CerberusError(f"unsupported device {spec!r} (auto, cpu, cuda or cuda:N)")
+        raise InputError(f"unsupported device {spec!r} (auto, cpu, cuda or cuda:N)")
     return device
 
 
@@ -37,9 +37,9 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype | None:
     if spec == "auto":
         return torch.float16 if device.type == "cuda" else None
     if spec == "fp16" and device.type == "cpu":
-        raise CerberusError("fp16 autocast is for CUDA; use --precision bf16 or fp32 on the CPU")
+        raise InputError("fp16 autocast is for CUDA; use --precision bf16 or fp32 on the CPU")
     if spec == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise CerberusError("this GPU does not support bf16; use --precision fp16")
+        raise InputError("this GPU does not support bf16; use --precision fp16")
     return _DTYPES[spec]
 
 
