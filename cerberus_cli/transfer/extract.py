@@ -1,0 +1,181 @@
+"""``features``: the library function behind ``cerberus features``.
+
+Patches (a patch table or image folders) go to one feature file; grid and object
+features go to one file per slide (``OUT/SLIDE.features.parquet``). A file that exists
+with the same provenance is skipped; one with different provenance is refused unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from cerberus_cli import __version__
+from cerberus_cli.core.errors import CerberusError, InputError
+from cerberus_cli.model.device import resolve_device, resolve_precision
+from cerberus_cli.transfer.encoder import Encoder, load_encoder
+from cerberus_cli.transfer.featurefile import provenance_of, read_meta, write_features
+from cerberus_cli.transfer.forward import PooledForward, Progress, level_dims, pooled_features
+from cerberus_cli.transfer.options import FeaturesOptions
+from cerberus_cli.transfer.patches import PatchDataset, PatchReader, collate
+from cerberus_cli.transfer.table import read_patch_table
+
+
+@dataclass
+class FeaturesSummary:
+    """What a ``features`` run did: files written, skipped (same provenance), rows, dim."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    rows: int = 0
+    dim: int = 0
+
+
+@dataclass
+class Extractor:
+    """The encoder on its device with the metadata every feature file of a run carries."""
+
+    encoder: Encoder
+    forward: PooledForward
+    meta: dict[str, Any]
+    options: FeaturesOptions
+
+    @property
+    def dim(self) -> int:
+        return int(sum(self.meta["level_dims"].values()))
+
+
+def make_extractor(options: FeaturesOptions, kind: str) -> Extractor:
+    """Load the encoder of ``options`` and describe the features it will give."""
+    encoder = load_encoder(options.model, random_seed=options.random_init,
+                           torchvision_mpp=options.state_dict_mpp,
+                           torchvision_stem=options.state_dict_stem,
+                           torchvision_normalisation=options.state_dict_norm)
+    encoder.check_layers(options.layers)
+    device = resolve_device(options.device)
+    dtype = resolve_precision(options.precision, device)
+    side = options.patch_side(encoder.mpp)
+    meta = {
+        "kind": kind,
+        "model": encoder.name,
+        "model_sha256": encoder.sha256,
+        "model_source": encoder.source,
+        "encoder": encoder.arch,
+        "stem_stride": encoder.stem_stride,
+        "random_init": options.random_init,
+        "layers": list(options.layers),
+        "level_dims": level_dims(options.layers, options.pooling),
+        "pooling": options.pooling,
+        "input_px": side,
+        "input_um": None if side is None else side * encoder.mpp,
+        "mpp": encoder.mpp,
+        "normalisation": encoder.normalisation,
+        "dtype": "float16" if options.half else "float32",
+        "precision": str(dtype).removeprefix("torch.") if dtype is not None else "float32",
+        "package_version": __version__,
+    }
+    encoder.to(device)
+    forward = PooledForward(encoder, options.layers, options.pooling, device, dtype)
+    return Extractor(encoder, forward, meta, options)
+
+
+def should_skip(path: Path, meta: dict[str, Any], overwrite: bool) -> bool:
+    """True when ``path`` holds features of the same provenance and inputs.
+
+    Raises:
+        CerberusError: ``path`` exists with other features and ``overwrite`` is off.
+    """
+    if not path.exists():
+        return False
+    try:
+        old = read_meta(path)
+    except InputError:
+        old = {}
+    same = (provenance_of(old) == provenance_of(meta)
+            and old.get("inputs") == meta.get("inputs"))
+    if same:
+        return True
+    if not overwrite:
+        raise CerberusError(f"{path}: exists with features of other provenance or inputs "
+                            "(--overwrite to replace it)")
+    return False
+
+
+def read_rows(rows: list[dict[str, Any]], reader: PatchReader, extractor: Extractor,
+              progress: Progress | None) -> np.ndarray:
+    """Features of the patches of ``rows`` (read by worker processes)."""
+    forward = extractor.forward
+    opts = extractor.options
+    workers = min(opts.workers, max(0, len(rows) // max(1, opts.batch_size)))
+    # Forked workers must not inherit an initialised CUDA context.
+    context = "spawn" if workers and forward.device.type == "cuda" else None
+    loader = DataLoader(PatchDataset(rows, reader), batch_size=opts.batch_size, shuffle=False,
+                        num_workers=workers, collate_fn=collate, multiprocessing_context=context,
+                        pin_memory=forward.device.type == "cuda")
+
+    def batches():
+        for batch in loader:
+            for _, _, err in batch:
+                if err is not None:
+                    raise InputError(err)
+            yield [(i, p) for i, p, _ in batch]
+
+    return pooled_features(batches(), len(rows), extractor.dim, forward, progress)
+
+
+def extract_patches(source: str | os.PathLike, output: str | os.PathLike,
+                    options: FeaturesOptions, progress: Progress | None = None) -> FeaturesSummary:
+    """Features of every row of a patch table (or image-folder tree) into one file."""
+    table = read_patch_table(source, options.group_regex, options.allow_group_overlap)
+    extractor = make_extractor(options, "patches")
+    meta = dict(extractor.meta)
+    meta["inputs"] = {"table": str(Path(source).resolve()), "rows": len(table)}
+    out = Path(output)
+    summary = FeaturesSummary(rows=len(table), dim=extractor.dim)
+    if should_skip(out, meta, options.overwrite):
+        summary.skipped.append(out)
+        return summary
+    reader = PatchReader(extractor.encoder.mpp, options.patch_side(extractor.encoder.mpp),
+                         options.mpp, options.backend)
+    rows = table.to_dict("records")
+    feats = read_rows(rows, reader, extractor, progress)
+    summary.written.append(write_features(out, table, feats, meta, options.overwrite))
+    return summary
+
+
+def slide_output(out_dir: Path, slide: str | os.PathLike) -> Path:
+    """Feature file of one slide: ``OUT/<slide stem>.features.parquet``."""
+    return out_dir / f"{Path(slide).stem}.features.parquet"
+
+
+def features(inputs: list[str], output: str | os.PathLike, options: FeaturesOptions,
+             progress: Progress | None = None) -> FeaturesSummary:
+    """Extract features (see ``cerberus features --help``).
+
+    ``inputs``: one patch table or image folder (``kind="patches"``; ``output`` is the
+    feature file) or slide files (``grid`` and ``objects``; ``output`` is a folder).
+    """
+    if not inputs:
+        raise InputError("no input given (a patch table, an image folder, or slides)")
+    if options.kind == "patches":
+        if len(inputs) != 1:
+            raise InputError(f"patches: give one table or image folder, got {len(inputs)} inputs")
+        return extract_patches(inputs[0], output, options, progress)
+    out_dir = Path(output)
+    if out_dir.suffix == ".parquet":
+        raise InputError(f"{out_dir}: grid and object features go to a folder (one file per slide)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.kind == "grid":
+        from cerberus_cli.transfer.grid import extract_grid
+
+        return extract_grid(inputs, out_dir, options, progress)
+    from cerberus_cli.transfer.objects import extract_objects
+
+    return extract_objects(inputs, out_dir, options, progress)
+
