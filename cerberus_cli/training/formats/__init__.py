@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import TaskDataset
+from cerberus_cli.training.dataset_base import TaskDataset
 from cerberus_cli.training.formats import (
     conic,
     crag,

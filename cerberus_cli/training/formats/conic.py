@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import InstanceItem, TaskDataset, check_rgb
+from cerberus_cli.training.dataset_base import InstanceItem, TaskDataset, check_rgb
 
 CONIC_MPP = 0.5
 
@@ -60,6 +60,12 @@ class ConicDataset(TaskDataset):
                 raise InputError(f"{info}: {len(rows)} rows but images.npy has {n} patches")
             self.names = rows
             self.groups = [r.rsplit("-", 1)[0] for r in rows]
+
+    def _source(self, i: int) -> str:
+        return f"{self.path / 'images.npy'}[{i}]"
+
+    def _label_source(self, i: int) -> str:
+        return f"{self.path / 'labels.npy'}[{i}]"
 
     def _read(self, i: int) -> InstanceItem:
         image = check_rgb(np.asarray(self.images[i]), self.path / "images.npy")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import (
+from cerberus_cli.training.dataset_base import (
     InstanceItem,
     TaskDataset,
     image_files,
@@ -51,6 +51,12 @@ class CragDataset(TaskDataset):
                 prefix = "" if root == self.path else f"{root.name}/"
                 self.names.append(prefix + img.stem)
         self.groups = list(self.names)
+
+    def _source(self, i: int) -> str:
+        return str(self.files[i][0])
+
+    def _label_source(self, i: int) -> str:
+        return str(self.files[i][1])
 
     def _read(self, i: int) -> InstanceItem:
         img, anno = self.files[i]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import (
+from cerberus_cli.training.dataset_base import (
     InstanceItem,
     TaskDataset,
     image_files,
@@ -70,6 +70,13 @@ class GenericDataset(TaskDataset):
             self.files.append((img, inst, cls))
             self.names.append(img.stem)
         self.groups = list(self.names)
+
+    def _source(self, i: int) -> str:
+        return str(self.files[i][0])
+
+    def _label_source(self, i: int) -> str:
+        _, inst_path, cls_path = self.files[i]
+        return str(cls_path or inst_path)
 
     def _read(self, i: int) -> InstanceItem:
         img_path, inst_path, cls_path = self.files[i]

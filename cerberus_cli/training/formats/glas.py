@@ -12,7 +12,7 @@ import csv
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import (
+from cerberus_cli.training.dataset_base import (
     InstanceItem,
     TaskDataset,
     read_label_png,
@@ -71,6 +71,12 @@ class GlasDataset(TaskDataset):
             self.files.append((img, anno))
             self.names.append(name)
             self.groups.append(f"patient-{patients[name]}" if name in patients else name)
+
+    def _source(self, i: int) -> str:
+        return str(self.files[i][0])
+
+    def _label_source(self, i: int) -> str:
+        return str(self.files[i][1])
 
     def _read(self, i: int) -> InstanceItem:
         img, anno = self.files[i]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import InstanceItem, TaskDataset, read_rgb
+from cerberus_cli.training.dataset_base import InstanceItem, TaskDataset, read_rgb
 
 LIZARD_MPP = 0.5
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -30,7 +30,7 @@ def read_lizard_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         mat = scipy.io.loadmat(str(path))
-    except Exception as exc:  # scipy raises several unrelated types for bad files
+    except Exception as exc:  # noqa: BLE001  (scipy raises several unrelated types for bad files)
         raise InputError(f"{path}: not a readable .mat file: {exc}") from None
     for key in ("inst_map", "id", "class"):
         if key not in mat:
@@ -76,6 +76,12 @@ class LizardDataset(TaskDataset):
         self.names = [lab.stem for _, lab in self.pairs]
         # Lizard names are <source dataset>_<n>, one image region each: no patient ids.
         self.groups = list(self.names)
+
+    def _source(self, i: int) -> str:
+        return str(self.pairs[i][0])
+
+    def _label_source(self, i: int) -> str:
+        return str(self.pairs[i][1])
 
     def _read(self, i: int) -> InstanceItem:
         img_path, lab_path = self.pairs[i]

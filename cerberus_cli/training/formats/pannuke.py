@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import IGNORE, InstanceItem, TaskDataset, check_rgb
+from cerberus_cli.training.dataset_base import (
+    IGNORE,
+    InstanceItem,
+    TaskDataset,
+    check_rgb,
+)
 
 PANNUKE_MPP = 0.25
 #: PanNuke mask channel -> Cerberus nucleus type. Inflammatory (lymphocytes, plasma
@@ -70,6 +75,7 @@ class PanNukeDataset(TaskDataset):
         super().__init__(path, task, target_mpp)
         self.source_mpp = PANNUKE_MPP
         self.arrays: list[tuple[np.ndarray, np.ndarray, Path]] = []
+        self.image_paths: list[Path] = []
         self.index: list[tuple[int, int]] = []
         pairs = _pairs(self.path)
         if not pairs:
@@ -88,10 +94,19 @@ class PanNukeDataset(TaskDataset):
                 raise InputError(f"{mask_path}: shape {masks.shape[:3]} does not match {img_path} {images.shape[:3]}")
             fold = mask_path.parent.name if mask_path.parent != self.path else "fold"
             self.arrays.append((images, masks, mask_path))
+            self.image_paths.append(img_path)
             for i in range(images.shape[0]):
                 self.index.append((f, i))
                 self.names.append(f"{fold}_{i:05d}")
                 self.groups.append(fold)
+
+    def _source(self, i: int) -> str:
+        f, j = self.index[i]
+        return f"{self.image_paths[f]}[{j}]"
+
+    def _label_source(self, i: int) -> str:
+        f, j = self.index[i]
+        return f"{self.arrays[f][2]}[{j}]"
 
     def _read(self, i: int) -> InstanceItem:
         f, j = self.index[i]

@@ -12,9 +12,16 @@ import json
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.datasets import TaskDataset
+from cerberus_cli.training.dataset_base import TaskDataset
+from cerberus_cli.training.formats.generic import GenericDataset
+from cerberus_cli.training.formats.lizard import LizardDataset
+from cerberus_cli.training.formats.tissue_folders import TissueFolderDataset
 
 SUBFORMAT = {"nuclei": "lizard", "gland": "generic", "lumen": "generic", "tissue": "class-folders"}
+#: The reader of each task's folder (the formats named in :data:`SUBFORMAT`).
+_READERS: dict[str, type[TaskDataset]] = {
+    "nuclei": LizardDataset, "gland": GenericDataset, "lumen": GenericDataset, "tissue": TissueFolderDataset,
+}
 
 
 def looks_like(path: Path) -> bool:
@@ -29,8 +36,7 @@ def tasks_in(path: Path) -> list[str]:
 
 
 def open_phantom(path: Path, task: str, target_mpp: float = 0.5) -> TaskDataset:
-    from cerberus_cli.training.formats import FORMATS
-
+    """The dataset of ``task`` in the phantom root ``path``, read by that folder's reader."""
     meta = path / "dataset.json"
     try:
         json.loads(meta.read_text())
@@ -39,6 +45,6 @@ def open_phantom(path: Path, task: str, target_mpp: float = 0.5) -> TaskDataset:
     sub = path / task
     if not sub.is_dir():
         raise InputError(f"{path}: phantom dataset has no '{task}/' folder (has: {', '.join(tasks_in(path))})")
-    ds = FORMATS[SUBFORMAT[task]](sub, task, target_mpp)
+    ds = _READERS[task](sub, task, target_mpp)
     ds.format = "phantom"
     return ds

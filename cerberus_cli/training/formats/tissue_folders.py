@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE, TISSUE_TYPES
-from cerberus_cli.training.datasets import (
+from cerberus_cli.training.dataset_base import (
     TaskDataset,
     TissueItem,
     image_files,
@@ -119,6 +119,9 @@ class TissueFolderDataset(TaskDataset):
     @property
     def labels(self) -> list[int]:
         return [self.files[self._full_index(i)][1] for i in range(len(self))]
+
+    def _source(self, i: int) -> str:
+        return str(self.files[i][0])
 
     def _read(self, i: int) -> TissueItem:
         img, label = self.files[i]
