@@ -18,6 +18,7 @@ from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.core.records import make_record, make_records, object_uuid
 from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter, write_geojson
 from cerberus_cli.outputs.geoparquet import GeoParquetWriter, write_geoparquet
+from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.outputs.read import COLUMNS, read_objects
 from cerberus_cli.outputs.spatial import hilbert_index, hilbert_order
 
@@ -157,26 +158,59 @@ def test_geoparquet_streams_batches_into_spatial_row_groups(tmp_path):
                                            cy * 1000 + rng.uniform(0, 1000)).buffer(4),
                                      "nuclei", 3, "lymphocyte", 1.0, 0.5, uuid=rng)
                          for _ in range(150)]
+                batch.append(make_record(Point(cx * 1000 + 500, cy * 1000 + 500).buffer(60),
+                                         "gland", 1, "gland", 1.0, 0.5, uuid=rng))
                 batches.append(batch)
                 w.write(batch)
         assert not path.exists()  # nothing under the final name before close
+        assert not list(tmp_path.glob("*.parquet"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.parquet"]  # spill removed
     pf = pq.ParquetFile(path)
-    assert pf.metadata.num_rows == 1350
-    assert pf.metadata.num_row_groups == 14
-    assert max(pf.metadata.row_group(i).num_rows for i in range(14)) == 100
-    # Each batch is Hilbert-ordered: rows of the first chunk are a short walk.
-    t = pq.read_table(path, columns=["centroid_x", "centroid_y", "uuid"])
-    first = np.stack([t.column("centroid_x").to_numpy()[:150],
-                      t.column("centroid_y").to_numpy()[:150]], 1)
-    assert set(t.column("uuid").to_pylist()[:150]) == {r.uuid for r in batches[0]}
-    assert np.hypot(*np.diff(first, axis=0).T).mean() < 200
+    md = pf.metadata
+    assert md.num_rows == 1359
+    sizes = [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+    # 1350 nuclei in 14 equal parts, then the 9 glands in their own row group.
+    assert max(sizes) <= 100 and sizes[-1] == 9 and len(sizes) == 15
+    t = pq.read_table(path)
+    assert set(t.column("slide").to_pylist()) == {"s"}
+    tasks = t.column("task").to_pylist()
+    assert tasks == ["nuclei"] * 1350 + ["gland"] * 9
+    # Each row group covers a compact region: about 1/14 of the 3000 x 3000 px slide.
+    names = [md.row_group(0).column(j).path_in_schema for j in range(md.num_columns)]
+    xmin, xmax = names.index("bbox.xmin"), names.index("bbox.xmax")
+    ymin, ymax = names.index("bbox.ymin"), names.index("bbox.ymax")
+    areas = []
+    for i in range(14):
+        rg = md.row_group(i)
+        w_ = rg.column(xmax).statistics.max - rg.column(xmin).statistics.min
+        h_ = rg.column(ymax).statistics.max - rg.column(ymin).statistics.min
+        areas.append(w_ * h_)
+    assert np.mean(areas) < 3000 * 3000 / 5
     # geopandas uses the bbox covering to read only what intersects a window.
     window = gpd.read_parquet(path, bbox=(0, 0, 900, 900))
     assert 0 < len(window) < 200
     assert set(window.uuid) <= {r.uuid for r in batches[0]}
     # Row-group statistics of the covering column allow spatial skipping.
-    stats = pf.metadata.row_group(0).column(11).statistics
-    assert stats.has_min_max and stats.max <= 1000 + 4
+    hit = [i for i in range(14)
+           if md.row_group(i).column(xmin).statistics.min < 900
+           and md.row_group(i).column(ymin).statistics.min < 900]
+    assert len(hit) <= 4
+
+
+def test_geoparquet_points_mode_and_slide_name(tmp_path):
+    recs = _records()
+    out = write_geoparquet(tmp_path / "TCGA-AA.dx1.tissue.parquet", recs,
+                           options=WriterOptions(nuclei_geometry="point"))
+    gdf = gpd.read_parquet(out)
+    assert set(gdf["slide"]) == {"TCGA-AA.dx1"}
+    nuclei = gdf[gdf.task == "nuclei"]
+    assert (nuclei.geom_type == "Point").all()
+    assert np.allclose(nuclei.geometry.x, nuclei.centroid_x)
+    assert (gdf[gdf.task != "nuclei"].geom_type != "Point").all()
+    geo = json.loads(pq.ParquetFile(out).metadata.metadata[b"geo"])
+    assert "Point" in geo["columns"]["geometry"]["geometry_types"]
+    named = write_geoparquet(tmp_path / "x.parquet", recs[:3], slide="slide 7")
+    assert set(pq.read_table(named).column("slide").to_pylist()) == {"slide 7"}
 
 
 def test_geoparquet_empty_file_is_valid(tmp_path):
@@ -189,16 +223,14 @@ def test_geoparquet_empty_file_is_valid(tmp_path):
 
 def test_writers_abort_on_error_and_never_overwrite(tmp_path):
     path = tmp_path / "o.parquet"
-    with pytest.raises(RuntimeError):
-        with GeoParquetWriter(path, {}) as w:
-            w.write(_records(5))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), GeoParquetWriter(path, {}) as w:
+        w.write(_records(5))
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     gj = tmp_path / "o.geojson"
-    with pytest.raises(RuntimeError):
-        with QuPathGeoJSONWriter(gj) as w:
-            w.write(_records(5))
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), QuPathGeoJSONWriter(gj) as w:
+        w.write(_records(5))
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
     gj.write_text("user data")
     with pytest.raises(CerberusError, match="already exists"):
@@ -232,16 +264,24 @@ def test_geojson_is_qupath_feature_collection(tmp_path, name):
         w.write(recs[:20])
         w.write([])
         w.write(recs[20:])
-    raw = gzip.open(path, "rt", encoding="utf-8") if name.endswith(".gz") else open(
-        path, encoding="utf-8")
-    with raw as fh:
+    opener = gzip.open if name.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
         doc = json.load(fh)
-    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == len(recs)
+    assert doc["type"] == "FeatureCollection"
+    features = {}
+    for f in doc["features"]:
+        features[f["id"]] = f
+        for child in f["properties"].get("childObjects", []):
+            features[child["id"]] = child
+    assert len(features) == len(recs)
+    lumina = {r.uuid for r in recs if r.task == "lumen"}
+    assert not lumina & {f["id"] for f in doc["features"]}  # all nested in their gland
     kinds = {}
-    for f, r in zip(doc["features"], recs):
+    for r in recs:
+        f = features[r.uuid]
         p = f["properties"]
-        assert f["type"] == "Feature" and f["id"] == r.uuid
-        assert shapely.geometry.shape(f["geometry"]).equals_exact(r.geometry, 0)
+        assert f["type"] == "Feature"
+        assert shapely.geometry.shape(f["geometry"]).equals_exact(r.geometry, 0.0071)
         kinds[r.task] = p["objectType"]
         assert p["classification"]["name"] == r.class_name
         color = p["classification"]["color"]
@@ -249,19 +289,27 @@ def test_geojson_is_qupath_feature_collection(tmp_path, name):
         assert p["measurements"]["Area µm^2"] == pytest.approx(r.area_um2)
         assert p["measurements"]["Perimeter µm"] == pytest.approx(r.perimeter_um)
         assert p["measurements"]["Probability"] == pytest.approx(r.probability)
-        assert p["task"] == r.task and p.get("parent_uuid") == r.parent_uuid
+        meta = p["metadata"]
+        assert all(isinstance(v, str) for v in meta.values())
+        assert meta["task"] == r.task and meta.get("parent_uuid") == r.parent_uuid
+        assert int(meta["class_id"]) == r.class_id and float(meta["probability"]) == r.probability
+        if r.task == "lumen":
+            parent = features[r.parent_uuid]["properties"]["childObjects"]
+            assert r.uuid in {c["id"] for c in parent}
     assert kinds == {"nuclei": "detection", "lumen": "detection",
                      "gland": "annotation", "tissue": "annotation"}
-    gland = next(f for f, r in zip(doc["features"], recs) if r.task == "gland")
+    gland = next(features[r.uuid] for r in recs if r.task == "gland")
     assert gland["properties"]["classification"]["color"] == [0, 200, 0]  # GLAND_TYPES[1]
 
 
 # --- reader -----------------------------------------------------------------------------
 
-def test_read_objects_same_table_from_both_formats(tmp_path):
+@pytest.mark.parametrize("lumina", ["nested", "flat"])
+def test_read_objects_same_table_from_both_formats(tmp_path, lumina):
     recs = _records()
+    options = WriterOptions(geojson_decimals=-1, lumina=lumina)
     a = read_objects(write_geoparquet(tmp_path / "o.parquet", recs, {}))
-    b = read_objects(write_geojson(tmp_path / "o.geojson.gz", recs))
+    b = read_objects(write_geojson(tmp_path / "o.geojson.gz", recs, options=options))
     assert list(a.columns) == list(b.columns) == COLUMNS
     assert (a.dtypes == b.dtypes).all()
     a, b = a.set_index("uuid").sort_index(), b.set_index("uuid").sort_index()

@@ -16,7 +16,13 @@ from shapely.geometry import shape
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import class_id_for
-from cerberus_cli.outputs.geojson import AREA_NAME, PERIMETER_NAME, PROBABILITY_NAME
+from cerberus_cli.outputs.geojson import (
+    AREA_NAME,
+    METADATA_KEYS,
+    PERIMETER_NAME,
+    PROBABILITY_NAME,
+    UNTYPED,
+)
 
 #: Columns of :func:`read_objects` results, in order (geometry last).
 COLUMNS = ["uuid", "task", "class_id", "class_name", "probability", "centroid_x",
@@ -31,9 +37,11 @@ def read_objects(path: str | os.PathLike) -> gpd.GeoDataFrame:
 
     The columns are :data:`COLUMNS` whatever the format. GeoJSON from other
     tools (e.g. exported by QuPath) may lack some fields: ``class_id`` is then
-    looked up from the class name (-1 when unknown), missing measurements are NaN,
-    the centroid is computed from the geometry, and a missing ``task`` is taken
-    as ``nuclei`` for detections and ``gland`` for annotations.
+    looked up from the class name (-1 when unknown; unclassified objects are
+    ``no-label``), missing measurements are NaN, the centroid is computed from the
+    geometry, and a missing ``task`` is taken as ``nuclei`` for detections and
+    ``gland`` for annotations. QuPath child objects (``childObjects``) are read too,
+    each linked to its parent by ``parent_uuid``.
 
     Raises:
         InputError: the file is missing, not one of these formats, or malformed.
@@ -76,7 +84,9 @@ def _read_geojson(path: Path, gzipped: bool) -> gpd.GeoDataFrame:
         features = doc
     else:
         raise InputError(f"{path}: not a GeoJSON FeatureCollection or Feature list")
-    rows = [_feature_row(f, path, i) for i, f in enumerate(features)]
+    rows: list[dict[str, Any]] = []
+    for i, feature in enumerate(features):
+        _feature_rows(feature, path, str(i), None, rows)
     if not rows:
         frame = pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS[:-1]})
         return _finish(gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries([]), crs=None))
@@ -89,35 +99,59 @@ def _read_geojson(path: Path, gzipped: bool) -> gpd.GeoDataFrame:
     return _finish(gdf[COLUMNS])
 
 
-def _feature_row(feature: Any, path: Path, index: int) -> dict[str, Any]:
-    if not isinstance(feature, dict) or feature.get("geometry") is None:
-        raise InputError(f"{path}: feature {index} has no geometry")
+def _feature_rows(feature: Any, path: Path, where: str, parent: str | None,
+                  rows: list[dict[str, Any]]) -> None:
+    """Append the row of ``feature`` and of its QuPath child objects (depth first)."""
+    row = _feature_row(feature, path, where, parent)
+    rows.append(row)
     props = feature.get("properties") or {}
+    children = props.get("childObjects", props.get("children")) or []
+    for j, child in enumerate(children):
+        _feature_rows(child, path, f"{where}.{j}", row["uuid"] or None, rows)
+
+
+def _feature_row(feature: Any, path: Path, where: str, parent: str | None) -> dict[str, Any]:
+    if not isinstance(feature, dict) or feature.get("geometry") is None:
+        raise InputError(f"{path}: feature {where} has no geometry")
+    props = feature.get("properties") or {}
+    # Our fields live in metadata (strings); files before that kept them as bare properties.
+    meta = {**{k: props[k] for k in METADATA_KEYS if k in props},
+            **(props.get("metadata") or {})}
     cls = props.get("classification") or {}
+    if isinstance(cls, str):  # QuPath accepts a bare class name
+        cls = {"name": cls}
     meas = props.get("measurements") or {}
     if isinstance(meas, list):  # older QuPath: [{"name": ..., "value": ...}]
         meas = {m.get("name"): m.get("value") for m in meas}
-    task = str(props.get("task", "nuclei" if props.get("objectType") == "detection"
-                         else "gland"))
-    name = str(cls.get("name", ""))
-    class_id = props.get("class_id")
+    task = str(meta.get("task", "nuclei" if props.get("objectType") == "detection"
+                        else "gland"))
+    name = str(meta.get("class_name", cls.get("name", UNTYPED)))
+    class_id = meta.get("class_id")
+    prob = meta.get("probability", meas.get(PROBABILITY_NAME))
     return {
         "uuid": str(feature.get("id") or props.get("uuid") or ""),
         "task": task,
         "class_id": int(class_id) if class_id is not None else class_id_for(task, name),
         "class_name": name,
-        "probability": _float(meas.get(PROBABILITY_NAME)),
+        "probability": _float(prob),
         "centroid_x": np.nan,
         "centroid_y": np.nan,
         "area_um2": _float(meas.get(AREA_NAME)),
         "perimeter_um": _float(meas.get(PERIMETER_NAME)),
-        "parent_uuid": props.get("parent_uuid"),
+        "parent_uuid": meta.get("parent_uuid", parent),
         "geometry": shape(feature["geometry"]),
     }
 
 
 def _float(v: Any) -> float:
-    return float(v) if v is not None else np.nan
+    """A number, or QuPath's "NaN" / "Infinity" / "-Infinity" / "inf" strings."""
+    if v is None:
+        return np.nan
+    if isinstance(v, str) and v.strip().lower() in ("inf", "+inf"):
+        return np.inf
+    if isinstance(v, str) and v.strip().lower() == "-inf":
+        return -np.inf
+    return float(v)
 
 
 def _finish(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

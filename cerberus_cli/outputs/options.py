@@ -1,0 +1,55 @@
+"""How the object writers lay out their files: one frozen options object.
+
+Nested into the segment options, each field becomes a CLI flag of ``cerberus segment``
+(``--geojson-decimals``, ``--lumina``, ``--nuclei-geometry``, ``--row-group-size``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from cerberus_cli.core.optionspec import check_options, opt, require
+
+#: Where lumina go in QuPath GeoJSON: inside their gland's ``childObjects``, or top level.
+LUMINA_LAYOUTS = ("nested", "flat")
+#: What a nucleus is in the object file: its outline, or only its centroid.
+NUCLEUS_GEOMETRIES = ("polygon", "point")
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """Layout of the object files (GeoParquet and QuPath GeoJSON).
+
+    ``geojson_decimals``: decimal places of GeoJSON coordinates in level-0 px (QuPath
+    itself keeps 0.01 px, so 2 loses nothing it would keep); -1 writes full doubles.
+    ``lumina``: ``nested`` puts each lumen in its gland's ``childObjects`` (QuPath's
+    hierarchy), ``flat`` writes lumina as top-level detections with the gland's id in
+    ``metadata.parent_uuid``. ``nuclei_geometry``: ``point`` writes each nucleus as
+    its centroid only (measurements kept), for very large slides. ``row_group_size``:
+    GeoParquet rows per row group; row groups hold one task over a compact region.
+    """
+
+    geojson_decimals: int = opt(
+        2, "GeoJSON coordinate decimals (level-0 px). 2 is QuPath's own precision; -1 writes "
+        "full doubles (about 40% larger files).")
+    lumina: Literal["nested", "flat"] = opt(
+        "nested", "GeoJSON lumina: nested inside their gland (QuPath childObjects) or flat "
+        "top-level detections linked by metadata parent_uuid.", choices=LUMINA_LAYOUTS)
+    nuclei_geometry: Literal["polygon", "point"] = opt(
+        "polygon", "Nucleus geometry in the object file: the outline, or the centroid only "
+        "(point detections; far smaller files for huge slides, measurements kept).",
+        choices=NUCLEUS_GEOMETRIES)
+    row_group_size: int = opt(
+        20_000, "GeoParquet rows per row group. Row groups hold one task over a compact "
+        "region (Hilbert order), so bounding-box reads skip the rest of the slide.")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        require(isinstance(self.geojson_decimals, int) and -1 <= self.geojson_decimals <= 12,
+                f"--geojson-decimals must lie in [-1, 12], got {self.geojson_decimals}")
+        require(isinstance(self.row_group_size, int) and self.row_group_size >= 1,
+                f"--row-group-size must be >= 1, got {self.row_group_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
