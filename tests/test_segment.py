@@ -17,6 +17,7 @@ import zarr
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
+from cerberus_cli.outputs.tissue_map import read_tissue_map
 
 SIZE = 640  # phantom side in px at 0.5 um/px
 # Small tiles keep CPU tests fast; 208 + 2 * 152 = 512 is a multiple of the stride.
@@ -98,10 +99,9 @@ def test_tissue_map_matches_phantom_truth(result, phantom):
     import cv2
     from scipy import ndimage
 
-    tissue = zarr.open(str(result / "phantom.tissue.zarr"), mode="r")
-    pred = np.asarray(tissue)
+    pred, tissue_attrs = read_tissue_map(result / "phantom.tissue.zarr")
     truth = cv2.imread(str(phantom.with_name("phantom.tissue.png")), cv2.IMREAD_UNCHANGED)  # 8 um cells
-    step = int(round(tissue.attrs["mpp"] / 8.0))
+    step = int(round(tissue_attrs["mpp"] / 8.0))
     assert pred.shape == tuple(n // step for n in truth.shape)
     # Compare cells away from class borders: truth uniform over the map cell and its rim.
     uniform = ndimage.maximum_filter(truth, 2 * step + 1) == ndimage.minimum_filter(truth, 2 * step + 1)
@@ -111,6 +111,15 @@ def test_tissue_map_matches_phantom_truth(result, phantom):
     agreement = float((pred[keep] == centre[keep]).mean())
     print("tissue-map agreement with the phantom truth:", agreement)
     assert agreement > 0.75  # the bundled model: 0.85 here (its tissue head before stage tissue3: 0.46)
+
+def _saved_map(maps: zarr.Group, name: str):
+    """A level-0 map of ``S.maps.zarr``: ``prob/<head>`` (inner, boundary) or ``type/<head>``."""
+    kind, head = name.split("/")
+    if kind == "type":
+        return maps[f"labels/{head}/s0"]
+    i = maps.attrs["cerberus"]["channels"].index(f"{head} inner")
+    return maps["s0"][i:i + 2]
+
 
 def test_larger_tiles_give_the_same_maps(phantom, tmp_path):
     maps = {}
@@ -122,16 +131,16 @@ def test_larger_tiles_give_the_same_maps(phantom, tmp_path):
         maps[tile] = zarr.open_group(str(out / "phantom.maps.zarr"), mode="r")
     agreement = {}
     for head in ("nuclei", "gland", "lumen"):
-        a, b = (np.asarray(maps[t][f"prob/{head}/0"][:, :SIZE, :SIZE]).astype(int) for t in ("144", "720"))
+        a, b = (np.asarray(_saved_map(maps[t], f"prob/{head}")[:, :SIZE, :SIZE]).astype(int) for t in ("144", "720"))
         cls_a = np.argmax(np.stack([255 - a.sum(0), a[0], a[1]]), 0)
         cls_b = np.argmax(np.stack([255 - b.sum(0), b[0], b[1]]), 0)
         agreement[head] = float((cls_a == cls_b).mean())
     # Type argmax only matters on the parent head's objects.
     for head, parent in (("nuclei_type", "nuclei"), ("gland_type", "gland")):
-        a, b = (np.asarray(maps[t][f"type/{head}/0"][:SIZE, :SIZE]) for t in ("144", "720"))
+        a, b = (np.asarray(_saved_map(maps[t], f"type/{head}")[:SIZE, :SIZE]) for t in ("144", "720"))
         fg = np.zeros((SIZE, SIZE), bool)
         for t in ("144", "720"):
-            p = np.asarray(maps[t][f"prob/{parent}/0"][:, :SIZE, :SIZE]).astype(int)
+            p = np.asarray(_saved_map(maps[t], f"prob/{parent}")[:, :SIZE, :SIZE]).astype(int)
             fg |= p.sum(0) > 127
         agreement[head] = float((a[fg] == b[fg]).mean())
     print("argmax agreement, 448-in/144-out vs 1024-in/720-out:", agreement)
@@ -168,12 +177,16 @@ def test_geojson_output_for_qupath(phantom, tmp_path):
     data = json.loads(gzip.open(tmp_path / "phantom.geojson.gz").read())
     assert data["type"] == "FeatureCollection" and data["features"]
     kinds = {}
-    for feat in data["features"]:
+    features = list(data["features"])
+    for feat in features:
         uuid.UUID(feat["id"])
         props = feat["properties"]
-        kinds.setdefault(props["task"], set()).add(props["objectType"])
-        assert set(props["classification"]) == {"name", "color"}
-        assert all(isinstance(v, (int, float)) for v in props["measurements"].values())
+        features += props.get("childObjects", [])  # lumina nested in their gland
+        kinds.setdefault(props["metadata"]["task"], set()).add(props["objectType"])
+        if "classification" in props:  # untyped (no-label) objects have none
+            assert set(props["classification"]) == {"name", "color"}
+        assert all(isinstance(v, (int, float)) or v in ("NaN", "Infinity", "-Infinity")
+                   for v in props["measurements"].values())
     assert kinds["nuclei"] == {"detection"} and kinds["lumen"] == {"detection"}
     assert kinds["gland"] == {"annotation"}
     assert len(gpd.read_file(f"/vsigzip/{tmp_path / 'phantom.geojson.gz'}")) == len(data["features"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -120,9 +121,10 @@ def geo_metadata(bbox: Sequence[float] | None, geometry_types: Iterable[str]) ->
 
 
 def slide_name(path: str | os.PathLike) -> str:
-    """The slide name of an object file: its name without ``.parquet`` / ``.tissue``."""
-    name = Path(path).name
-    for suffix in (".parquet", ".geoparquet", ".tissue"):
+    """The slide name of an object file: its name without a temporary-name tail and
+    ``.parquet`` / ``.tissue`` / ``.truth`` (``S.tissue.parquet`` -> ``S``)."""
+    name = re.sub(r"\.[0-9a-f]{8}\.partial$", "", Path(path).name)
+    for suffix in (".parquet", ".geoparquet", ".tissue", ".truth"):
         name = name.removesuffix(suffix)
     return name
 

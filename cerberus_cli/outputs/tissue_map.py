@@ -1,8 +1,9 @@
-"""Tissue-type map outputs: a zarr class map, a coloured PNG, optional region polygons.
+"""Tissue-type map outputs: an OME-Zarr class map, a coloured PNG, optional region polygons.
 
-The zarr array (uint8 class ids, dims ``y, x``) carries in its attributes the
-map's um/px, the pixel size in level-0 px if known, and the class names and
-colours, so a reader needs nothing else to interpret it.
+``S.tissue.zarr`` is an OME-Zarr 0.5 image (Zarr v3) of uint8 class ids with axes in
+micrometres, and the same ids as the label image ``labels/tissue`` carrying each
+class's name and colour, so napari or ome-zarr-py show it coloured and named. The
+``cerberus`` attributes repeat the um/px and the class list for plain zarr readers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import zarr
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.records import ObjectRecord, make_record
 from cerberus_cli.core.vocabulary import TISSUE_TYPES, ClassSpec
+from cerberus_cli.outputs import omezarr
 from cerberus_cli.postprocess.chunks import object_uuid_from_moments
 from cerberus_cli.postprocess.instances import label_components
 from cerberus_cli.postprocess.polygons import label_polygons
@@ -35,7 +37,7 @@ def write_tissue_map(zarr_path: str | os.PathLike, png_path: str | os.PathLike,
                      classes: np.ndarray, mpp: float,
                      specs: Sequence[ClassSpec] = TISSUE_TYPES, overwrite: bool = False,
                      chunk: int = 1024) -> tuple[Path, Path]:
-    """Write the tissue class map as zarr (with attributes) and as a coloured PNG.
+    """Write the tissue class map as OME-Zarr and as a coloured PNG.
 
     ``mpp`` is the map's micrometres per pixel. Both outputs are written under
     temporary names and renamed when complete. Returns (zarr path, PNG path).
@@ -50,17 +52,15 @@ def write_tissue_map(zarr_path: str | os.PathLike, png_path: str | os.PathLike,
     z_target = AtomicPath(zarr_path, overwrite=overwrite)
     p_target = AtomicPath(png_path, overwrite=overwrite)
     try:
-        arr = zarr.create_array(
-            store=str(z_target.tmp), shape=classes.shape, dtype="uint8",
-            chunks=(min(chunk, max(1, classes.shape[0])), min(chunk, max(1, classes.shape[1]))),
-            dimension_names=["y", "x"], fill_value=0)
-        arr[...] = classes.astype(np.uint8)
-        arr.attrs.update({
+        ids = classes.astype(np.uint8)
+        group = omezarr.open_store(z_target.tmp)
+        omezarr.write_image(group, [ids], mpp, "tissue", chunk=chunk, attrs={
             "mpp": float(mpp),
-            "classes": [{"id": i, "name": s.name, "color": list(s.color)}
-                        for i, s in enumerate(specs)],
+            "classes": omezarr.class_table(specs),
             "description": "tissue type per pixel (argmax of the tissue head)",
+            "valid_extent": omezarr.valid_extent(*ids.shape, mpp),
         })
+        omezarr.write_labels(group, "tissue", [ids], mpp, specs, chunk=chunk)
         ok, buf = cv2.imencode(".png", colorize(classes, specs)[:, :, ::-1])
         if not ok:
             raise RuntimeError(f"{png_path}: PNG encoding failed")
@@ -73,9 +73,16 @@ def write_tissue_map(zarr_path: str | os.PathLike, png_path: str | os.PathLike,
 
 
 def read_tissue_map(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """The class map and attributes of a tissue zarr written by :func:`write_tissue_map`."""
-    arr = zarr.open_array(str(path), mode="r")
-    return np.asarray(arr[...]), dict(arr.attrs)
+    """The class map and ``cerberus`` attributes (mpp, classes) of a tissue map.
+
+    Reads what :func:`write_tissue_map` writes, and the plain zarr array of
+    earlier versions (attributes on the array).
+    """
+    node = zarr.open(str(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return np.asarray(node[...]), dict(node.attrs)
+    return (np.asarray(node[omezarr.level0_path(node)][...]),
+            dict(node.attrs.get(omezarr.ATTRS_KEY, {})))
 
 
 def tissue_regions(classes: np.ndarray, scale: float, mpp: float,
