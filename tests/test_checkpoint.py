@@ -145,3 +145,67 @@ def test_cli_clean_error_for_bad_checkpoint(tmp_path):
     assert res.output.strip().startswith("error:") and str(bad) in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "x.pt").exists()
+
+
+def _bad_files(tmp_path, original_file) -> dict:
+    """Corrupt and foreign files a user may pass as --model, by what they are."""
+    import argparse
+
+    files = {}
+    files["truncated"] = tmp_path / "truncated.pt"
+    files["truncated"].write_bytes(original_file.read_bytes()[:5000])
+    files["text"] = tmp_path / "notes.pt"
+    files["text"].write_text("hello world\nthis is not a model\n")
+    files["json"] = tmp_path / "config.json"
+    files["json"].write_text(json.dumps({"encoder": "resnet34"}))
+    files["foreign state dict"] = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 7, 7), "fc.bias": torch.zeros(10)},
+               files["foreign state dict"])
+    files["foreign objects"] = tmp_path / "lightning.ckpt"
+    torch.save({"state_dict": {}, "hparams": argparse.Namespace(lr=1e-3)},
+               files["foreign objects"])
+    files["no weights"] = tmp_path / "noweights.pt"
+    torch.save({"format": "cerberus-cli/checkpoint", "format_version": 1,
+                "config": light_config().to_dict()}, files["no weights"])
+    files["bad config"] = tmp_path / "badconfig.pt"
+    torch.save({"format": "cerberus-cli/checkpoint", "format_version": 1, "config": [1, 2],
+                "state_dict": {}}, files["bad config"])
+    files["bad version"] = tmp_path / "badversion.pt"
+    torch.save({"format": "cerberus-cli/checkpoint", "format_version": "one"},
+               files["bad version"])
+    files["wrong shapes"] = tmp_path / "shapes.pt"
+    model = CerberusNet(light_config())
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("encoder.fc.")}
+    state["bridge.weight"] = torch.zeros(1)
+    torch.save({"format": "cerberus-cli/checkpoint", "format_version": 1,
+                "config": light_config().to_dict(), "state_dict": state}, files["wrong shapes"])
+    return files
+
+
+def test_every_bad_file_is_one_clean_line(tmp_path, original_file):
+    messages = {}
+    for what, path in _bad_files(tmp_path, original_file).items():
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        msg = str(info.value)
+        messages[what] = msg
+        assert msg.startswith(f"{path}: "), (what, msg)
+        assert "\n" not in msg and "weights_only" not in msg and "Traceback" not in msg, msg
+        assert info.value.__cause__ is None, what
+    assert "corrupt or truncated" in messages["truncated"]
+    assert "not a PyTorch file" in messages["text"] and "not a PyTorch file" in messages["json"]
+    assert "bare state dict (2 tensors, e.g. 'conv1.weight')" in messages["foreign state dict"]
+    assert "argparse.Namespace" in messages["foreign objects"]
+    assert "missing entry 'state_dict'" in messages["no weights"]
+    assert "invalid model config" in messages["bad config"]
+    assert "malformed checkpoint" in messages["bad version"]
+    assert "do not match" in messages["wrong shapes"]
+
+
+def test_cli_bad_model_file_is_one_line(tmp_path, original_file):
+    files = _bad_files(tmp_path, original_file)
+    for what in ("text", "foreign objects", "truncated"):
+        res = CliRunner().invoke(main, ["model", str(files[what])])
+        assert res.exit_code == 2, (what, res.output)
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and "weights_only" not in lines[0]

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.slides import slide_info
+from cerberus_cli.inference.describe import slide_info
 from tests._slide_fixtures import he_tissue, write_variant
 from tests.test_slides_real import REAL_SLIDE
 
@@ -55,7 +55,7 @@ def test_info_json_many_slides_one_bad(synthetic, tmp_path):
     missing = tmp_path / "missing.svs"
     args = ["info", str(synthetic["svs"]), str(missing), str(REAL_SLIDE), "--json"]
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     out = json.loads(res.stdout)
     assert [o["path"] for o in out] == [str(synthetic["svs"]), str(missing), str(REAL_SLIDE)]
     assert out[1] == {"path": str(missing), "error": f"{missing}: no such file"}
@@ -65,7 +65,7 @@ def test_info_json_many_slides_one_bad(synthetic, tmp_path):
 
 def test_info_mpp_and_mask_options(synthetic, tmp_path):
     res = CliRunner().invoke(main, ["info", str(synthetic["nompp"])])
-    assert res.exit_code == 2 and "no pixel size (mpp)" in res.stderr and "--mpp" in res.stderr
+    assert res.exit_code == 1 and "no pixel size (mpp)" in res.stderr and "--mpp" in res.stderr
     mask = tmp_path / "half.png"
     m = np.zeros((120, 160), np.uint8)
     m[:, :80] = 255

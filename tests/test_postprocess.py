@@ -114,9 +114,9 @@ def test_relabel_sequential_orders_by_first_pixel_and_drops_small():
 
 
 def test_options_are_validated():
-    with pytest.raises(ValueError, match="gland_downsample"):
+    with pytest.raises(ValueError, match="gland-downsample"):
         PostprocessOptions(gland_downsample=3)
-    with pytest.raises(ValueError, match="nuclei_threshold"):
+    with pytest.raises(ValueError, match="nuclei-threshold"):
         PostprocessOptions(nuclei_threshold=1.5)
 
 

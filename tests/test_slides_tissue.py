@@ -40,6 +40,7 @@ def test_detects_known_tissue_area_and_ignores_pen_and_dust(tissue_slide):
     assert mask.fraction == pytest.approx(truth.mean(), abs=0.02)
     full = cv2.resize(mask.mask.astype(np.uint8), (W, H), interpolation=cv2.INTER_NEAREST) > 0
     assert (full & ~truth).mean() < 0.01  # pen strokes and dust are not tissue
+    assert mask.method == "od" and mask.warning is None
     assert (~full & truth).mean() < 0.02
     # the pen strokes' rows/columns carry no tissue at all
     assert not full[int(0.9 * H):, :].any()
@@ -62,10 +63,13 @@ def test_all_tissue_is_all_tissue():
 def test_real_slide_has_plausible_tissue():
     slide = open_slide(REAL_SLIDE)
     mask = detect_tissue(slide)
-    # A strip of skin over about a third of the field (checked by eye).
-    assert 0.2 < mask.fraction < 0.5
-    assert mask.mask[100, 60]  # inside the tissue strip
+    # A strip of skin over about 40% of the field (examples/real_slide_tissue_mask.png).
+    assert mask.mpp == 4.0 and mask.method == "od" and mask.warning is None
+    assert 0.3 < mask.fraction < 0.5
+    assert mask.mask[200, 120]  # inside the tissue strip
+    assert mask.mask[135, 30]  # the thin strand on its left
     assert not mask.mask[10, 10] and not mask.mask[-5, -5]  # glass corners
+    assert not mask.mask[75, 260]  # a dust speck on the glass
 
 
 def test_raster_mask_any_resolution(tissue_slide, tmp_path):

@@ -167,10 +167,10 @@ def test_resume_is_bit_for_bit(phantom, tmp_path):
     a, b = _state(full.last_checkpoint), _state(resumed.last_checkpoint)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    full_opt = torch.load(tmp_path / "full/checkpoints/last.state.pt", weights_only=True)
-    part_opt = torch.load(tmp_path / "part/checkpoints/last.state.pt", weights_only=True)
-    assert full_opt["step"] == part_opt["step"] == 8
-    assert torch.equal(full_opt["torch_rng"], part_opt["torch_rng"])
+    full_state = torch.load(tmp_path / "full/checkpoints/last.pt", weights_only=True)["training_state"]
+    part_state = torch.load(tmp_path / "part/checkpoints/last.pt", weights_only=True)["training_state"]
+    assert full_state["step"] == part_state["step"] == 8
+    assert torch.equal(full_state["rng"]["torch"], part_state["rng"]["torch"])
     steps = [r["step"] for r in map(json.loads, (tmp_path / "part/metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"]
     assert steps == list(range(1, 9))
@@ -317,8 +317,11 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     assert res.exit_code == 0, res.output
     assert "best checkpoint" in res.output and "throughput" in res.output
     for f in ("config.json", "metrics.jsonl", "metrics.csv", "plot.png", "checkpoints/last.pt",
-              "checkpoints/best.pt", "checkpoints/last.state.pt"):
+              "checkpoints/best.pt"):
         assert (out / f).is_file(), f
+    # One checkpoint file holds the training state; no temporary file is left.
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["kind"] == "val"]
     assert [r["step"] for r in val] == [3, 6]

@@ -8,23 +8,65 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 
 import click
 
 from cerberus_cli import __version__
-from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.errors import CerberusError, ExitCode
 
 # name -> "module:attribute"; one line per subcommand.
 COMMANDS: dict[str, str] = {
     "convert-weights": "cerberus_cli.cli.convert:convert_weights",
     "evaluate": "cerberus_cli.cli.evaluate:evaluate",
+    "export-encoder": "cerberus_cli.cli.export_encoder:export_encoder",
+    "features": "cerberus_cli.cli.features:features",
     "info": "cerberus_cli.cli.info:info",
     "model": "cerberus_cli.cli.model_info:model_info",
+    "probe": "cerberus_cli.cli.probe:probe",
     "train": "cerberus_cli.cli.train:train",
     "segment": "cerberus_cli.cli.segment:segment",
     "synth": "cerberus_cli.cli.synth:synth",
 }
+
+
+def _set_verbosity(ctx: click.Context, param: click.Parameter, value: int | bool) -> None:
+    """-v/-q may come before or after the subcommand: the last one given wins."""
+    if not value:
+        return
+    state = ctx.find_root().meta.setdefault("cerberus.verbosity", {"verbose": 0, "quiet": False})
+    state["quiet" if param.name == "quiet" else "verbose"] = value
+    configure_logging(state["verbose"], state["quiet"])
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    """Our own log lines at INFO with -v, DEBUG with -vv; third-party loggers stay at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", force=True)
+    ours = logging.WARNING if quiet or verbose == 0 else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.getLogger("cerberus_cli").setLevel(ours)
+
+
+def is_quiet(ctx: click.Context) -> bool:
+    """True when -q was given (before or after the subcommand)."""
+    return bool(ctx.find_root().meta.get("cerberus.verbosity", {}).get("quiet"))
+
+
+def _verbosity_options() -> list[click.Parameter]:
+    return [
+        click.Option(["-v", "--verbose"], count=True, expose_value=False, is_eager=True,
+                     callback=_set_verbosity, help="Log our per-slide and per-stage lines (-vv: debug)."),
+        click.Option(["-q", "--quiet"], is_flag=True, expose_value=False, is_eager=True,
+                     callback=_set_verbosity, help="Print only warnings and errors."),
+    ]
+
+
+class _Terminated(BaseException):
+    """SIGTERM (e.g. Slurm preemption), raised in the main thread so cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 class LazyGroup(click.Group):
@@ -38,24 +80,36 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        if not any(p.name == "verbose" for p in command.params):
+            command.params.extend(_verbosity_options())
+        return command
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> None:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
         try:
-            return super().invoke(ctx)
+            super().invoke(ctx)
         except CerberusError as exc:
             click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            sys.exit(ExitCode.USAGE)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            sys.exit(130)
+            sys.exit(ExitCode.INTERRUPTED)
+        except _Terminated:
+            click.echo("terminated", err=True)
+            sys.exit(ExitCode.TERMINATED)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cerberus")
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def main(verbose: int, quiet: bool) -> None:
+@click.option("-v", "--verbose", count=True, expose_value=False, is_eager=True,
+              callback=_set_verbosity, help="Log our per-slide and per-stage lines (-vv: debug).")
+@click.option("-q", "--quiet", is_flag=True, expose_value=False, is_eager=True,
+              callback=_set_verbosity, help="Print only warnings and errors.")
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Cerberus: one multi-task network for nuclei, glands, lumina and tissue type
     in H&E whole-slide images.
 
@@ -65,6 +119,11 @@ def main(verbose: int, quiet: bool) -> None:
       cerberus info slide.svs
       cerberus train --tasks gland,lumen,nuclei,tissue --data nuclei=DIR ...
       cerberus evaluate --metric pq --true GT/ --pred PRED/
+
+    \b
+    Exit status (every command):
+      0  done      1  some inputs failed      2  usage or input error
+      130  interrupted (Ctrl-C)      143  terminated (SIGTERM)
     """
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", force=True)
+    state = ctx.meta.get("cerberus.verbosity", {"verbose": 0, "quiet": False})
+    configure_logging(state["verbose"], state["quiet"])

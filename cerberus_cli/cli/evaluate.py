@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from cerberus_cli.metrics.detection import DEFAULT_RADIUS
-
-_ALL_METRICS = ["all", "dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection",
-                "accuracy", "f1", "map", "confusion"]
+from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.metrics.options import EvaluateOptions
 
 
 @click.command("evaluate")
@@ -20,26 +19,11 @@ _ALL_METRICS = ["all", "dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection",
                    "file(s), or for tissue a folder of class folders / CSV.")
 @click.option("--pred", "pred", required=True, type=click.Path(exists=True),
               help="Predictions in the same form (tissue: CSV with image, class_id/prob_k).")
-@click.option("--task", type=click.Choice(["nuclei", "gland", "lumen", "tissue"]),
-              default="nuclei", show_default=True, help="What is evaluated.")
-@click.option("-m", "--metric", "metrics", multiple=True,
-              type=click.Choice(_ALL_METRICS, case_sensitive=False),
-              help="Metric to compute (repeatable; default all that the inputs allow).")
-@click.option("--true-classes", type=click.Path(exists=True, file_okay=False),
-              help="Folder of per-pixel class maps for the ground truth (paired by stem).")
-@click.option("--pred-classes", type=click.Path(exists=True, file_okay=False),
-              help="Folder of per-pixel class maps for the predictions (paired by stem).")
-@click.option("--iou-threshold", type=float, default=0.5, show_default=True,
-              help="PQ matching: pairs need IoU above this (Hungarian matching below 0.5).")
-@click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True,
-              help="Detection: centroid matching distance in pixels.")
-@click.option("--allow-missing", is_flag=True, help="Skip unpaired files instead of failing.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False),
               help="Write the report: NAME.json and NAME.csv.")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
-def evaluate(true: str, pred: str, task: str, metrics: tuple[str, ...], true_classes: str | None,
-             pred_classes: str | None, iou_threshold: float, radius: float, allow_missing: bool,
-             out: str | None, overwrite: bool) -> None:
+@click_options(EvaluateOptions)
+def evaluate(true: str, pred: str, out: str | None, overwrite: bool, **values: Any) -> None:
     """Compare predictions with ground truth: Dice, PQ (DQ, SQ), AJI, AJI+, mPQ, mPQ+,
     detection F1 and per-class F1; for tissue patches accuracy, mean F1, mAP and the
     confusion matrix.
@@ -54,9 +38,11 @@ def evaluate(true: str, pred: str, task: str, metrics: tuple[str, ...], true_cla
     """
     from cerberus_cli.metrics.evaluate import evaluate as run_evaluation
 
-    report = run_evaluation(true, pred, metrics=list(metrics) or ["all"], task=task,
-                            true_classes=true_classes, pred_classes=pred_classes,
-                            threshold=iou_threshold, radius=radius, allow_missing=allow_missing)
+    o = build(EvaluateOptions, values)
+    report = run_evaluation(true, pred, metrics=list(o.metrics), task=o.task,
+                            true_classes=o.true_classes, pred_classes=o.pred_classes,
+                            threshold=o.iou_threshold, radius=o.radius,
+                            allow_missing=o.allow_missing)
     written = report.write(out, overwrite=overwrite) if out else []
     print_report(report, Console())
     for path in written:

@@ -9,8 +9,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from cerberus_cli.core.errors import CerberusError
-from cerberus_cli.slides import BACKENDS, slide_info
+from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.core.errors import CerberusError, ExitCode
+from cerberus_cli.inference.describe import InfoOptions, slide_info
 
 
 def _fmt_mpp(value: float | None) -> str:
@@ -43,19 +44,14 @@ def _print_human(console: Console, info: dict[str, Any]) -> None:
 
 @click.command("info")
 @click.argument("slides", nargs=-1, required=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-              help="Reader: OpenSlide, tiffslide, plain image, or auto (first that opens it).")
-@click.option("--mpp", type=float, help="Level-0 um/px, for slides that do not record it.")
-@click.option("--mask", type=click.Path(dir_okay=False),
-              help="Tissue mask (PNG/TIFF spanning the slide, or GeoJSON polygons in level-0 px).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (one object per slide).")
-def info(slides: tuple[str, ...], backend: str, mpp: float | None, mask: str | None,
-         as_json: bool) -> None:
+@click_options(InfoOptions)
+def info(slides: tuple[str, ...], as_json: bool, **values: Any) -> None:
     """Describe slides: vendor, reader, size, resolution, pyramid levels, associated
     images, tissue fraction and the number of tiles segmentation would process.
 
     A slide that cannot be read is reported as an error and the others are still
-    described; the exit status is 2 if any slide failed.
+    described; the exit status is 1 if any slide failed.
 
     \b
     Examples:
@@ -63,12 +59,13 @@ def info(slides: tuple[str, ...], backend: str, mpp: float | None, mask: str | N
       cerberus info *.svs --json > info.json
       cerberus info scan.png --mpp 0.5 --mask tissue.geojson
     """
+    options = build(InfoOptions, values)
     console = Console()
     results: list[dict[str, Any]] = []
     failed = False
     for path in slides:
         try:
-            result = slide_info(path, backend=backend, mpp=mpp, mask=mask)
+            result = slide_info(path, options)
         except CerberusError as exc:
             failed = True
             click.echo(f"error: {exc}", err=True)
@@ -80,4 +77,4 @@ def info(slides: tuple[str, ...], backend: str, mpp: float | None, mask: str | N
     if as_json:
         click.echo(json.dumps(results, indent=2))
     if failed:
-        raise SystemExit(2)
+        raise SystemExit(ExitCode.SOME_FAILED)

@@ -1,54 +1,104 @@
-"""``cerberus segment``: whole-slide multi-task inference."""
+"""``cerberus segment``: whole-slide multi-task inference.
 
+The options are generated from :class:`~cerberus_cli.inference.options.SegmentOptions`;
+this module only renders progress and the summary.
+"""
+
+from __future__ import annotations
+
+import json
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
-from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.cli import is_quiet
+from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.core.errors import ExitCode
+from cerberus_cli.inference.options import SegmentOptions
+from cerberus_cli.inference.runs import RunEvents, RunSummary, SlideOutcome
+
+
+class _RichEvents(RunEvents):
+    """Progress bars on a terminal; failures printed once as they happen."""
+
+    def __init__(self, console: Console, quiet: bool) -> None:
+        self.console = console
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+            console=console, disable=quiet or not console.is_terminal,
+        )
+        self._run: Any = None
+        self._slide: Any = None
+        self._t0 = 0.0
+
+    def run_started(self, slides: int) -> None:
+        self.progress.start()
+        self._run = self.progress.add_task("slides", total=slides, info="")
+
+    def slide_started(self, slide: Any) -> None:
+        self._t0 = time.perf_counter()
+        self._slide = self.progress.add_task(slide.path.name, total=None, info="")
+
+    def tiles(self, done: int, total: int, objects: int) -> None:
+        rate = done / max(time.perf_counter() - self._t0, 1e-9)
+        self.progress.update(self._slide, completed=done, total=total,
+                             info=f"{rate:.1f} tiles/s, {objects:,} objects")
+
+    def slide_finished(self, outcome: SlideOutcome) -> None:
+        if self._slide is not None:
+            self.progress.remove_task(self._slide)
+            self._slide = None
+        if self._run is not None and outcome.status != "skipped":
+            self.progress.advance(self._run)
+        if outcome.status == "failed":
+            self.console.print(f"[red]failed[/red] {outcome.slide}: {outcome.message}",
+                               highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _print_summary(console: Console, summary: RunSummary) -> None:
+    table = Table(title="cerberus segment", show_lines=False)
+    for col in ("slide", "status", "objects", "seconds", "message"):
+        table.add_column(col)
+    style = {"done": "green", "skipped": "yellow", "failed": "red"}
+    for s in summary.slides:
+        table.add_row(Path(s.slide).name, f"[{style[s.status]}]{s.status}[/]",
+                      f"{s.objects:,}" if s.status == "done" else "",
+                      f"{s.seconds:.1f}" if s.status != "skipped" else "", s.message)
+    console.print(table)
+    console.print(f"{summary.count('done')} done, {summary.count('skipped')} skipped, "
+                  f"{summary.count('failed')} failed")
 
 
 @click.command("segment")
 @click.argument("slides", nargs=-1)
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output folder (created if needed).")
-@click.option("--model", default=None, help="Registry name, cerberus-cli checkpoint or original "
-              "release checkpoint [default: the bundled model].")
 @click.option("--manifest", type=click.Path(dir_okay=False),
               help="GDC manifest (id, filename columns) or CSV with path[,mpp].")
 @click.option("--slides-dir", type=click.Path(file_okay=False),
               help="Folder where manifest file names are found.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "geojson"]), default="parquet",
-              show_default=True, help="Object file format.")
-@click.option("--gzip", is_flag=True, help="Gzip the GeoJSON output.")
-@click.option("--tile", type=int, default=DEFAULT_TILE, show_default=True,
-              help=f"Kept output side in px at the model resolution; {REFERENCE_TILE} is the "
-                   "reference geometry (448 in / 144 out).")
-@click.option("--margin", type=int, default=DEFAULT_MARGIN, show_default=True,
-              help="Context around each kept tile, px.")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto",
-              show_default=True, help="auto: fp16 autocast on CUDA, fp32 on CPU.")
-@click.option("--channels-last/--no-channels-last", default=True, show_default=True)
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network.")
-@click.option("--workers", type=int, default=2, show_default=True, help="Tile reader processes.")
-@click.option("--post-workers", type=int, default=2, show_default=True,
-              help="Post-processing processes.")
-@click.option("--chunk", type=int, default=2048, show_default=True,
-              help="Post-processing chunk side, px at the model resolution.")
-@click.option("--backend", type=click.Choice(["auto", "openslide", "tiffslide"]), default="auto",
-              show_default=True)
-@click.option("--mpp", type=float, help="Level-0 um/px, for slides that do not record it.")
-@click.option("--mask", type=click.Path(dir_okay=False),
-              help="Tissue mask (PNG/TIFF or GeoJSON) instead of automatic detection.")
-@click.option("--tissue-polygons", is_flag=True, help="Also write tissue-type regions as polygons.")
-@click.option("--save-maps", is_flag=True, help="Keep the probability maps as a multiscale zarr.")
-@click.option("--overlay/--no-overlay", default=True, show_default=True, help="QC overlay PNG.")
-@click.option("--overwrite", is_flag=True, help="Redo slides whose outputs exist.")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first failed slide.")
-def segment(slides, out_dir, model, manifest, slides_dir, fmt, gzip, tile, margin, batch_size,
-            device, precision, channels_last, compile_, workers, post_workers, chunk, backend, mpp,
-            mask, tissue_polygons, save_maps, overlay, overwrite, fail_fast) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
+@click_options(SegmentOptions)
+@click.pass_context
+def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str, manifest: str | None,
+            slides_dir: str | None, as_json: bool, **values: Any) -> None:
     """Find nuclei (typed), glands (typed), lumina and tissue types in whole slides.
 
     SLIDES are slide files, folders (searched recursively) or glob patterns.
@@ -60,20 +110,22 @@ def segment(slides, out_dir, model, manifest, slides_dir, fmt, gzip, tile, margi
       cerberus segment slide.svs -o out/
       cerberus segment slides/ "more/*.ndpi" -o out/ --format geojson --gzip
       cerberus segment --manifest gdc_manifest.txt --slides-dir gdc/ -o out/ --device cuda
+      cerberus segment slide.svs -o out/ --nuclei-threshold 0.6 --json
     """
-    from cerberus_cli.inference.options import SegmentOptions
     from cerberus_cli.inference.runs import segment as run_segment
 
+    options = build(SegmentOptions, values)
+    quiet = is_quiet(ctx)
+    console = Console(stderr=True)
+    events = _RichEvents(console, quiet)
     try:
-        options = SegmentOptions(
-            model=model, tile=tile, margin=margin, batch_size=batch_size, device=device,
-            precision=precision, channels_last=channels_last, compile=compile_, workers=workers,
-            post_workers=post_workers, chunk=chunk, backend=backend, mpp=mpp, mask=mask, format=fmt,
-            gzip=gzip, tissue_polygons=tissue_polygons, save_maps=save_maps, overlay=overlay,
-            overwrite=overwrite, fail_fast=fail_fast,
-        )
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    summary = run_segment(list(slides), out_dir, options, manifest=manifest, slides_dir=slides_dir)
+        summary = run_segment(list(slides), out_dir, options, manifest=manifest,
+                              slides_dir=slides_dir, events=events)
+    finally:
+        events.close()
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    elif not quiet:
+        _print_summary(console, summary)
     if not summary.ok:
-        sys.exit(1)
+        sys.exit(ExitCode.SOME_FAILED)

@@ -1,16 +1,28 @@
-"""Errors the user can act on.
+"""Errors the user can act on, and the exit status of every command.
 
 Anything raised as :class:`CerberusError` is printed by the CLI as one line
 (``error: <message>``) with a non-zero exit status, never as a traceback.
 """
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The exit status of every ``cerberus`` command (documented in docs/interfaces.md)."""
+
+    OK = 0            #: everything asked for was done (or was already complete)
+    SOME_FAILED = 1   #: the run went through but some inputs (slides, files) failed
+    USAGE = 2         #: bad options or input: nothing was done
+    INTERRUPTED = 130  #: Ctrl-C (SIGINT)
+    TERMINATED = 143  #: SIGTERM (e.g. a Slurm time limit or preemption)
 
 
 class CerberusError(Exception):
     """An expected failure caused by input or environment, with a one-line message."""
 
 
-class InputError(CerberusError):
-    """A file given by the user is missing, unreadable, or malformed."""
+class InputError(CerberusError, ValueError):
+    """A file or option given by the user is missing, unreadable, malformed or out of range."""
 
 
 class CheckpointError(InputError):

@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.slides.sniff import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS
 
-#: File suffixes taken from folders (OpenSlide formats, TIFF and plain images).
-SLIDE_SUFFIXES = frozenset({
-    ".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif",
-    ".png", ".jpg", ".jpeg",
-})
+#: File suffixes taken from folders: every slide format a backend reads, and plain images.
+SLIDE_SUFFIXES = frozenset(SLIDE_EXTENSIONS | IMAGE_EXTENSIONS)
 
 
 @dataclass(frozen=True)

@@ -1,54 +1,84 @@
-"""The typed options of a segmentation run: one object, shared by CLI and library."""
+"""The typed options of a segmentation run: one object, shared by CLI and library.
+
+``cerberus segment``'s flags are generated from these fields (see
+``cerberus_cli.cli.optgen``), so each default, choice and help text lives here only.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE
+from cerberus_cli.core.optionspec import (
+    backend_opt,
+    check_mpp,
+    check_nonnegative,
+    check_options,
+    check_positive,
+    device_opt,
+    mpp_opt,
+    opt,
+    precision_opt,
+    require,
+)
+from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.postprocess.options import PostprocessOptions
+
+#: Largest network input side (tile + 2 * margin), px: a 8192^2 fp32 batch of one
+#: already needs ~10 GB of activations in the reference network.
+MAX_INPUT_PX = 8192
+FORMATS = ("parquet", "geojson")
 
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """Options of ``cerberus segment`` (and :func:`cerberus_cli.segment.segment`).
+    """Options of ``cerberus segment`` (and :func:`cerberus_cli.segment`).
 
     Geometry is in pixels at the model resolution: ``tile`` is the kept output side,
     ``margin`` the context the network sees around it (input = tile + 2 * margin),
-    ``chunk`` the side of a post-processing chunk.
+    ``chunk`` the side of a post-processing chunk. ``post`` holds the thresholds and
+    sizes of the instance post-processing; every field that changes results is
+    recorded in ``S.run.json`` and in the GeoParquet ``cerberus`` metadata.
     """
 
-    model: str | None = None
-    tile: int = DEFAULT_TILE
-    margin: int = DEFAULT_MARGIN
-    batch_size: int = 4
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    channels_last: bool = True
-    compile: bool = False
-    workers: int = 2
-    post_workers: int = 2
-    chunk: int = 2048
-    backend: Literal["auto", "openslide", "tiffslide"] = "auto"
-    mpp: float | None = None
-    mask: str | None = None
-    format: Literal["parquet", "geojson"] = "parquet"
-    gzip: bool = False
-    tissue_polygons: bool = False
-    save_maps: bool = False
-    overlay: bool = True
-    overwrite: bool = False
-    fail_fast: bool = False
+    model: str | None = opt(None, "Registry name, cerberus checkpoint or original release "
+                            "checkpoint [default: the bundled model].")
+    tile: int = opt(DEFAULT_TILE, f"Kept output side, px at the model resolution; {REFERENCE_TILE} "
+                    "is the reference geometry (448 in / 144 out).")
+    margin: int = opt(DEFAULT_MARGIN, "Context around each kept tile, px at the model resolution.")
+    batch_size: int = opt(4, "Tiles per network batch.")
+    device: str = device_opt()
+    precision: str = precision_opt()
+    channels_last: bool = opt(True, "Channels-last memory layout for the network.")
+    compile: bool = opt(False, "torch.compile the network.")
+    workers: int = opt(2, "Tile reader processes (0: read in the main process).")
+    post_workers: int = opt(2, "Post-processing processes (0: in the main process).")
+    chunk: int = opt(2048, "Post-processing chunk side, px at the model resolution.")
+    backend: str = backend_opt()
+    mpp: float | None = mpp_opt()
+    mask: str | None = opt(None, "Tissue mask (PNG/TIFF spanning the slide, or GeoJSON polygons in "
+                           "level-0 px) instead of automatic detection.")
+    format: str = opt("parquet", "Object file format.", choices=FORMATS)
+    gzip: bool = opt(False, "Gzip the GeoJSON output (--format geojson only).")
+    tissue_polygons: bool = opt(False, "Also write tissue-type regions as polygons.")
+    save_maps: bool = opt(False, "Keep the probability maps as a multiscale zarr.")
+    overlay: bool = opt(True, "Write a QC overlay PNG.")
+    overwrite: bool = opt(False, "Redo slides whose outputs exist.")
+    fail_fast: bool = opt(False, "Stop at the first failed slide.")
+    post: PostprocessOptions = field(default_factory=PostprocessOptions)
 
     def __post_init__(self) -> None:
+        check_options(self)
         for name in ("tile", "batch_size", "chunk"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive")
-        if self.margin < 0 or self.workers < 0 or self.post_workers < 0:
-            raise ValueError("--margin, --workers and --post-workers must be >= 0")
-        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
-            raise ValueError(f"unknown precision {self.precision!r}")
-        if self.format not in ("parquet", "geojson"):
-            raise ValueError(f"unknown format {self.format!r}")
+            check_positive(name, getattr(self, name))
+        for name in ("margin", "workers", "post_workers"):
+            check_nonnegative(name, getattr(self, name))
+        check_mpp(self.mpp)
+        require(self.tile + 2 * self.margin <= MAX_INPUT_PX,
+                f"--tile + 2 * --margin = {self.tile + 2 * self.margin} px exceeds the "
+                f"{MAX_INPUT_PX} px network input limit")
+        require(not self.gzip or self.format == "geojson", "--gzip applies to --format geojson only")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every option as plain JSON-able values (post-processing nested under ``post``)."""
         return asdict(self)

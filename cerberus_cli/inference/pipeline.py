@@ -15,14 +15,13 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
@@ -34,7 +33,12 @@ from cerberus_cli.inference.mapstore import (
     TissueMap,
 )
 from cerberus_cli.inference.options import SegmentOptions
-from cerberus_cli.inference.slide_outputs import SlideOutputs
+from cerberus_cli.inference.sinks import (
+    ObjectSink,
+    SlideContext,
+    SlideResult,
+    SlideStats,
+)
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.checkpoint import LoadedModel
 from cerberus_cli.model.config import ModelConfig
@@ -50,30 +54,13 @@ from cerberus_cli.postprocess.chunks import (
     required_margin,
 )
 
+if TYPE_CHECKING:
+    from cerberus_cli.slides import Slide, TissueMask
+
 log = logging.getLogger(__name__)
 
 #: Callback for progress: (tiles done, tiles total, objects found).
 Progress = Callable[[int, int, int], None]
-
-
-@dataclass
-class SlideRun:
-    """What one slide's segmentation produced and measured."""
-
-    tiles: int = 0
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    tissue_fraction: float = 0.0
-    grid: tuple[int, int] = (0, 0)
-
-    def add(self, records: list[ObjectRecord]) -> None:
-        for r in records:
-            per_task = self.counts.setdefault(r.task, {})
-            per_task[r.class_name] = per_task.get(r.class_name, 0) + 1
-
-    @property
-    def objects(self) -> int:
-        return sum(sum(c.values()) for c in self.counts.values())
 
 
 class Segmenter:
@@ -85,7 +72,7 @@ class Segmenter:
         self.options = options
         stride = self.config.total_stride
         if (options.tile + 2 * options.margin) % stride:
-            raise CerberusError(
+            raise InputError(
                 f"tile + 2 * margin = {options.tile + 2 * options.margin} px must be a multiple of "
                 f"the network stride {stride} (e.g. --tile {options.tile - (options.tile + 2 * options.margin) % stride})"
             )
@@ -94,7 +81,7 @@ class Segmenter:
         model = prepare_model(loaded.model, self.device, options.channels_last, options.compile)
         self.engine = Engine(model, self.config, self.device, self.dtype, options.margin,
                              options.tile, options.channels_last)
-        self.post_options = PostprocessOptions()
+        self.post_options = options.post
         self.post_margin = required_margin(self.post_options)
         self._pool: ProcessPoolExecutor | None = None
 
@@ -115,33 +102,45 @@ class Segmenter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def run(self, slide: Any, mask: Any, outputs: SlideOutputs, progress: Progress | None = None) -> SlideRun:
-        """Segment an opened slide into ``outputs`` (committed only on success)."""
+    def run(self, slide: Slide, mask: TissueMask | None, sink: ObjectSink, key: str,
+            progress: Progress | None = None, work_dir: Path | None = None) -> SlideStats:
+        """Segment an opened slide into ``sink`` (finished only on success).
+
+        ``key`` names the slide in object ids; ``work_dir`` holds the temporary map
+        store (default: the system temporary folder).
+        """
         opts, cfg = self.options, self.config
-        run = SlideRun(tissue_fraction=float(mask.fraction) if mask is not None else 1.0)
+        run = SlideStats(tissue_fraction=float(mask.fraction) if mask is not None else 1.0)
         t_start = time.perf_counter()
         tiles = plan_tiles(slide, mask, cfg.mpp, opts.tile, opts.margin)
         width, height = grid_size(slide, cfg.mpp)
         run.tiles, run.grid = len(tiles), (width, height)
-        scale = cfg.mpp / slide.mpp
-        work = Path(tempfile.mkdtemp(prefix=f".{outputs.stem}.", suffix=".work", dir=outputs.folder))
+        work = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".work", dir=work_dir))
         try:
             store = MapStore.create(work / "maps.zarr", cfg, width, height, opts.tile)
             tracker = ChunkTracker(tiles, store.width, store.height, opts.chunk, self.post_margin)
             tissue = self._tissue_map(width, height)
-            outputs.open(slide, self.loaded, opts, scale)
+            sink.open(self.context(slide, key), slide)
             run.timings["plan_s"] = time.perf_counter() - t_start
-            self._stream(slide, tiles, store, tracker, tissue, outputs, run, scale, progress)
+            self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress)
             t_fin = time.perf_counter()
-            outputs.finish(tissue, store if opts.save_maps else None, run)
+            sink.finish(SlideResult(run, tissue, store if opts.save_maps else None))
             run.timings["finalise_s"] = time.perf_counter() - t_fin
         except BaseException:
-            outputs.abort()
+            sink.abort()
             raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
         run.timings["total_s"] = time.perf_counter() - t_start
         return run
+
+    def context(self, slide: Slide, key: str) -> SlideContext:
+        """The slide, model and result-shaping options a sink records."""
+        width, height = slide.dimensions
+        return SlideContext(key=key, path=str(slide.path), width=width, height=height,
+                            mpp=slide.mpp, model_name=self.config.name,
+                            model_sha256=self.loaded.sha256, model_mpp=self.config.mpp,
+                            options=self.options.to_dict())
 
     def _tissue_map(self, width: int, height: int) -> TissueMap | None:
         heads = self.config.heads_of_kind("tissue")
@@ -150,12 +149,13 @@ class Segmenter:
         return TissueMap(width, height, self.config.total_stride, self.config.tissue_crop,
                          self.config.mpp)
 
-    def _stream(self, slide, tiles: list[Tile], store: MapStore, tracker: ChunkTracker,
-                tissue: TissueMap | None, outputs: SlideOutputs, run: SlideRun, scale: float,
+    def _stream(self, slide: Slide, tiles: list[Tile], store: MapStore, tracker: ChunkTracker,
+                tissue: TissueMap | None, sink: ObjectSink, run: SlideStats, key: str,
                 progress: Progress | None) -> None:
         opts = self.options
-        consumer = _Consumer(store, tracker, tissue, outputs, run, tiles, self.pool(), self.config,
-                             self.post_options, scale, slide.mpp, key=outputs.stem)
+        scale = self.config.mpp / slide.mpp
+        consumer = _Consumer(store, tracker, tissue, sink, run, tiles, self.pool(), self.config,
+                             self.post_options, scale, slide.mpp, key=key)
         loader = make_loader(TileDataset(slide, tiles, self.config.mpp), opts.batch_size,
                              opts.workers, pin_memory=self.device.type == "cuda")
         # Fork the loader processes before the consumer thread exists.
@@ -189,11 +189,13 @@ class Segmenter:
 class _Consumer(threading.Thread):
     """Stores maps, schedules complete chunks and writes their objects in order."""
 
-    def __init__(self, store, tracker, tissue, outputs, run, tiles, pool, config, post_options,
-                 scale, slide_mpp, key) -> None:
+    def __init__(self, store: MapStore, tracker: ChunkTracker, tissue: TissueMap | None,
+                 sink: ObjectSink, run: SlideStats, tiles: list[Tile],
+                 pool: ProcessPoolExecutor | None, config: ModelConfig,
+                 post_options: PostprocessOptions, scale: float, slide_mpp: float, key: str) -> None:
         super().__init__(daemon=True, name="cerberus-consumer")
         self.store, self.tracker, self.tissue = store, tracker, tissue
-        self.outputs, self.run_stats, self.pool = outputs, run, pool
+        self.outputs, self.run_stats, self.pool = sink, run, pool
         self.config, self.post_options = config, post_options
         self.scale, self.slide_mpp, self.key = scale, slide_mpp, key
         self.planned = {(t.x, t.y) for t in tiles}

@@ -3,25 +3,17 @@
 Outputs are written to temporary names and renamed when complete, and a slide
 whose complete outputs exist is skipped, so a crashed run or a shell loop simply
 runs again. One bad slide is reported and the run goes on (unless ``fail_fast``).
+Nothing here prints: progress goes to a :class:`RunEvents` the caller supplies, and
+the summary is returned.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
+from typing import Any, Literal
 
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.inference.inputs import SlideInput, collect_inputs
@@ -60,74 +52,99 @@ class RunSummary:
     def count(self, status: Status) -> int:
         return sum(s.status == status for s in self.slides)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary: counts by status and one entry per slide."""
+        return {"done": self.count("done"), "skipped": self.count("skipped"),
+                "failed": self.count("failed"), "slides": [asdict(s) for s in self.slides]}
+
+
+class RunEvents:
+    """Progress of a run, for a caller that shows it; every method is a no-op here."""
+
+    def run_started(self, slides: int) -> None:
+        """``slides`` slides are to be segmented (skipped ones excluded)."""
+
+    def slide_started(self, slide: SlideInput) -> None:
+        """Work on ``slide`` begins."""
+
+    def tiles(self, done: int, total: int, objects: int) -> None:
+        """Progress within the current slide."""
+
+    def slide_finished(self, outcome: SlideOutcome) -> None:
+        """A slide is done, skipped or failed."""
+
 
 def segment(
-    inputs: list[str],
+    inputs: list[str] | tuple[str, ...],
     out_dir: str | Path,
-    options: SegmentOptions = SegmentOptions(),
+    options: SegmentOptions | None = None,
     manifest: str | None = None,
     slides_dir: str | None = None,
-    console: Console | None = None,
+    events: RunEvents | None = None,
 ) -> RunSummary:
     """Segment every slide in ``inputs`` (files, folders, globs) and ``manifest``.
 
     Per slide ``S`` the folder ``out_dir`` receives ``S.parquet`` (or
     ``S.geojson[.gz]``), ``S.tissue.zarr`` + ``S.tissue.png``, ``S.overlay.png``,
     optionally ``S.maps.zarr``, and last ``S.run.json``, whose presence marks the
-    slide complete.
+    slide complete. Raises :class:`InputError` when nothing can be run at all.
     """
-    console = console or Console(stderr=True)
-    slides = collect_inputs(inputs, manifest, slides_dir)
+    if isinstance(inputs, (str, Path)):
+        raise InputError(f"segment() takes a list of slide paths, not the single string {inputs!r}")
+    options = options or SegmentOptions()
+    events = events or RunEvents()
+    slides = collect_inputs(list(inputs), manifest, slides_dir)
     if not slides:
         raise InputError("no slides given (pass slide files, folders, globs or --manifest)")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
     summary = RunSummary()
     todo: list[tuple[SlideInput, SlideOutputs]] = []
     for item in slides:
         outputs = SlideOutputs(out, item.stem, options)
         if outputs.complete() and not options.overwrite:
-            summary.slides.append(SlideOutcome(str(item.path), "skipped", "complete outputs exist"))
+            outcome = SlideOutcome(str(item.path), "skipped", "complete outputs exist")
+            summary.slides.append(outcome)
+            events.slide_finished(outcome)
         else:
             todo.append((item, outputs))
     if todo:
         loaded = load_model(options.model)
-        with Segmenter(loaded, options) as segmenter, _progress(console) as progress:
-            run_task = progress.add_task("slides", total=len(todo), info="")
+        events.run_started(len(todo))
+        with Segmenter(loaded, options) as segmenter:
             for item, outputs in todo:
-                outcome = _one(segmenter, item, outputs, progress)
+                events.slide_started(item)
+                outcome = _one(segmenter, item, outputs, events)
                 summary.slides.append(outcome)
-                progress.advance(run_task)
-                if outcome.status == "failed":
-                    console.print(f"[red]failed[/red] {item.path}: {outcome.message}")
-                    if options.fail_fast:
-                        break
-    _print_summary(console, summary)
+                events.slide_finished(outcome)
+                if outcome.status == "failed" and options.fail_fast:
+                    break
     return summary
 
 
-def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, progress: Progress) -> SlideOutcome:
+def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs,
+         events: RunEvents) -> SlideOutcome:
     from cerberus_cli.slides import detect_tissue, load_mask, open_slide
 
     opts = segmenter.options
     t0 = time.perf_counter()
-    task = progress.add_task(item.path.name, total=None, info="")
-
-    def update(done: int, total: int, objects: int) -> None:
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        progress.update(task, completed=done, total=total,
-                        info=f"{rate:.1f} tiles/s, {objects:,} objects")
-
     try:
         with open_slide(item.path, backend=opts.backend, mpp=item.mpp or opts.mpp) as slide:
             t_mask = time.perf_counter()
             mask = load_mask(opts.mask, slide) if opts.mask else detect_tissue(slide)
             mask_s = time.perf_counter() - t_mask
-            run = segmenter.run(slide, mask, outputs, update)
+            log.info("%s: %dx%d px at %.4g um/px, tissue %.1f%% (%s)", item.path,
+                     *slide.dimensions, slide.mpp, 100 * mask.fraction, mask.source)
+            run = segmenter.run(slide, mask, outputs, item.stem, events.tiles,
+                                work_dir=outputs.folder)
             run.timings["tissue_mask_s"] = mask_s
             written = outputs.write_record(item, slide, segmenter, run, time.perf_counter() - t0)
+        log.info("%s: %d objects in %.1f s", item.path, run.objects, time.perf_counter() - t0)
         return SlideOutcome(str(item.path), "done", objects=run.objects,
                             seconds=time.perf_counter() - t0, outputs=written)
     except CerberusError as exc:
@@ -138,27 +155,3 @@ def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, progress
         log.debug("slide %s failed", item.path, exc_info=True)
         return SlideOutcome(str(item.path), "failed", f"{type(exc).__name__}: {exc}",
                             seconds=time.perf_counter() - t0)
-    finally:
-        progress.remove_task(task)
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-        console=console, disable=not console.is_terminal,
-    )
-
-
-def _print_summary(console: Console, summary: RunSummary) -> None:
-    table = Table(title="cerberus segment", show_lines=False)
-    for col in ("slide", "status", "objects", "seconds", "message"):
-        table.add_column(col)
-    style = {"done": "green", "skipped": "yellow", "failed": "red"}
-    for s in summary.slides:
-        table.add_row(Path(s.slide).name, f"[{style[s.status]}]{s.status}[/]",
-                      f"{s.objects:,}" if s.status == "done" else "",
-                      f"{s.seconds:.1f}" if s.status != "skipped" else "", s.message)
-    console.print(table)
-    console.print(f"{summary.count('done')} done, {summary.count('skipped')} skipped, "
-                  f"{summary.count('failed')} failed")

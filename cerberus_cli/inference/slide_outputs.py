@@ -11,12 +11,22 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.records import ObjectRecord
+from cerberus_cli.inference.mapstore import MapStore, TissueMap
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.run_record import build_record, head_md5
+from cerberus_cli.inference.sinks import SlideContext, SlideResult, SlideStats
+
+if TYPE_CHECKING:
+    from cerberus_cli.inference.inputs import SlideInput
+    from cerberus_cli.inference.pipeline import Segmenter
+    from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
+    from cerberus_cli.outputs.geoparquet import GeoParquetWriter
+    from cerberus_cli.outputs.overlay import OverlayCanvas
+    from cerberus_cli.slides import Slide
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +35,7 @@ OVERLAY_MPP = 4.0
 
 
 class SlideOutputs:
-    """Paths and writers of one slide's outputs in ``folder``."""
+    """The files of one slide in ``folder``: an :class:`~cerberus_cli.inference.sinks.ObjectSink`."""
 
     def __init__(self, folder: Path, stem: str, options: SegmentOptions) -> None:
         self.folder = Path(folder)
@@ -41,11 +51,10 @@ class SlideOutputs:
         self.overlay_path = self.folder / f"{stem}.overlay.png"
         self.maps_path = self.folder / f"{stem}.maps.zarr"
         self.tissue_objects = self.folder / f"{stem}.tissue.parquet"
-        self._writer: Any = None
-        self._overlay: Any = None
-        self._pending: list[AtomicPath] = []
+        self._writer: GeoParquetWriter | QuPathGeoJSONWriter | None = None
+        self._overlay: OverlayCanvas | None = None
         self._written: dict[str, str] = {}
-        self._tissue_records: list[ObjectRecord] = []
+        self._context: SlideContext | None = None
 
     # --- completeness ------------------------------------------------------------------
     def complete(self) -> bool:
@@ -60,76 +69,75 @@ class SlideOutputs:
         return bool(files) and all((self.folder / name).exists() for name in files.values())
 
     # --- writing -------------------------------------------------------------------------
-    def open(self, slide: Any, loaded: Any, options: SegmentOptions, scale: float) -> None:
-        """Start the streaming writers for a slide about to be segmented."""
-        from cerberus_cli.slides import thumbnail
-
-        meta = {
-            "slide": {"path": str(slide.path), "width": slide.dimensions[0],
-                      "height": slide.dimensions[1], "mpp": slide.mpp},
-            "model": {"name": loaded.config.name, "sha256": loaded.sha256,
-                      "mpp": loaded.config.mpp},
-            "coordinates": "level-0 pixels",
-        }
+    def open(self, context: SlideContext, slide: Slide | None = None) -> None:
+        """Start the streaming writers; ``slide`` (when given) supplies the overlay thumbnail."""
+        self._context = context
         overwrite = True  # stale outputs without a complete run record are ours to replace
-        if options.format == "parquet":
+        if self.options.format == "parquet":
             from cerberus_cli.outputs.geoparquet import GeoParquetWriter
 
-            self._writer = GeoParquetWriter(self.objects_path, meta, overwrite=overwrite)
+            self._writer = GeoParquetWriter(self.objects_path, context.metadata(), overwrite=overwrite)
         else:
             from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
 
-            self._writer = QuPathGeoJSONWriter(self.objects_path, gzip=options.gzip,
+            self._writer = QuPathGeoJSONWriter(self.objects_path, gzip=self.options.gzip,
                                                overwrite=overwrite)
-        if options.overlay:
+        if self.options.overlay and slide is not None:
             from cerberus_cli.outputs.overlay import OverlayCanvas
+            from cerberus_cli.slides import thumbnail
 
             thumb_mpp = max(OVERLAY_MPP, slide.mpp)
             self._overlay = OverlayCanvas(thumbnail(slide, thumb_mpp), slide.mpp / thumb_mpp)
-        self._slide_mpp = slide.mpp
 
     def write(self, records: list[ObjectRecord]) -> None:
         """Stream one chunk's objects into the object file and the overlay."""
+        assert self._writer is not None, "write() before open()"
         self._writer.write(records)
         if self._overlay is not None:
             self._overlay.draw(records)
 
-    def finish(self, tissue: Any, store: Any, run: Any) -> None:
+    def finish(self, result: SlideResult) -> None:
         """Commit the object file and write the tissue map, overlay and maps."""
+        assert self._writer is not None, "finish() before open()"
         self._written["objects"] = self._writer.close().name
         self._writer = None
-        if tissue is not None:
-            self._finish_tissue(tissue)
+        if result.tissue is not None:
+            self._finish_tissue(result.tissue)
         if self._overlay is not None:
             target = AtomicPath(self.overlay_path, overwrite=True)
             self._overlay.save(target.tmp)
             self._written["overlay"] = target.commit().name
-        if store is not None:
-            self._written["maps"] = self._save_maps(store).name
+        if result.maps is not None:
+            self._written["maps"] = self._save_maps(result.maps).name
 
-    def _finish_tissue(self, tissue: Any) -> None:
-        from cerberus_cli.outputs.tissue_map import tissue_regions, write_tissue_map
+    def _finish_tissue(self, tissue: TissueMap) -> None:
+        from cerberus_cli.outputs.tissue_map import write_tissue_map
 
-        mpp = tissue.mpp
+        assert self._context is not None
         zarr_path, png_path = write_tissue_map(self.tissue_zarr, self.tissue_png, tissue.classes,
-                                               mpp, overwrite=True)
+                                               tissue.mpp, overwrite=True)
         self._written["tissue_map"] = zarr_path.name
         self._written["tissue_png"] = png_path.name
         if self.options.tissue_polygons:
             from cerberus_cli.outputs.geoparquet import write_geoparquet
+            from cerberus_cli.postprocess.tissue_regions import tissue_regions
 
-            records = tissue_regions(tissue.classes, mpp / self._slide_mpp, self._slide_mpp)
+            slide_mpp = self._context.mpp
+            records = tissue_regions(tissue.classes, tissue.mpp / slide_mpp, slide_mpp,
+                                     confidence=tissue.confidence, key=self.stem)
             self._written["tissue_polygons"] = write_geoparquet(
-                self.tissue_objects, records, {"task": "tissue"}, overwrite=True).name
+                self.tissue_objects, records, {**self._context.metadata(), "task": "tissue"},
+                overwrite=True).name
 
-    def _save_maps(self, store: Any) -> Path:
+    def _save_maps(self, store: MapStore) -> Path:
         from cerberus_cli.inference.multiscale import write_multiscale
 
         target = AtomicPath(self.maps_path, overwrite=True)
         write_multiscale(store, target.tmp)
         return target.commit()
 
-    def write_record(self, item: Any, slide: Any, segmenter: Any, run: Any, seconds: float) -> dict[str, str]:
+    def write_record(self, item: SlideInput, slide: Slide, segmenter: Segmenter, run: SlideStats,
+                     seconds: float) -> dict[str, str]:
         """Write ``S.run.json`` last; returns the output names it lists."""
         loaded = segmenter.loaded
         record = build_record(

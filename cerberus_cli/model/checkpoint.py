@@ -25,7 +25,8 @@ import datetime as _dt
 import hashlib
 import os
 import pickle
-import zipfile
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": model.config.to_dict(),
         "provenance": dict(provenance or {}),
         "storage": storage,
@@ -126,17 +127,43 @@ def save_checkpoint(
 
 
 def _read(path: Path) -> Any:
+    """The unpickled checkpoint, or one :class:`CheckpointError` line for any bad file."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: file is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated?): {first}") from None
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: file is empty")
+        with warnings.catch_warnings():
+            # torch warns about pickle protocols of foreign files; the error below says it all.
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
+    except PermissionError:
+        raise CheckpointError(f"{path}: cannot read (permission denied)") from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        if found:
+            # Safe loading refused a Python object: name it, never suggest unsafe loading.
+            raise CheckpointError(
+                f"{path}: not a checkpoint cerberus-cli loads: it holds Python objects "
+                f"({found.group(1)}) besides tensors; a Cerberus checkpoint holds only "
+                "tensors and plain values") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated, or "
+                              "not a PyTorch file)") from None
+    except Exception as exc:  # noqa: BLE001 (torch raises KeyError, zip, storage errors for bad files)
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or truncated, or not a "
+                              f"PyTorch file: {_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error message, without advice about unsafe loading."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if not text or "weights_only" in text or len(text) > 160:
+        return type(exc).__name__
+    return text
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -145,6 +172,37 @@ def file_sha256(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _contents(path: Path, obj: Any, config: ModelConfig | None
+              ) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any], str]:
+    """(config, state dict, provenance, package version) of a loaded checkpoint object."""
+    if is_original_checkpoint(obj):
+        cfg, state = convert_state_dict(obj["desc"], config, source=str(path))
+        return cfg, state, {"imported_from": path.name, "source_format": "original-cerberus"}, ""
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint format {obj['format_version']} is newer than this "
+                f"cerberus-cli supports ({FORMAT_VERSION}); upgrade cerberus-cli"
+            )
+        try:
+            cfg = ModelConfig.from_dict(obj["config"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: invalid model config in checkpoint: "
+                                  f"{_first_line(exc)}") from None
+        state = _decode(obj["state_dict"], obj.get("scales", {}))
+        return cfg, state, dict(obj.get("provenance", {})), str(obj.get("package_version", ""))
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        first = next(iter(obj))
+        raise CheckpointError(
+            f"{path}: a bare state dict ({len(obj)} tensors, e.g. {first!r}), not a Cerberus "
+            "checkpoint: cerberus-cli files carry their model config; original release files "
+            "keep their weights under 'desc'")
+    raise CheckpointError(
+        f"{path}: not a Cerberus checkpoint (neither cerberus-cli format nor an original "
+        "release file with a 'desc' state dict)"
+    )
 
 
 def load_checkpoint(path: str | os.PathLike, config: ModelConfig | None = None) -> LoadedModel:
@@ -158,34 +216,21 @@ def load_checkpoint(path: str | os.PathLike, config: ModelConfig | None = None) 
     """
     path = Path(path)
     obj = _read(path)
-    if is_original_checkpoint(obj):
-        cfg, state = convert_state_dict(obj["desc"], config, source=str(path))
-        provenance = {"imported_from": path.name, "source_format": "original-cerberus"}
-        version = ""
-    elif isinstance(obj, dict) and obj.get("format") == FORMAT:
-        if int(obj.get("format_version", 0)) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"{path}: checkpoint format {obj['format_version']} is newer than this "
-                f"cerberus-cli supports ({FORMAT_VERSION}); upgrade cerberus-cli"
-            )
-        try:
-            cfg = ModelConfig.from_dict(obj["config"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: invalid model config in checkpoint: {exc}") from None
-        state = _decode(obj["state_dict"], obj.get("scales", {}))
-        provenance = obj.get("provenance", {})
-        version = obj.get("package_version", "")
-    else:
-        raise CheckpointError(
-            f"{path}: not a Cerberus checkpoint (neither cerberus-cli format nor an original "
-            "release file with a 'desc' state dict)"
-        )
-    model = CerberusNet(cfg)
+    try:
+        cfg, state, provenance, version = _contents(path, obj, config)
+        model = CerberusNet(cfg)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        # A file in our format (or a release file) whose contents are not what they claim.
+        what = f"missing entry {exc}" if isinstance(exc, KeyError) else _first_line(exc)
+        raise CheckpointError(f"{path}: malformed checkpoint ({what})") from None
     try:
         result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        shape = re.search(r"size mismatch for [\w.]+", str(exc))
         raise CheckpointError(f"{path}: weights do not match the model config: "
-                              f"{str(exc).splitlines()[0]}") from None
+                              f"{shape.group(0) if shape else _first_line(exc)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path}: weights do not match the model config "

@@ -45,7 +45,7 @@ from cerberus_cli.core.vocabulary import QUPATH_OBJECT_TYPE, class_color
 from cerberus_cli.outputs.options import WriterOptions
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 #: QuPath measurement names (QuPath's own spelling for areas and lengths).
 AREA_NAME = "Area µm^2"

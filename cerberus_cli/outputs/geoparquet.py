@@ -39,7 +39,7 @@ from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.outputs.spatial import hilbert_index
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 GEOPARQUET_VERSION = "1.1.0"
 
@@ -184,8 +184,11 @@ class GeoParquetWriter:
                       min(self._bbox[1], pc.min(bb.field("ymin")).as_py()),
                       max(self._bbox[2], pc.max(bb.field("xmax")).as_py()),
                       max(self._bbox[3], pc.max(bb.field("ymax")).as_py())]
-        self._types.update(shapely.get_type_id(
-            shapely.from_wkb(table.column("geometry").to_numpy(zero_copy_only=False))).tolist())
+        points = self.options.nuclei_geometry == "point"
+        self._types.update(r.geometry.geom_type for r in records
+                           if not (points and r.task == "nuclei"))
+        if points and any(r.task == "nuclei" for r in records):
+            self._types.add("Point")
         self._cx.append(table.column("centroid_x").to_numpy())
         self._cy.append(table.column("centroid_y").to_numpy())
         self._task.append(np.array([_task_code(r.task) for r in records], np.int8))
@@ -244,9 +247,8 @@ class GeoParquetWriter:
                 else:
                     writer.write_table(SCHEMA.empty_table())
                 bbox = self._bbox if self.count else None
-                types = [_GEOMETRY_NAMES[t] for t in self._types]
                 writer.add_key_value_metadata({
-                    "geo": json.dumps(geo_metadata(bbox, types)),
+                    "geo": json.dumps(geo_metadata(bbox, self._types)),
                     "cerberus": self._cerberus_json,
                 })
             finally:
@@ -276,11 +278,6 @@ class GeoParquetWriter:
             self.close()
         else:
             self.abort()
-
-
-#: shapely geometry type ids -> GeoParquet geometry type names.
-_GEOMETRY_NAMES = {0: "Point", 1: "LineString", 3: "Polygon", 4: "MultiPoint",
-                   5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
 
 
 def _task_code(task: str) -> int:

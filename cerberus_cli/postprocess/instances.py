@@ -3,9 +3,18 @@
 Inputs are 2-D maps of the model-resolution grid, float in 0..1 or uint8 in
 0..255 (quantised probabilities). Outputs are int32 label maps (0 background,
 1..N objects numbered in raster order of their first pixel).
+
+Speed without changing a single label: uint8 maps are thresholded as integers
+with a rule checked once against the float arithmetic it replaces (no float
+copies of whole maps), relabelling touches only foreground pixels, and the
+watershed, growth and hole filling run on the bounding box of what they can
+change, which gives the same labels as the whole array.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -14,13 +23,65 @@ from skimage.segmentation import watershed
 
 from cerberus_cli.postprocess.options import PostprocessOptions
 
+_DEFAULTS = PostprocessOptions()
+_SCALE = np.float32(1.0 / 255.0)
+#: ``as_probability`` of every uint8 value (float32, then float64 for heights).
+_LEVELS32 = np.arange(256, dtype=np.uint8).astype(np.float32) * _SCALE
+_LEVELS64 = _LEVELS32.astype(np.float64)
+
 
 def as_probability(a: np.ndarray) -> np.ndarray:
     """A probability map as float32 0..1 (uint8 maps are divided by 255)."""
     a = np.asarray(a)
     if a.dtype == np.uint8:
-        return a.astype(np.float32) * np.float32(1.0 / 255.0)
+        return a.astype(np.float32) * _SCALE
     return a.astype(np.float32, copy=False)
+
+
+@functools.lru_cache(maxsize=64)
+def _integer_rule(op: str, t: float) -> int | None:
+    """``k`` such that ``(p(a) op p(b)) > t`` equals ``(a op b) >= k`` for all uint8 a, b.
+
+    ``p`` is :func:`as_probability`, evaluated in float32 exactly as on whole
+    maps; ``op`` is "+", "-" or "" (``p(a) > t`` alone). None when no such
+    integer rule reproduces the float result for every pair of values.
+    """
+    ia = np.arange(256)
+    if op == "":
+        want, value = _LEVELS32 > t, ia
+    else:
+        fa, fb = _LEVELS32[:, None], _LEVELS32[None, :]
+        want = (fa + fb) > t if op == "+" else (fa - fb) > t
+        value = ia[:, None] + ia[None, :] if op == "+" else ia[:, None] - ia[None, :]
+    k = int(value[want].min()) if want.any() else int(value.max()) + 1
+    return k if np.array_equal(want, value >= k) else None
+
+
+def _above(a: np.ndarray, t: float, b: np.ndarray | None = None, op: str = "") -> np.ndarray:
+    """Bool map of ``(p(a) op p(b)) > t`` (or ``p(a) > t``), as the float maps give it."""
+    a = np.asarray(a)
+    if a.dtype == np.uint8 and (b is None or np.asarray(b).dtype == np.uint8):
+        k = _integer_rule(op, float(t))
+        if k is not None:
+            if op == "":
+                return a >= k
+            if op == "+" and 0 <= k <= 255:  # a saturating sum decides exactly up to 255
+                return cv2.add(a, b) >= k
+            if op == "-" and 1 <= k <= 255:  # a sum clipped at 0 decides exactly from 1
+                return cv2.subtract(a, b) >= k
+    pa = as_probability(a)
+    if op == "":
+        return pa > t
+    pb = as_probability(b)
+    return ((pa + pb) if op == "+" else (pa - pb)) > t
+
+
+def _heights(a: np.ndarray) -> np.ndarray:
+    """``as_probability(a)`` as float64 (the watershed's working type)."""
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        return _LEVELS64[a]
+    return as_probability(a).astype(np.float64)
 
 
 def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, int]:
@@ -29,33 +90,58 @@ def label_components(mask: np.ndarray, min_size: int = 0) -> tuple[np.ndarray, i
     Returns the int32 labels (renumbered 1..N in raster order of each
     component's first pixel, which OpenCV's own numbering is not) and N.
     """
-    _, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8, ltype=cv2.CV_32S)
+    m = np.ascontiguousarray(mask)
+    m = m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8)
+    _, lab = cv2.connectedComponents(m, connectivity=8, ltype=cv2.CV_32S)
     lab = relabel_sequential(lab, min_size)
-    return lab, int(lab.max())
+    return lab, int(lab.max()) if lab.size else 0
 
 
 def relabel_sequential(labels: np.ndarray, min_size: int = 0) -> np.ndarray:
     """Renumber labels 1..N in raster order of first pixel, dropping small ones."""
-    flat = labels.ravel()
-    n = int(flat.max()) if flat.size else 0
-    if n == 0:
+    flat = np.ascontiguousarray(labels).ravel()
+    nz = np.flatnonzero(flat)  # foreground only: usually a small part of the map
+    if nz.size == 0:
         return labels.astype(np.int32, copy=False)
-    sizes = np.bincount(flat, minlength=n + 1)
+    return _relabel_foreground(labels.shape, nz, flat[nz], min_size)
+
+
+def _relabel_foreground(shape: tuple[int, ...], nz: np.ndarray, lab: np.ndarray,
+                        min_size: int = 0) -> np.ndarray:
+    """:func:`relabel_sequential` of a map given by its foreground (flat index, label)."""
+    out = np.zeros(shape, np.int32)
+    if nz.size == 0:
+        return out
+    n = int(lab.max())
+    sizes = np.bincount(lab, minlength=n + 1)
     present = np.flatnonzero(sizes >= max(min_size, 1))
     present = present[present > 0]
     # Raster order of first appearance keeps numbering independent of the
-    # labelling algorithm's internal order.
-    first = np.full(n + 1, flat.size, dtype=np.int64)
-    nz = np.flatnonzero(flat)
-    np.minimum.at(first, flat[nz], nz)
+    # labelling algorithm's internal order. Only the starts of runs of equal
+    # labels can be first pixels, so the minimum runs over far fewer entries.
+    starts = np.flatnonzero(np.diff(lab, prepend=lab.dtype.type(0)) != 0)
+    first = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first, lab[starts], nz[starts])
     order = present[np.argsort(first[present], kind="stable")]
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
-    return lut[labels]
+    out.ravel()[nz] = lut[lab]
+    return out
 
 
 def _ellipse(size: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+
+
+def _bbox(mask: np.ndarray, pad: int = 0) -> tuple[slice, slice] | None:
+    """Bounding box of a 2-D mask grown by ``pad`` px (clipped), or None if empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    h, w = mask.shape
+    return (slice(max(0, rows[0] - pad), min(h, rows[-1] + 1 + pad)),
+            slice(max(0, cols[0] - pad), min(w, cols[-1] + 1 + pad)))
 
 
 def tie_breaker(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -74,43 +160,52 @@ def tie_breaker(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 
 def nuclei_instances(inner: np.ndarray, boundary: np.ndarray,
-                     options: PostprocessOptions = PostprocessOptions(),
+                     options: PostprocessOptions = _DEFAULTS,
                      origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Nucleus labels: marker-controlled watershed of ``-inner`` inside the mask.
 
     ``origin`` (grid position of ``inner[0, 0]``) only seeds the tie-breaking of
     equal heights, so that chunks of one grid split touching nuclei identically.
     """
-    inner = as_probability(inner)
-    boundary = as_probability(boundary)
     t = options.nuclei_threshold
-    mask = ((inner + boundary) > t).astype(np.uint8)
-    mask = cv2.erode(mask, _ellipse(3)).astype(bool)
-    markers, n = label_components(inner > t, options.nuclei_min_marker_px)
-    if n == 0:
-        return np.zeros(inner.shape, np.int32)
-    height = -inner.astype(np.float64)
-    ys, xs = np.nonzero(mask)  # the watershed only visits the mask
-    height[ys, xs] += tie_breaker(ys + origin[1], xs + origin[0]) * 1e-9
-    labels = watershed(height, markers, mask=mask)
-    return relabel_sequential(labels.astype(np.int32, copy=False), options.nuclei_min_size_px)
+    mask = _above(inner, t, boundary, "+").view(np.uint8)
+    mask = cv2.erode(mask, _ellipse(3)).view(bool)
+    markers, n = label_components(_above(inner, t), options.nuclei_min_marker_px)
+    box = _bbox(mask) if n else None
+    if box is None:
+        return np.zeros(np.shape(inner), np.int32)
+    # The watershed floods only the mask and only from markers inside it, in
+    # an order that cropping preserves: the mask's bounding box gives the same
+    # labels as the whole array.
+    m = mask[box]
+    height = -_heights(np.asarray(inner)[box])
+    ys, xs = np.nonzero(m)
+    y0, x0 = box[0].start, box[1].start
+    height[ys, xs] += tie_breaker(ys + (y0 + origin[1]), xs + (x0 + origin[0])) * 1e-9
+    labels = np.zeros(mask.shape, np.int32)
+    labels[box] = watershed(height, markers[box], mask=m)
+    return relabel_sequential(labels, options.nuclei_min_size_px)
 
 
 def _grown_instances(inner: np.ndarray, boundary: np.ndarray, threshold: float,
                      min_size: int, kernel_px: int) -> np.ndarray:
     """Threshold ``inner - boundary``, drop small parts, grow back, fill holes."""
-    seed = (as_probability(inner) - as_probability(boundary)) > threshold
-    labels, n = label_components(seed, min_size)
+    labels, n = label_components(_above(inner, threshold, boundary, "-"), min_size)
     if n == 0:
         return labels
+    # Growth reaches kernel_px // 2 px beyond the objects and hole filling stays
+    # inside them: the box around the objects plus that reach holds every change.
+    box = _bbox(labels > 0, kernel_px // 2 if kernel_px > 1 else 0)
+    part = labels[box]
     # Dilate each object by the eroded width (the elliptical kernel of the
     # targets). Where grown objects meet, the later label (in raster order of
     # first pixel) wins: a rule that does not depend on the array's extent.
     # Float32 holds label ids exactly up to 2**24; cv2 has no int32 dilation.
     if kernel_px > 1:
-        grown = cv2.dilate(labels.astype(np.float32), _ellipse(kernel_px))
-        labels = np.where(labels > 0, labels, grown.astype(np.int32))
-    return fill_label_holes(labels)
+        grown = cv2.dilate(part.astype(np.float32), _ellipse(kernel_px))
+        part = np.where(part > 0, part, grown.astype(np.int32))
+    labels[box] = fill_label_holes(part)
+    return labels
 
 
 def fill_label_holes(labels: np.ndarray) -> np.ndarray:
@@ -135,14 +230,16 @@ def _block_mean(a: np.ndarray, f: int) -> np.ndarray:
     return a.reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
 
 
-def _at_resolution(fn, inner: np.ndarray, boundary: np.ndarray, factor: int) -> np.ndarray:
+def _at_resolution(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], inner: np.ndarray,
+                   boundary: np.ndarray, factor: int) -> np.ndarray:
     """Run ``fn`` on ``factor``-times block-averaged maps and upsample its labels.
 
     Blocks start at array index 0 (callers keep the array origin a multiple of
-    ``factor`` so blocks align across chunks); odd edges are zero-padded.
+    ``factor`` so blocks align across chunks); odd edges are zero-padded. At
+    ``factor`` 1 the maps go through as they are (uint8 stays uint8).
     """
     if factor == 1:
-        return fn(as_probability(inner), as_probability(boundary))
+        return fn(inner, boundary)
     h, w = inner.shape
     ph, pw = -h % factor, -w % factor
     pad = ((0, ph), (0, pw))
@@ -153,7 +250,7 @@ def _at_resolution(fn, inner: np.ndarray, boundary: np.ndarray, factor: int) -> 
 
 
 def gland_instances(inner: np.ndarray, boundary: np.ndarray,
-                    options: PostprocessOptions = PostprocessOptions()) -> np.ndarray:
+                    options: PostprocessOptions = _DEFAULTS) -> np.ndarray:
     """Gland labels: ``(inner - boundary) > gland_threshold``, grown back, holes filled."""
     f = options.gland_downsample
 
@@ -166,7 +263,7 @@ def gland_instances(inner: np.ndarray, boundary: np.ndarray,
 
 
 def lumen_instances(inner: np.ndarray, boundary: np.ndarray, gland_labels: np.ndarray,
-                    options: PostprocessOptions = PostprocessOptions()) -> np.ndarray:
+                    options: PostprocessOptions = _DEFAULTS) -> np.ndarray:
     """Lumen labels kept only where mostly inside a gland of ``gland_labels``."""
     f = options.gland_downsample
 
@@ -176,12 +273,15 @@ def lumen_instances(inner: np.ndarray, boundary: np.ndarray, gland_labels: np.nd
                                 _scaled_kernel(options.lumen_kernel_px, f))
 
     labels = _at_resolution(run, inner, boundary, f)
-    n = int(labels.max())
-    if n == 0:
+    flat = labels.ravel()
+    nz = np.flatnonzero(flat)
+    if nz.size == 0:
         return labels
-    size = np.bincount(labels.ravel(), minlength=n + 1)
-    inside = np.bincount(labels.ravel(), weights=(gland_labels.ravel() > 0), minlength=n + 1)
+    lab = flat[nz]
+    n = int(lab.max())
+    size = np.bincount(lab, minlength=n + 1)
+    inside = np.bincount(lab, weights=(gland_labels.ravel()[nz] > 0), minlength=n + 1)
     keep = inside >= options.lumen_in_gland_share * np.maximum(size, 1)
     keep[0] = False
-    labels = np.where(keep[labels], labels, 0)
-    return relabel_sequential(labels)
+    sel = keep[lab]
+    return _relabel_foreground(labels.shape, nz[sel], lab[sel])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cerberus_cli.core.optionspec import check_range, opt, require
+
 
 @dataclass(frozen=True)
 class PostprocessOptions:
@@ -24,35 +26,37 @@ class PostprocessOptions:
     full grid, so the rest of the pipeline is unchanged.
     """
 
-    nuclei_threshold: float = 0.5
-    nuclei_min_marker_px: int = 5
-    nuclei_min_size_px: int = 10
-    gland_threshold: float = 0.55
-    gland_min_size_px: int = 400
-    gland_kernel_px: int = 11
-    lumen_threshold: float = 0.5
-    lumen_min_size_px: int = 30
-    lumen_kernel_px: int = 3
-    #: Minimum share of a lumen's pixels that must lie inside a gland.
-    lumen_in_gland_share: float = 0.5
-    gland_downsample: int = 1
-    #: Douglas-Peucker tolerance of the output polygons (model-grid px).
-    simplify_px: float = 0.5
-    #: Largest expected object extent per task (model-grid px), for chunk margins.
-    max_nucleus_px: int = 64
-    max_gland_px: int = 512
-    max_lumen_px: int = 384
+    nuclei_threshold: float = opt(0.5, "Nuclei: probability above which inner+boundary is "
+                                  "nucleus and inner is a marker.")
+    nuclei_min_marker_px: int = opt(5, "Nuclei: smallest watershed marker kept, px^2 at the "
+                                    "model resolution (0.25 um^2 each at 0.5 um/px).")
+    nuclei_min_size_px: int = opt(10, "Nuclei: smallest nucleus kept, px^2 at the model resolution.")
+    gland_threshold: float = opt(0.55, "Glands: threshold on inner - boundary.")
+    gland_min_size_px: int = opt(400, "Glands: smallest gland kept, px^2 at the model resolution.")
+    gland_kernel_px: int = opt(11, "Glands: elliptical kernel (px) that dilates each eroded gland "
+                               "back to its outline (the training erosion).")
+    lumen_threshold: float = opt(0.5, "Lumina: threshold on inner - boundary.")
+    lumen_min_size_px: int = opt(30, "Lumina: smallest lumen kept, px^2 at the model resolution.")
+    lumen_kernel_px: int = opt(3, "Lumina: elliptical dilation kernel, px.")
+    lumen_in_gland_share: float = opt(0.5, "Lumina: minimum share of a lumen's pixels inside a "
+                                      "gland (others are dropped).")
+    gland_downsample: int = opt(1, "Run the gland and lumen steps on a 2x block-averaged map "
+                                "(2) for speed, or at full resolution (1).")
+    simplify_px: float = opt(0.5, "Douglas-Peucker tolerance of the output polygons, px at the "
+                             "model resolution (0: exact pixel outlines).")
+    max_nucleus_px: int = opt(64, "Largest expected nucleus extent, px (sets chunk margins).")
+    max_gland_px: int = opt(512, "Largest expected gland extent, px (sets chunk margins).")
+    max_lumen_px: int = opt(384, "Largest expected lumen extent, px (sets chunk margins).")
 
     def __post_init__(self) -> None:
-        if self.gland_downsample not in (1, 2):
-            raise ValueError(f"gland_downsample must be 1 or 2, got {self.gland_downsample}")
+        require(self.gland_downsample in (1, 2),
+                f"--gland-downsample must be 1 or 2, got {self.gland_downsample}")
         for name in ("nuclei_threshold", "gland_threshold", "lumen_threshold",
                      "lumen_in_gland_share"):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ValueError(f"{name} must lie in [0, 1], got {v}")
-        for name in ("gland_kernel_px", "lumen_kernel_px"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.simplify_px < 0:
-            raise ValueError("simplify_px must be >= 0")
+            check_range(name, getattr(self, name), 0.0, 1.0)
+        for name in ("gland_kernel_px", "lumen_kernel_px", "max_nucleus_px", "max_gland_px",
+                     "max_lumen_px"):
+            require(getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1")
+        for name in ("nuclei_min_marker_px", "nuclei_min_size_px", "gland_min_size_px",
+                     "lumen_min_size_px", "simplify_px"):
+            check_range(name, getattr(self, name), 0, float("inf"))

@@ -5,11 +5,11 @@ backend, RGB uint8 whatever the file); ``read_scaled`` reads any region at any
 um/px; ``detect_tissue`` / ``load_mask`` say where the tissue is.
 """
 
+from cerberus_cli.core.optionspec import BACKENDS
 from cerberus_cli.slides.backends import TileReadError
-from cerberus_cli.slides.info import slide_info
 from cerberus_cli.slides.masks import load_mask
 from cerberus_cli.slides.scale import best_level, read_scaled, scaled_size, thumbnail
-from cerberus_cli.slides.slide import BACKENDS, Slide, open_slide
+from cerberus_cli.slides.slide import Slide, open_slide, slide_from_array
 from cerberus_cli.slides.tissue import TissueMask, detect_tissue, tissue_from_rgb
 from cerberus_cli.slides.writer import write_slide
 
@@ -24,7 +24,7 @@ __all__ = [
     "open_slide",
     "read_scaled",
     "scaled_size",
-    "slide_info",
+    "slide_from_array",
     "thumbnail",
     "tissue_from_rgb",
     "write_slide",

@@ -309,3 +309,30 @@ class ImageBackend:
         if self._kind == "tiff":
             self._tif.close()
         self._pixels = {}
+
+
+class ArrayBackend:
+    """An RGB(A) or grey image already in memory: one level, read by slicing."""
+
+    name = "array"
+    vendor = "array"
+
+    def __init__(self, image: np.ndarray) -> None:
+        if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+            raise InputError(f"image array must be (H, W) or (H, W, C) with pixels, got shape {image.shape}")
+        self._image = image
+        height, width = image.shape[:2]
+        self.properties: dict[str, str] = {}
+        self.level_dimensions = ((int(width), int(height)),)
+        self.level_downsamples = (1.0,)
+        self.tile_sizes = ((int(width), int(height)),)
+        self.associated_images: tuple[str, ...] = ()
+
+    def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
+        return to_rgb(self._image[y:y + h, x:x + w])
+
+    def associated_image(self, name: str) -> np.ndarray:
+        raise KeyError(name)
+
+    def close(self) -> None:
+        """Nothing to release: the array belongs to the caller."""

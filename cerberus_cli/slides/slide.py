@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.optionspec import BACKENDS
 from cerberus_cli.slides.backends import (
+    ArrayBackend,
     Backend,
     ImageBackend,
     OpenSlideBackend,
@@ -29,7 +31,6 @@ from cerberus_cli.slides.sniff import check_slide_file
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "openslide", "tiffslide", "image")
 
 
 def _open_backend(path: Path, name: str, kind: str | None) -> Backend:
@@ -112,6 +113,8 @@ class Slide:
     def _reader(self) -> Backend:
         # A handle inherited through fork() shares file state with the parent:
         # open a fresh one in every process.
+        if self.backend == "array" and self._handle is not None:
+            return self._handle
         if self._handle is None or self._pid != os.getpid():
             self._handle = _open_backend(self.path, self.backend, self._kind)
             self._pid = os.getpid()
@@ -119,7 +122,8 @@ class Slide:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_handle"] = None
+        if self.backend != "array":  # an in-memory image travels with the slide
+            state["_handle"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -206,6 +210,14 @@ class Slide:
             raise InputError(f"{self.path}: no associated image {name!r} "
                              f"(has: {', '.join(self.associated_images) or 'none'})")
         return self._reader().associated_image(name)
+
+
+def slide_from_array(image: np.ndarray, mpp: float, name: str = "image") -> Slide:
+    """A :class:`Slide` over an image already in memory (H x W [x C], level-0 ``mpp`` um/px)."""
+    from cerberus_cli.core.optionspec import check_mpp
+
+    check_mpp(mpp, f"{name}: mpp")
+    return Slide(Path(name), ArrayBackend(np.asarray(image)), None, float(mpp), "given")
 
 
 def open_slide(path: str | os.PathLike, backend: str = "auto", mpp: float | None = None) -> Slide:

@@ -207,8 +207,11 @@ def _surface_goblets(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
     return dots & band & (labels.sdf > 4) & (labels.sdf < 13)
 
 
-def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
-    """RGB float32 image (before blur and noise) of a window's label layers."""
+def paint(labels: Labels, seed: int, stain: Stain, pale: float = 0.0) -> np.ndarray:
+    """RGB float32 image (before blur and noise) of a window's label layers.
+
+    ``pale`` (0..1) adds the pale tissue of whole slides (see :class:`SceneParams`).
+    """
     h, w = labels.tissue.shape
     tx = _Textures(seed, labels.x0, labels.y0, h, w, labels.fields.orient_at)
     T = labels.tissue
@@ -228,7 +231,13 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
         wav = np.tanh(fib)
         cleft = np.clip((-fib - 0.9) * 1.5, 0, 1)
         e_str = (0.55 + 0.28 * wav + 0.06 * med) * (1 - 0.75 * cleft)
-        put(T == STR, 0.12 + 0.03 * med, e_str)
+        e_loose = e_str
+        if pale > 0:
+            # Oedematous stroma: patches where the fibres thin out and gaps open.
+            loose = pale * np.clip((tx.smooth(21, 60.0) - 0.2) / 0.6, 0, 1)
+            gaps = np.clip((tx.smooth(22, 5.0) + 0.1) * 1.5, 0, 1)
+            e_loose = e_str * (1 - loose * (0.5 + 0.3 * gaps))
+        put(T == STR, 0.12 + 0.03 * med, e_loose)
         put(T == TUM, 0.18 + 0.04 * med, 0.85 * e_str + 0.06)
     if NORM in present:
         put(T == NORM, 0.22 + 0.05 * med, 0.32 + 0.08 * med)
@@ -248,6 +257,9 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
         walls = _adipocyte_borders(seed, labels.x0, labels.y0, h, w)
         adi = T == ADI
         put(adi, 0.0, 0.02)
+        if pale > 0:
+            # The outermost fat cells are closed by their membrane along the glass.
+            walls = walls | ((labels.sdf < 2.0) & (labels.sdf > -1.0))
         put(adi & walls, 0.05, 0.55 + 0.1 * med)
 
     # Glands: epithelial cytoplasm, goblet mucin, brush border, lumen contents.
@@ -308,8 +320,13 @@ def paint(labels: Labels, seed: int, stain: Stain) -> np.ndarray:
         hn = np.where(edge, hn * np.where(tum, 1.45, 1.15), hn)
         H[m] = hn[m]
         E[m] = 0.1 + 0.03 * fine[m]
-    # Glass: a faint dusting only.
     glass = T == BACK
+    if pale > 0:
+        # Thin-section patches: every stain faint (nuclei less so: they stay visible).
+        faint = pale * 0.6 * np.clip((tx.smooth(20, 160.0) - 0.4) / 0.8, 0, 1)
+        H *= np.where(m, 1 - 0.5 * faint, 1 - faint)
+        E *= 1 - faint
+    # Glass: a faint dusting only.
     H[glass] = np.clip(0.01 * med[glass], 0, None)
     E[glass] = np.clip(0.01 * med[glass], 0, None)
     np.clip(H, 0, 3, out=H)

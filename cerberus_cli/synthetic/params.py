@@ -38,6 +38,11 @@ class SceneParams:
     - ``stain_jitter``: spread of the per-tile/slide stain variation (0 = reference).
     - ``blur``: range of the optical blur sigma (px); ``jpeg_quality``: range of the
       JPEG round trip of tiles (None: none; slides are JPEG-compressed when written).
+    - ``pale``: strength (0..1) of pale tissue: thin-section patches where all stain
+      is faint, loose (oedematous) stroma, and fat whose cells close along the glass.
+      0 keeps the tissue as it always was (the training tiles).
+    - ``artefacts``: pen marks, dust, air bubbles and the glass edge on the glass of
+      whole slides (never on tissue; they are not part of the truth).
     """
 
     region_scale: float = 420.0
@@ -51,12 +56,14 @@ class SceneParams:
     stain_jitter: float = 1.0
     blur: tuple[float, float] = (0.45, 0.9)
     jpeg_quality: tuple[int, int] | None = (75, 95)
+    pale: float = 0.0
+    artefacts: bool = False
 
 
 #: Segmentation tiles: mostly mucosa and tumour, some glass edges, every class present.
 TILE_SCENE = SceneParams()
 
-#: Whole slides: larger regions, tissue islands on glass.
+#: Whole slides: larger regions, tissue islands on glass, pale tissue and glass artefacts.
 SLIDE_SCENE = SceneParams(region_scale=1400.0, tissue_scale=2600.0, tissue_bias=0.05,
                           region_weights=(0.35, 0.55, 0.1, 0.1, 0.3, -0.15, -0.15, 0.0),
-                          jpeg_quality=None)
+                          jpeg_quality=None, pale=1.0, artefacts=True)

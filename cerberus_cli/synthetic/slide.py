@@ -27,6 +27,7 @@ import tifffile
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import TISSUE_TYPES
+from cerberus_cli.synthetic.artefacts import artefact_density
 from cerberus_cli.synthetic.noise import white_noise
 from cerberus_cli.synthetic.paint import PAINT_MARGIN, paint
 from cerberus_cli.synthetic.params import BASE_MPP, SLIDE_SCENE, SceneParams
@@ -81,7 +82,12 @@ class _Renderer:
         """Image (level-0 px) and labels of world block ``[x0, x0+w) x [y0, y0+h)``."""
         m = PAINT_MARGIN
         lab = self.world.labels(x0 - m, y0 - m, w + 2 * m, h + 2 * m)
-        rgb = paint(lab, self.seed, self.stain)
+        params = self.world.params
+        rgb = paint(lab, self.seed, self.stain, params.pale)
+        if params.artefacts:
+            od = artefact_density(self.seed, x0 - m, y0 - m, w + 2 * m, h + 2 * m, lab.sdf,
+                                  self.ww, self.wh)
+            rgb *= cv2.exp(-od)
         noise = white_noise(self.seed, 9999, x0 - m, y0 - m, h + 2 * m, w + 2 * m)[..., None]
         img = finish(rgb, self.sigma, noise * np.float32(1.6))
         if self.scale > 1:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.optionspec import check_options, device_opt, opt
 
 DEFAULT_STEPS = 20000
 
@@ -39,58 +40,111 @@ class DataSpec:
         return [DataSpec(task, path, fmt or None)]
 
 
-@dataclass
+def _data(values: tuple[str, ...]) -> list[DataSpec]:
+    return [spec for text in values for spec in DataSpec.parse(text)]
+
+
+def _splits(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        task, sep, path = v.partition("=")
+        out.update({task: path} if sep else {"*": v})
+    return out
+
+
+def _task_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _task_probs(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in filter(None, text.split(",")):
+        key, sep, val = part.partition("=")
+        try:
+            out[key.strip()] = float(val)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise InputError(f"--task-probs: expected NAME=NUMBER[,NAME=NUMBER...], got {part!r}")
+    return out
+
+
+_FORMATS = "lizard, conic, pannuke, generic, glas, crag, class-folders, phantom"
+
+
+@dataclass(frozen=True)
 class TrainOptions:
-    """Everything a training run needs. ``cerberus train`` fills this from its flags.
+    """Everything a training run needs; ``cerberus train``'s flags are generated from it."""
 
-    Attributes mirror the CLI options; see ``cerberus train --help``.
-    """
-
-    output: str
-    data: list[DataSpec] = field(default_factory=list)
-    val_data: list[DataSpec] = field(default_factory=list)
-    splits: dict[str, str] = field(default_factory=dict)     # task (or "*") -> split file
-    val_fraction: float = 0.1
-    tissue_map: str | None = None
-    tasks: list[str] | None = None                            # default: tasks with data
-    arch: Literal["reference", "light"] = "reference"
-    init: str = "random"                                     # random | imagenet | MODEL
-    imagenet_weights: str | None = None
-    subtype: Literal["nuclei", "gland", "tissue"] | None = None
-    freeze_encoder: bool = False                              # train decoders and heads only
-    tune_deepest: bool = False                                # tissue stage: also layer4 + bridge, anchored
-    anchor_weight: float = 10.0                               # weight of the anchor loss (tune_deepest)
-    steps: int | None = None                                 # None: DEFAULT_STEPS (or the resumed run's)
-    batch_size: int = 8
-    tissue_batch_size: int | None = None                      # None: batch_size
-    lr: float = 1e-3
-    lr_drop_at: int | None = None                             # default: 80% of steps
-    lr_drop_to: float = 1e-4
-    sampler: Literal["mixed", "fixed"] = "mixed"
-    tissue_prob: float = 0.3
-    tissue_bn: Literal["update", "keep"] = "update"           # encoder BN statistics on tissue batches
-    task_probs: dict[str, float] = field(default_factory=dict)
-    patch: int = 448
-    tissue_patch: int = 144
-    augment: bool = True
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    workers: int = 2
-    threads: int | None = None
-    val_every: int = 1000
-    val_limit: int = 32
-    checkpoint_every: int = 500
-    log_every: int = 10
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
+    output: str = opt("", "Run directory (config, metrics, checkpoints, plot).", flag="--output",
+                      short="-o", cli=False)
+    data: list[DataSpec] = opt(help="Training data for a task (gland, lumen, nuclei, tissue); the "
+                               f"format ({_FORMATS}) is detected unless named. A bare PATH is a "
+                               "'cerberus synth tiles' folder. Repeatable.", factory=list,
+                               multiple=True, parse=_data, metavar="TASK[:FORMAT]=PATH")
+    val_data: list[DataSpec] = opt(help="Held-out validation data (default: --val-fraction of the "
+                                   "training data).", factory=list, multiple=True, parse=_data,
+                                   metavar="TASK[:FORMAT]=PATH")
+    splits: dict[str, str] = opt(help="Split file of 'key,split' rows (key: image name or patient "
+                                 "id; split: train, val, test).", factory=dict, flag="--split",
+                                 multiple=True, parse=_splits, metavar="[TASK=]FILE")
+    val_fraction: float = opt(0.1, "Held-out fraction (by patient where known).")
+    tissue_map: str | None = opt(None, "Class mapping file for tissue folders.")
+    tasks: list[str] | None = opt(None, "Comma-separated tasks to train (default: those with --data).",
+                                  parse=_task_list, metavar="TASK,...")
+    arch: str = opt("reference", "reference: ResNet34, stem stride 1; light: ResNet18, stem stride 2.",
+                    choices=("reference", "light"))
+    init: str = opt("random", "Start from random weights, an ImageNet encoder, or a model (file or "
+                    "registry name).", metavar="random|imagenet|MODEL")
+    imagenet_weights: str | None = opt(None, "torchvision ResNet state dict file for --init imagenet.")
+    subtype: str | None = opt(None, "Single-head stage: train only this task's type decoder (nuclei, "
+                              "gland) or the tissue-type head (tissue), all else frozen.",
+                              choices=("nuclei", "gland", "tissue"))
+    freeze_encoder: bool = opt(False, "Keep the encoder (weights and batch-norm statistics) as "
+                               "--init has it; train the decoders and heads of --tasks.")
+    tune_deepest: bool = opt(False, "With --subtype tissue: also train the encoder's deepest block "
+                             "and the bridge, while an anchor loss on the segmentation patches of "
+                             "--data keeps the bridge output (what every decoder reads) equal to "
+                             "--init's, so segmentation stays as it was.")
+    anchor_weight: float = opt(10.0, "Weight of the anchor loss (relative squared error of the "
+                               "bridge output) with --tune-deepest.")
+    steps: int | None = opt(None, f"Total optimisation steps [default: {DEFAULT_STEPS}; on --resume: "
+                            "the run's].")
+    batch_size: int = opt(8, "Samples per batch.")
+    tissue_batch_size: int | None = opt(None, "Samples per tissue-type batch (default: --batch-size).")
+    lr: float = opt(1e-3, "Adam learning rate.")
+    lr_drop_at: int | None = opt(None, "Step at which the learning rate drops (default: 80% of --steps).")
+    lr_drop_to: float = opt(1e-4, "Learning rate after the drop.")
+    sampler: str = opt("mixed", "mixed: each sample draws its task; fixed: one task per batch.",
+                       choices=("mixed", "fixed"))
+    tissue_prob: float = opt(0.3, "Probability of a tissue-type batch.")
+    tissue_bn: str = opt("update", "update: tissue batches move the encoder's batch-norm statistics; "
+                         "keep: they use and keep those of the segmentation batches.",
+                         choices=("update", "keep"))
+    task_probs: dict[str, float] = opt(help="Task probabilities within segmentation batches.",
+                                       factory=dict, parse=_task_probs, metavar="TASK=P,...")
+    patch: int = opt(448, "Segmentation patch size (px).")
+    tissue_patch: int = opt(144, "Tissue patch size (px).")
+    augment: bool = opt(True, "Geometric and photometric augmentation.")
+    seed: int = opt(0, "Random seed.")
+    device: str = device_opt()
+    amp: bool = opt(False, "Mixed precision (fp16 on CUDA, bf16 on CPU).")
+    workers: int = opt(2, "Data loading worker processes.")
+    threads: int | None = opt(None, "torch CPU threads.")
+    val_every: int = opt(1000, "Validate every this many steps.")
+    val_limit: int = opt(32, "Validation items per task.")
+    checkpoint_every: int = opt(500, "Write a checkpoint every this many steps.")
+    log_every: int = opt(10, "Log metrics every this many steps.")
+    resume: bool = opt(False, "Continue the run in --output from its last checkpoint.")
+    overwrite: bool = opt(False, "Replace an existing run directory.")
+    progress: bool = opt(True, "Show a progress bar.")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def validate(self) -> None:
         """Raise InputError for inconsistent options (before any work starts)."""
+        check_options(self)
         if self.steps is None or self.steps < 1:
             raise InputError(f"--steps must be at least 1, got {self.steps}")
         if self.batch_size < 1:

@@ -10,9 +10,11 @@ frozen, batch-norm statistics included. The tissue stage with ``tune_deepest`` a
 trains the deepest encoder block and the bridge, anchored on segmentation patches so
 the decoders' input stays as it was (:mod:`cerberus_cli.training.anchor`).
 
-Resuming is bit-for-bit: batches are a pure function of (seed, step), and the
-checkpoint carries the weights (fp32), the optimizer, the AMP scaler and the torch
-RNG state.
+Resuming is bit-for-bit: batches are a pure function of (seed, step), and the one
+checkpoint file carries the weights (fp32), the optimizer, the AMP scaler, every RNG
+state and where metrics.jsonl stood (:mod:`cerberus_cli.training.checkpoints`). Every
+training and validation item is checked once before the first step
+(:mod:`cerberus_cli.training.datacheck`), and the run directory is created only then.
 """
 
 from __future__ import annotations
@@ -22,20 +24,29 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import CheckpointError, InputError
 from cerberus_cli.core.vocabulary import TASKS, TISSUE
-from cerberus_cli.model.checkpoint import load_checkpoint, save_checkpoint
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.training.anchor import BridgeAnchor, tuned_modules
 from cerberus_cli.training.augment import AugmentConfig
 from cerberus_cli.training.batches import BatchBuilder, PatchConfig, batch_loader
+from cerberus_cli.training.checkpoints import (
+    ResumePoint,
+    TrainState,
+    capture_rng,
+    load_training,
+    restore_rng,
+    save_model,
+    save_training,
+)
+from cerberus_cli.training.datacheck import check_datasets
 from cerberus_cli.training.datasets import (
     ConcatDataset,
     TaskDataset,
@@ -45,9 +56,10 @@ from cerberus_cli.training.losses import task_losses
 from cerberus_cli.training.model_init import build_model, heads_for_tasks
 from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
 from cerberus_cli.training.plot import plot_run
-from cerberus_cli.training.rundir import RunDir
+from cerberus_cli.training.rundir import Mode, RunDir
 from cerberus_cli.training.sampler import SamplerConfig, TaskSampler
 from cerberus_cli.training.splits import apply_split_file, random_split
+from cerberus_cli.training.tempfiles import OwnedAtomicPath
 from cerberus_cli.training.validation import score, validate
 
 log = logging.getLogger(__name__)
@@ -203,6 +215,48 @@ def _anchor(options: TrainOptions, model: CerberusNet, init: dict) -> BridgeAnch
 
 # --- checkpoints -------------------------------------------------------------------
 
+def _run_options(run: RunDir, mode: Mode, options: TrainOptions) -> TrainOptions:
+    """The options this run goes by.
+
+    A new run takes those given. A resume, and the fresh start of a run that stopped
+    before its first checkpoint, take those the run was started with (config.json):
+    only how long to run and how to show it may change.
+    """
+    if mode == "new":
+        return options if options.steps is not None else replace(options, steps=DEFAULT_STEPS)
+    if not run.config.is_file():
+        if mode == "resume":
+            raise InputError(f"{run.config}: missing, so the run's options are unknown; cannot resume")
+        if not options.data:
+            raise InputError(f"{run.path}: the run stopped before writing config.json; give its options "
+                             "again with --overwrite")
+        log.warning("%s: no checkpoint and no config.json: starting again from step 0 with the options given",
+                    run.path)
+        return replace(options, resume=False, overwrite=False, steps=options.steps or DEFAULT_STEPS)
+    config = run.read_config()
+    saved = config.get("options") if isinstance(config, dict) else None
+    if not isinstance(saved, dict):
+        raise InputError(f"{run.config}: no 'options' record; cannot resume")
+    known = {f.name for f in fields(TrainOptions)}
+    unknown = sorted(set(saved) - known)
+    if unknown:
+        log.warning("%s: ignoring options this version does not know: %s", run.config, ", ".join(unknown))
+    saved = {k: v for k, v in saved.items() if k in known}
+    try:
+        saved["data"] = [DataSpec(**d) for d in saved.get("data", [])]
+        saved["val_data"] = [DataSpec(**d) for d in saved.get("val_data", [])]
+    except TypeError as exc:
+        raise InputError(f"{run.config}: malformed data record: {exc}") from None
+    # Only how long to run and how to show it may change on resume.
+    for key in ("progress", "workers", "log_every", "threads"):
+        saved[key] = getattr(options, key)
+    saved.update(resume=mode == "resume", overwrite=False, output=options.output,
+                 steps=options.steps or saved.get("steps") or DEFAULT_STEPS)
+    if mode == "restart":
+        log.warning("%s: the run stopped before its first checkpoint: starting it again from step 0", run.path)
+    return TrainOptions(**saved)
+
+
 def _provenance(options: TrainOptions, step: int, init: dict, metrics: dict[str, float],
                 data: dict[str, TaskDataset]) -> dict[str, Any]:
     return {
@@ -214,22 +268,6 @@ def _provenance(options: TrainOptions, step: int, init: dict, metrics: dict[str,
             "validation": metrics,
         }
     }
-
-
-def _save_state(run: RunDir, step: int, optimizer: torch.optim.Optimizer, scaler, best: float,
-                best_metrics: dict[str, float]) -> None:
-    state = {
-        "step": step,
-        "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "best_score": best,
-        "best_metrics": best_metrics,
-    }
-    tmp = run.last_state.with_name(f".{run.last_state.name}.tmp")
-    torch.save(state, tmp)
-    tmp.replace(run.last_state)
 
 
 # --- one step ----------------------------------------------------------------------
@@ -300,18 +338,8 @@ def train(options: TrainOptions) -> TrainResult:
     Raises:
         InputError: bad options, datasets or checkpoints (one-line messages).
     """
-    run = RunDir.open(options.output, options.resume, options.overwrite)
-    if options.resume:
-        saved = run.read_config()["options"]
-        saved["data"] = [DataSpec(**d) for d in saved["data"]]
-        saved["val_data"] = [DataSpec(**d) for d in saved["val_data"]]
-        # Only how long to run and how to show it may change on resume.
-        for key in ("progress", "workers", "log_every", "threads"):
-            saved[key] = getattr(options, key)
-        saved.update(resume=True, output=options.output, steps=options.steps or saved["steps"])
-        options = TrainOptions(**saved)
-    elif options.steps is None:
-        options = replace(options, steps=DEFAULT_STEPS)
+    run, mode = RunDir.prepare(options.output, options.resume, options.overwrite)
+    options = _run_options(run, mode, options)
     options.validate()
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -326,9 +354,13 @@ def train(options: TrainOptions) -> TrainResult:
     if options.freeze_encoder and options.init in ("random", "imagenet"):
         raise InputError("--freeze-encoder needs --init MODEL: the trained model whose encoder stays frozen")
 
-    if options.resume:
-        loaded = load_checkpoint(run.last)
-        model, init = loaded.model, loaded.provenance.get("training", {}).get("init", {})
+    point: ResumePoint | None = None
+    if mode == "resume":
+        point = load_training(run.last)
+        model, init = point.model, point.provenance.get("training", {}).get("init", {})
+        if point.state.step >= options.steps:
+            raise InputError(f"{run.path}: already at step {point.state.step}; "
+                             "give --steps larger than that to continue")
     else:
         model, init = build_model(options.arch, options.init, tasks, options.tissue_patch,
                                   options.imagenet_weights, [subtype_head] if subtype_head else None,
@@ -341,6 +373,7 @@ def train(options: TrainOptions) -> TrainResult:
     model.to(device)
 
     train_sets, val_sets = load_data(options, cfg.mpp, tasks)
+    check_datasets([*train_sets.values(), *val_sets.values()], threads=max(1, options.workers))
     sampler = TaskSampler(SamplerConfig(
         sizes={t: len(ds) for t, ds in train_sets.items()}, batch_size=options.batch_size,
         tissue_batch_size=options.tissue_batch_size, mode=options.sampler, tissue_prob=options.tissue_prob,
@@ -357,29 +390,35 @@ def train(options: TrainOptions) -> TrainResult:
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
 
     start, best, best_metrics = 0, -math.inf, {}
-    if options.resume:
-        state = torch.load(run.last_state, map_location="cpu", weights_only=True)
-        start, best, best_metrics = int(state["step"]), float(state["best_score"]), dict(state["best_metrics"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        if torch.cuda.is_available() and state.get("cuda_rng"):
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-        run.truncate_after(start)
+    if point is not None:
+        state = point.state
+        start, best, best_metrics = state.step, state.best_score, dict(state.best_metrics)
+        try:
+            optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{run.last}: optimizer state does not fit the model: "
+                                  f"{str(exc).splitlines()[0]}") from None
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+        run.remove_stale()
+        run.restore_metrics(state.metrics, start)
+        run.write_csv()
+        restore_rng(state.rng)
         log.info("resuming %s at step %d of %d", run.path, start, options.steps)
     else:
+        run.create({"options": options.to_dict(), "model": cfg.to_dict(), "tasks": tasks,
+                    "data": {t: ds.describe() for t, ds in train_sets.items()},
+                    "val_data": {t: ds.describe() for t, ds in val_sets.items()}})
         torch.manual_seed(options.seed)
-        run.write_config({"options": options.to_dict(), "model": cfg.to_dict(), "tasks": tasks,
-                          "data": {t: ds.describe() for t, ds in train_sets.items()},
-                          "val_data": {t: ds.describe() for t, ds in val_sets.items()}})
-    if start >= options.steps:
-        raise InputError(f"{run.path}: already at step {start}; give --steps larger than that to continue")
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
-        prov = _provenance(options, step, init, metrics, train_sets)
-        save_checkpoint(model, run.last, prov, storage="fp32")
-        _save_state(run, step, optimizer, scaler, best, best_metrics)
+        state = TrainState(step=step, optimizer=optimizer.state_dict(),
+                           scaler=scaler.state_dict() if scaler is not None else None,
+                           lr=_lr(options, step), rng=capture_rng(),
+                           loader={"next_step": step, "seed": options.seed},
+                           metrics=run.metrics_mark(), best_score=float(best),
+                           best_metrics={k: float(v) for k, v in best_metrics.items()})
+        save_training(model, run.last, _provenance(options, step, init, metrics, train_sets), state)
 
     timing: dict[str, list[float]] = {}
     final: dict[str, float] = {}
@@ -414,7 +453,7 @@ def train(options: TrainOptions) -> TrainResult:
                 log.info("validation at step %d: %s", done, ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
                 if s > best or not math.isfinite(best):
                     best, best_metrics = s, metrics
-                    save_checkpoint(model, run.best, _provenance(options, done, init, metrics, train_sets))
+                    save_model(model, run.best, _provenance(options, done, init, metrics, train_sets))
             if done % options.checkpoint_every == 0 or done == options.steps:
                 checkpoint(done, metrics)
                 run.write_csv()
@@ -442,4 +481,13 @@ def _plot(run: RunDir) -> None:
             if isinstance(v, (int, float)) and k not in ("step", "lr", "score") and (
                     k.startswith("loss_") or target is metrics):
                 target.setdefault(k.removeprefix("loss_"), []).append((r["step"], float(v)))
-    plot_run(losses, metrics, run.plot)
+    # The image writer picks the format by extension: the temporary name keeps ".png".
+    atomic = OwnedAtomicPath(run.plot, keep_suffix=True)
+    try:
+        plot_run(losses, metrics, atomic.tmp)
+        if atomic.tmp.is_file():
+            atomic.commit()
+        else:
+            log.warning("%s: the plot could not be written", run.plot)
+    finally:
+        atomic.abort()

@@ -67,7 +67,7 @@ class Encoder:
             raise InputError(f"{self.source}: no level {', '.join(bad)} in this encoder "
                              f"(choose from {', '.join(self.levels())})")
 
-    def to(self, device: torch.device) -> "Encoder":
+    def to(self, device: torch.device) -> Encoder:
         self.trunk = self.trunk.to(device).eval()
         if self.bridge is not None:
             self.bridge = self.bridge.to(device).eval()
@@ -131,7 +131,7 @@ def load_torchvision_encoder(path: str | os.PathLike, mpp: float, stem_stride: i
     state = {}
     for k, v in obj.items():
         k = k.removeprefix("module.").removeprefix("features.")
-        if not (k.startswith("fc.") or k.startswith("heads.")):
+        if not k.startswith(("fc.", "heads.")):
             state[k] = v
     arch = "resnet34" if "layer3.5.conv1.weight" in state else "resnet18"
     trunk = ResNetEncoder(arch, stem_stride)
@@ -180,7 +180,7 @@ def load_encoder(spec: str | None, *, random_seed: int | None = None,
     if spec is not None and Path(spec).is_file():
         try:
             obj = torch.load(spec, map_location="cpu", weights_only=True)
-        except Exception:  # let the checkpoint loader give its one-line reason
+        except Exception:  # noqa: BLE001 - the checkpoint loader gives the one-line reason
             obj = None
         if _is_torchvision_state(obj) or (isinstance(obj, dict) and "state_dict" in obj
                                          and _is_torchvision_state(obj["state_dict"])

@@ -21,7 +21,12 @@ from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.model.device import resolve_device, resolve_precision
 from cerberus_cli.transfer.encoder import Encoder, load_encoder
 from cerberus_cli.transfer.featurefile import provenance_of, read_meta, write_features
-from cerberus_cli.transfer.forward import PooledForward, Progress, level_dims, pooled_features
+from cerberus_cli.transfer.forward import (
+    PooledForward,
+    Progress,
+    level_dims,
+    pooled_features,
+)
 from cerberus_cli.transfer.options import FeaturesOptions
 from cerberus_cli.transfer.patches import PatchDataset, PatchReader, collate
 from cerberus_cli.transfer.table import read_patch_table

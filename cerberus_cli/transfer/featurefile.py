@@ -69,7 +69,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise InputError(f"{path}: no such feature file")
     try:
         schema = pq.read_schema(path)
-    except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
         raise InputError(f"{path}: not a Parquet feature file ({str(exc).splitlines()[0]})") from None
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None or "features" not in schema.names:

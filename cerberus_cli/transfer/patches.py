@@ -127,7 +127,7 @@ class PatchDataset(Dataset):
             return i, self.reader.read(self.rows[i], self._slides), None
         except CerberusError as exc:
             return i, None, str(exc)
-        except Exception as exc:  # a reader library's own error: report it on one line
+        except Exception as exc:  # noqa: BLE001 - any reader library error, reported on one line
             where = self.rows[i].get("path") or self.rows[i].get("slide")
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             return i, None, f"{where}: {first}"

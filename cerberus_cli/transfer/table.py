@@ -67,7 +67,7 @@ def _read_table_file(path: Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if suffix in (".tsv", ".txt") else ",")
-    except Exception as exc:  # pandas/pyarrow raise many types for a bad file
+    except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{path}: not a readable table: {first}") from None
 

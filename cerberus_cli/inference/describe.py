@@ -1,10 +1,19 @@
-"""`slide_info`: everything ``cerberus info`` reports about one slide, as a dict."""
+"""`slide_info`: everything ``cerberus info`` reports about one slide, as a dict
+(metadata from the reader, plus how many tiles segmentation would process)."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
+from cerberus_cli.core.optionspec import backend_opt, check_mpp, check_options, mpp_opt, opt
+from cerberus_cli.inference.tiles import (
+    DEFAULT_MARGIN,
+    DEFAULT_TILE,
+    REFERENCE_TILE,
+    plan_tiles,
+)
 from cerberus_cli.slides.masks import load_mask
 from cerberus_cli.slides.slide import open_slide
 from cerberus_cli.slides.tissue import detect_tissue
@@ -13,27 +22,30 @@ from cerberus_cli.slides.tissue import detect_tissue
 SEGMENT_MPP = 0.5
 
 
-def slide_info(
-    path: str | os.PathLike,
-    backend: str = "auto",
-    mpp: float | None = None,
-    mask: str | os.PathLike | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InfoOptions:
+    """Options of ``cerberus info`` (and :func:`slide_info`)."""
+
+    backend: str = backend_opt()
+    mpp: float | None = mpp_opt()
+    mask: str | None = opt(None, "Tissue mask (PNG/TIFF spanning the slide, or GeoJSON polygons "
+                           "in level-0 px) instead of automatic detection.")
+
+    def __post_init__(self) -> None:
+        check_options(self)
+        check_mpp(self.mpp)
+
+
+def slide_info(path: str | os.PathLike, options: InfoOptions | None = None) -> dict[str, Any]:
     """Metadata, tissue fraction and tile counts of one slide (JSON-serialisable).
 
     ``mask`` replaces the automatic tissue detection with a user mask. The tile
     counts are those of the default segmentation geometry (720 px tiles with 152 px
     context at 0.5 um/px) and of the reference geometry (144 px tiles).
     """
-    from cerberus_cli.inference.tiles import (
-        DEFAULT_MARGIN,
-        DEFAULT_TILE,
-        REFERENCE_TILE,
-        plan_tiles,
-    )
-
-    with open_slide(path, backend=backend, mpp=mpp) as slide:
-        tissue = load_mask(mask, slide) if mask else detect_tissue(slide)
+    options = options or InfoOptions()
+    with open_slide(path, backend=options.backend, mpp=options.mpp) as slide:
+        tissue = load_mask(options.mask, slide) if options.mask else detect_tissue(slide)
         tiles = {}
         for name, tile in (("default", DEFAULT_TILE), ("reference", REFERENCE_TILE)):
             plan = plan_tiles(slide, tissue, SEGMENT_MPP, tile, DEFAULT_MARGIN)

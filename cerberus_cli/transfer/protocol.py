@@ -1,0 +1,197 @@
+"""The probe protocol on one data set: hyper-parameters chosen by stratified group k-fold
+on the training part only, several seeds, test predictions from the test split or, when
+there is none, from an outer grouped cross-validation (never used for selection)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import LinearSVC
+
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.transfer.metrics import METRICS, group_bootstrap, metrics, normalised_confusion
+
+
+@dataclass
+class ProbeData:
+    """One data set to probe: features, labels, groups, and which rows are test."""
+
+    X: np.ndarray
+    labels: np.ndarray       # str labels
+    groups: np.ndarray       # str groups
+    test: np.ndarray | None  # bool mask of test rows, None: outer grouped CV
+    source: str              # the file(s), for messages
+
+
+def pipeline(classifier: str, seed: int, max_iter: int) -> tuple[Pipeline, dict[str, str]]:
+    """Standardise + classifier, and the name of its tuned parameter."""
+    from sklearn.linear_model import LogisticRegression
+
+    if classifier == "svm":
+        est: BaseEstimator = LinearSVC(C=1.0, max_iter=max_iter, random_state=seed)
+    elif classifier == "logreg":
+        est = LogisticRegression(C=1.0, max_iter=max_iter, random_state=seed)
+    else:
+        est = KNeighborsClassifier()
+    param = "clf__n_neighbors" if classifier == "knn" else "clf__C"
+    return Pipeline([("scale", StandardScaler()), ("clf", est)]), {"param": param}
+
+
+def _scores(model: Any, X: np.ndarray, k: int) -> np.ndarray:
+    """(N, K) class scores: probabilities where the model has them, else decision values."""
+    if hasattr(model, "predict_proba"):
+        try:
+            return np.asarray(model.predict_proba(X), np.float64)
+        except AttributeError:
+            pass
+    d = np.asarray(model.decision_function(X), np.float64)
+    return np.stack([-d, d], axis=1) if d.ndim == 1 else d.reshape(len(X), k)
+
+
+def select_and_fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, classifier: str,
+                   grid: tuple[float, ...] | tuple[int, ...], folds: int, seed: int,
+                   max_iter: int) -> tuple[Pipeline, Any]:
+    """Choose the hyper-parameter by stratified group k-fold on (X, y) alone, refit on all."""
+    n_groups = len(np.unique(groups))
+    pipe, info = pipeline(classifier, seed, max_iter)
+    values = list(grid)
+    if classifier == "knn":
+        # k cannot exceed the rows of the smallest training fold.
+        limit = max(1, int(len(y) * (1 - 1 / max(2, min(folds, n_groups)))))
+        values = sorted({min(int(v), limit) for v in values})
+    splits = min(folds, n_groups)
+    if splits < 2 or len(values) == 1:
+        pipe.set_params(**{info["param"]: values[0]})
+        return pipe.fit(X, y), values[0]
+    cv = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
+    search = GridSearchCV(pipe, {info["param"]: values}, cv=cv, scoring="balanced_accuracy",
+                          refit=True, n_jobs=1, error_score="raise")
+    with warnings.catch_warnings():
+        # Small folds may miss a class, and linear solvers may stop at max_iter: both are
+        # expected in a search and do not change how the result is used.
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search.fit(X, y, groups=groups)
+    return search.best_estimator_, search.best_params_[info["param"]]
+
+
+def check_data(data: ProbeData, classes: np.ndarray, allow_group_overlap: bool) -> None:
+    """One-line errors for data the protocol cannot use."""
+    train = ~data.test if data.test is not None else np.ones(len(data.labels), bool)
+    if len(classes) < 2:
+        raise InputError(f"{data.source}: only one class ({classes[0]!r}) in the training "
+                         "data; a probe needs two or more")
+    if data.test is not None:
+        if not data.test.any():
+            raise InputError(f"{data.source}: the test split is empty")
+        unknown = sorted(set(data.labels[data.test]) - set(classes))
+        if unknown:
+            raise InputError(f"{data.source}: label(s) {', '.join(map(repr, unknown[:5]))} appear "
+                             "in the test split only")
+        shared = set(data.groups[train]) & set(data.groups[data.test])
+        if shared and not allow_group_overlap:
+            raise InputError(f"{data.source}: group {sorted(shared)[0]!r} is in train and test "
+                             f"({len(shared)} such group(s); leakage; --allow-group-overlap to accept)")
+    elif len(np.unique(data.groups)) < 2:
+        raise InputError(f"{data.source}: no test split and a single group: an outer grouped "
+                         "cross-validation needs two or more groups")
+
+
+def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seeds: int,
+                 bootstrap: int, confidence: float, max_iter: int,
+                 allow_group_overlap: bool = False) -> dict[str, Any]:
+    """Fit and score one classifier on ``data``; the result dict of the report."""
+    train_mask = ~data.test if data.test is not None else np.ones(len(data.labels), bool)
+    classes = np.unique(data.labels[train_mask])
+    check_data(data, classes, allow_group_overlap)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index.get(c, -1) for c in data.labels])
+    k = len(classes)
+    preds, scores, chosen, per_seed = [], [], [], []
+    if data.test is not None:
+        test_idx = np.flatnonzero(data.test)
+        train_idx = np.flatnonzero(~data.test)
+        for seed in range(seeds):
+            model, value = select_and_fit(data.X[train_idx], y[train_idx], data.groups[train_idx],
+                                          classifier, grid, folds, seed, max_iter)
+            preds.append(model.predict(data.X[test_idx]))
+            scores.append(_scores(model, data.X[test_idx], k))
+            chosen.append({"seed": seed, "fold": None, "value": value})
+        protocol = "test split; selection by grouped CV on train+val"
+    else:
+        test_idx = np.arange(len(y))
+        n_outer = min(folds, len(np.unique(data.groups)))
+        for seed in range(seeds):
+            pred = np.zeros(len(y), np.int64)
+            score = np.zeros((len(y), k))
+            outer = StratifiedGroupKFold(n_splits=n_outer, shuffle=True, random_state=1000 + seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                splits = list(outer.split(data.X, y, data.groups))
+            for fold, (tr, te) in enumerate(splits):
+                if len(np.unique(y[tr])) < k:
+                    raise InputError(f"{data.source}: an outer fold's training part misses a class; "
+                                     "too few groups per class for --folds "
+                                     f"{folds} (lower it, or give a test split)")
+                model, value = select_and_fit(data.X[tr], y[tr], data.groups[tr], classifier, grid,
+                                              folds, seed, max_iter)
+                pred[te] = model.predict(data.X[te])
+                score[te] = _scores(model, data.X[te], k)
+                chosen.append({"seed": seed, "fold": fold, "value": value})
+            preds.append(pred)
+            scores.append(score)
+        protocol = f"outer {n_outer}-fold grouped CV; selection by grouped CV inside each fold"
+    yt = y[test_idx]
+    for seed, (p, s) in enumerate(zip(preds, scores)):
+        per_seed.append({"seed": seed, **metrics(yt, p, s)})
+    result: dict[str, Any] = {
+        m: _mean([d[m] for d in per_seed]) for m in METRICS
+    }
+    ci = group_bootstrap(yt, preds, scores, data.groups[test_idx], bootstrap, confidence)
+    for m in METRICS:
+        result[f"{m}_ci"] = list(ci[m]) if m in ci else None
+    counts = np.mean([np.bincount(yt * k + p, minlength=k * k).reshape(k, k) for p in preds], axis=0)
+    norm = np.mean([normalised_confusion(yt, p, k) for p in preds], axis=0)
+    result["confusion_matrix"] = {
+        "labels": [str(c) for c in classes],
+        "counts": counts.round(3).tolist(),
+        "normalised": norm.round(4).tolist(),
+        "normalised_ci_low": ci["confusion_low"].round(4).tolist() if ci else None,
+        "normalised_ci_high": ci["confusion_high"].round(4).tolist() if ci else None,
+    }
+    result.update({
+        "classifier": classifier,
+        "protocol": protocol,
+        "n_train": int(train_mask.sum()),
+        "n_test": int(len(test_idx)),
+        "n_test_groups": int(len(np.unique(data.groups[test_idx]))),
+        "classes": [str(c) for c in classes],
+        "seeds": seeds,
+        "chosen": [_jsonable(c) for c in chosen],
+        "chosen_mode": _jsonable(Counter(c["value"] for c in chosen).most_common(1)[0][0]),
+        "per_seed": per_seed,
+    })
+    return result
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if v == v]
+    return float(np.mean(finite)) if finite else None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
