@@ -25,7 +25,7 @@ from cerberus_cli.transfer.pooling import POOLINGS
 
 KINDS = ("patches", "grid", "objects")
 CLASSIFIERS = ("svm", "logreg", "knn")
-DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+DEFAULT_C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 def _names(text: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -144,7 +144,7 @@ class ProbeOptions:
                      "averaged.")
     bootstrap: int = opt(1000, "Bootstrap replicates over test groups for the intervals (0: none).")
     confidence: float = opt(0.95, "Level of the bootstrap intervals.")
-    max_iter: int = opt(5000, "Iteration limit of the linear solvers.")
+    max_iter: int = opt(2000, "Iteration limit of the linear solvers.")
     compare: bool = opt(False, "Feature files are separate configurations (models, layers): probe "
                         "each and rank them, instead of concatenating them into one data set.")
     predict: str | None = opt(None, "Apply the probe saved in this folder (by an earlier "

@@ -1,0 +1,72 @@
+"""The encoder of a model in torchvision ResNet key layout, for detectors and other tools.
+
+``encoder.pt`` holds a plain state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...;
+no ``fc``), loadable with ``torch.load(weights_only=True)`` into
+``torchvision.models.resnet18/34`` (``strict=False`` for the missing ``fc``) or a
+detectron2/mmdet ResNet backbone. ``encoder.json`` beside it says what the weights
+expect: stem stride (1 for the reference Cerberus model, where torchvision uses 2),
+input normalisation, resolution (mpp) and where they came from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cerberus_cli import __version__
+from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.errors import InputError
+from cerberus_cli.model.registry import load_model
+from cerberus_cli.transfer.encoder import NORMALISATIONS, sidecar_path
+from cerberus_cli.transfer.options import ExportOptions
+
+
+def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The encoder's tensors under torchvision names (``fc`` left out)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()
+            if not k.startswith("fc.")}
+
+
+def export_encoder(model_spec: str | None, output: str | os.PathLike,
+                   options: ExportOptions = ExportOptions()) -> tuple[Path, Path]:
+    """Write the encoder of ``model_spec`` to ``output`` and its JSON sidecar; both atomic."""
+    out = Path(output)
+    if out.suffix not in (".pt", ".pth"):
+        raise InputError(f"{out}: the encoder file name must end in .pt or .pth")
+    loaded = load_model(model_spec)
+    cfg = loaded.config
+    state = encoder_state(loaded.model.encoder)
+    mean, std = NORMALISATIONS["rgb/255"]
+    side: dict[str, Any] = {
+        "format": "cerberus-cli/encoder",
+        "format_version": 1,
+        "arch": cfg.encoder,
+        "key_layout": "torchvision.models.resnet (no fc)",
+        "stem_stride": cfg.stem_stride,
+        "normalisation": "rgb/255",
+        "input": {"channels": "RGB", "scale": "value / 255", "mean": list(mean), "std": list(std)},
+        "mpp": cfg.mpp,
+        "feature_strides": {"layer1": 2 * cfg.stem_stride,
+                            "layer2": 4 * cfg.stem_stride, "layer3": 8 * cfg.stem_stride,
+                            "layer4": 16 * cfg.stem_stride},
+        "source_model": {"name": cfg.name, "sha256": loaded.sha256, "file": str(loaded.source)},
+        "tensors": len(state),
+        "package_version": __version__,
+    }
+    side_path = sidecar_path(out)
+    weights = AtomicPath(out, overwrite=options.overwrite)
+    meta = AtomicPath(side_path, overwrite=options.overwrite)
+    try:
+        torch.save(state, weights.tmp)
+        meta.tmp.write_text(json.dumps(side, indent=2))
+        weights.commit()
+        meta.commit()
+    except BaseException:
+        weights.abort()
+        meta.abort()
+        raise
+    return out, side_path
