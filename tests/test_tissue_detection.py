@@ -64,10 +64,10 @@ def test_mask_finds_all_tissue_on_phantoms(phantoms):
         marked += strong.sum()
         if strong.sum() > 50:
             assert (found & strong).sum() / strong.sum() < 0.01, seed
-        for cls in pale:
+        for cls, recalls in pale.items():
             sel = truth & (region == cls)
             if sel.sum() > 500:
-                pale[cls].append(found[sel].mean())
+                recalls.append(found[sel].mean())
     assert marked > 2000  # the phantoms do carry marks
     # Loose stroma, mucin and fat are each present on some seeds and found there.
     assert all(len(v) >= 2 and min(v) > 0.94 for v in pale.values()), pale
@@ -77,7 +77,9 @@ def test_otsu_method_misses_pale_tissue(phantoms):
     path, truth, _, _ = phantoms[2]
     od = detect_tissue(open_slide(path))
     otsu = detect_tissue(open_slide(path), options=TissueOptions(tissue_method="otsu"))
-    recall = lambda m: (_upsample(m.mask, truth.shape) & truth).sum() / truth.sum()  # noqa: E731
+    def recall(m: TissueMask) -> float:
+        return (_upsample(m.mask, truth.shape) & truth).sum() / truth.sum()
+
     assert otsu.method == "otsu" and recall(otsu) < recall(od) - 0.1
 
 
