@@ -21,12 +21,15 @@ Example::
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import (
@@ -76,6 +79,7 @@ def evaluate(true: PathLike, pred: PathLike, metrics: Sequence[str] = ("all",),
         if is_object_input(true) or is_object_input(pred):
             return evaluate_tissue_slides([true], [pred], metrics, allow_missing)
         from cerberus_cli.metrics.patches import evaluate_patches
+        _check_patch_probabilities(Path(pred))
         return evaluate_patches(true, pred, metrics, allow_missing)
     if is_object_input(true) or is_object_input(pred):
         if true_classes is not None or pred_classes is not None:
@@ -126,8 +130,8 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
     pairs, missing = pair_object_files(true_paths, pred_paths, task, allow_missing)
     samples = []
     for key, tpath, ppath in pairs:
-        t, p = read_objects(tpath), read_objects(ppath)
-        t, p = t[t["task"] == task], p[p["task"] == task]
+        t = _task_objects(tpath, read_objects(tpath), task, "ground truth")
+        p = _task_objects(ppath, read_objects(ppath), task, "prediction")
         log.info("%s: %d true and %d predicted %s objects", key, len(t), len(p), task)
         samples.append(sample_from_objects(key, t, p))
     return _finish(samples, task, metrics, names, threshold, radius, missing,
@@ -153,8 +157,8 @@ def evaluate_tissue_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[
     total = np.zeros((n, n))
     report = Report(task="tissue", metrics=chosen)
     for key, tpath, ppath in pairs:
-        t, p = read_objects(tpath), read_objects(ppath)
-        t, p = t[t["task"] == "tissue"], p[p["task"] == "tissue"]
+        t = _task_objects(tpath, read_objects(tpath), "tissue", "ground truth")
+        p = _task_objects(ppath, read_objects(ppath), "tissue", "prediction")
         try:
             cm = area_confusion(t.geometry.to_numpy(), t["class_id"].to_numpy(),
                                 p.geometry.to_numpy(), p["class_id"].to_numpy(), n)
@@ -184,6 +188,52 @@ def evaluate_tissue_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[
                            n_images=len(pairs), unpaired=missing, matching="regions by area",
                            confusion_units="px^2 at level 0")
     return report
+
+
+def _task_objects(path: Path, objects: pd.DataFrame, task: str, side: str) -> pd.DataFrame:
+    """The objects of ``task`` in one object file, refused when they cannot be scored.
+
+    Refused: a file that holds objects of other tasks but none of ``task`` (a model
+    without that head, or tissue regions not written), objects stored as points
+    (no outline to match), and NaN or infinite probabilities.
+    """
+    rows = objects[objects["task"] == task]
+    if rows.empty and len(objects):
+        present = ", ".join(sorted(set(objects["task"])))
+        hint = ("; segment with --tissue-polygons to write tissue regions (S.tissue.parquet)"
+                if task == "tissue" else "")
+        raise InputError(f"{path}: {side} has no {task} objects (it holds {present}){hint}")
+    if rows.empty:
+        log.warning("%s: %s holds no objects", path, side)
+    points = rows.geom_type.isin(["Point", "MultiPoint"]).to_numpy()
+    if points.any():
+        raise InputError(f"{path}: {int(points.sum())} {task} objects are points, not outlines "
+                         "(written with --nuclei-geometry point?); polygon metrics need outlines")
+    prob = rows["probability"].to_numpy(np.float64)
+    bad = ~np.isfinite(prob)
+    if bad.any():
+        first = rows["uuid"].iloc[int(np.flatnonzero(bad)[0])]
+        raise InputError(f"{path}: {int(bad.sum())} {task} objects have a NaN or infinite "
+                         f"probability (first: {first})")
+    return rows
+
+
+def _check_patch_probabilities(path: Path) -> None:
+    """Refuse NaN or infinite values in the ``prob_*`` columns of a patch prediction table."""
+    if not path.is_file():
+        return  # evaluate_patches says so
+    with open(path, newline="") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            for col, value in row.items():
+                if col is None or not col.startswith("prob_") or value is None:
+                    continue
+                try:
+                    ok = math.isfinite(float(value))
+                except ValueError:
+                    continue  # evaluate_patches names unparsable values
+                if not ok:
+                    raise InputError(f"{path}: line {line}: {col} is {value.strip()}; "
+                                     "probabilities must be finite")
 
 
 def _check_options(threshold: float, radius: float) -> None:
