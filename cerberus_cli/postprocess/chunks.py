@@ -96,7 +96,7 @@ class ChunkMaps:
                              f"of size {w}x{h}")
 
 
-def required_margin(options: PostprocessOptions = PostprocessOptions(),
+def required_margin(options: PostprocessOptions | None = None,
                     tasks: tuple[str, ...] = INSTANCE_TASKS) -> int:
     """Chunk margin (model-grid px) so every object of ``tasks`` is whole in its owner.
 
@@ -104,7 +104,9 @@ def required_margin(options: PostprocessOptions = PostprocessOptions(),
     (erosion/watershed for nuclei; growth kernel for glands and lumina). Lumina
     need their whole gland (lumen filter and parent link), so they take the
     gland margin. Rounded up to even so 2x-downsampled blocks stay aligned.
+    ``options`` default to :class:`PostprocessOptions`' defaults.
     """
+    options = PostprocessOptions() if options is None else options
     need = [0]
     if "nuclei" in tasks:
         need.append(options.max_nucleus_px + 4)
@@ -129,13 +131,17 @@ class _Objects:
     sx: np.ndarray   # sum of global x indices
     sy: np.ndarray   # sum of global y indices
     cut: np.ndarray  # touches a margin side of the array
+    fg: np.ndarray   # flat indices of the foreground pixels, raster order
+    lab: np.ndarray  # their labels
 
     @staticmethod
-    def of(labels: np.ndarray, origin: tuple[int, int], cut_sides: tuple[bool, ...]) -> "_Objects":
-        count = int(labels.max()) + 1
-        # Moments over foreground pixels only (a fraction of the chunk).
-        ys, xs = np.nonzero(labels)
-        lab = labels[ys, xs]
+    def of(labels: np.ndarray, origin: tuple[int, int], cut_sides: tuple[bool, ...]) -> _Objects:
+        # Everything per object comes from the foreground pixels (a fraction of
+        # the chunk), listed once in raster order.
+        fg = np.flatnonzero(labels)
+        lab = labels.ravel()[fg]
+        count = int(lab.max()) + 1 if lab.size else 1
+        ys, xs = np.divmod(fg, labels.shape[1])
         n = np.bincount(lab, minlength=count).astype(np.int64)
         sx = np.rint(np.bincount(lab, weights=xs, minlength=count)).astype(np.int64)
         sy = np.rint(np.bincount(lab, weights=ys, minlength=count)).astype(np.int64)
@@ -149,7 +155,7 @@ class _Objects:
             if side:
                 cut[edge] = True
         cut[0] = True
-        return _Objects(labels, n, sx, sy, cut)
+        return _Objects(labels, n, sx, sy, cut, fg, lab)
 
     def owned(self, core: tuple[int, int, int, int]) -> np.ndarray:
         """Labels (ascending) not cut and with their centroid inside ``core``."""
@@ -248,7 +254,16 @@ def _window(maps: ChunkMaps, margin: int) -> ChunkMaps:
 
 
 def _maps_of(maps: ChunkMaps, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Inner and boundary probabilities of head ``name``, zero where not computed."""
+    """Inner and boundary probabilities of head ``name``, zero where not computed.
+
+    uint8 maps stay uint8 (the instance steps threshold them as integers);
+    zeroing a uint8 value zeroes its probability exactly.
+    """
+    inner, boundary = maps.prob[name][0], maps.prob[name][1]
+    if inner.dtype == np.uint8 and boundary.dtype == np.uint8:
+        if maps.valid is not None:
+            inner, boundary = inner * maps.valid, boundary * maps.valid
+        return inner, boundary
     inner = as_probability(maps.prob[name][0])
     boundary = as_probability(maps.prob[name][1])
     if maps.valid is not None:  # never computed -> no evidence of an object
@@ -263,22 +278,27 @@ def _classify(name: str, objs: _Objects, ids: np.ndarray, inner: np.ndarray,
     if type_head is not None:
         if type_head.name not in maps.types:
             raise ValueError(f"chunk lacks the type map {type_head.name!r} of head {name!r}")
-        cls, share = vote_types(objs.labels, maps.types[type_head.name], type_head.channels,
-                                n_objects=len(objs.n) - 1)
+        # The vote over the foreground pixels alone counts the same votes.
+        cls, share = vote_types(objs.lab, maps.types[type_head.name].ravel()[objs.fg],
+                                type_head.channels, n_objects=len(objs.n) - 1)
         names = type_head.class_names()
         return cls[ids - 1], [names[c] for c in cls[ids - 1]], share[ids - 1]
-    fg = np.bincount(objs.labels.ravel(), weights=(inner + boundary).ravel(),
+    fg = np.bincount(objs.lab, weights=_probability_sum(inner, boundary, objs.fg),
                      minlength=len(objs.n))
     prob = np.clip(fg[ids] / np.maximum(objs.n[ids], 1), 0.0, 1.0)
     return np.ones(ids.size, np.int16), [LUMEN_CLASSES[1].name] * ids.size, prob
 
 
+def _probability_sum(inner: np.ndarray, boundary: np.ndarray, fg: np.ndarray) -> np.ndarray:
+    """float32 ``p(inner) + p(boundary)`` at the flat indices ``fg``, as whole maps give it."""
+    return as_probability(inner.ravel()[fg]) + as_probability(boundary.ravel()[fg])
+
+
 def _parents(lumina: _Objects, ids: np.ndarray, glands: _Objects, key: str) -> list[str | None]:
     """UUID of the gland overlapping each lumen most (None if that gland is cut)."""
     ng = len(glands.n)
-    sel = lumina.labels.ravel() > 0
-    pairs = np.bincount(lumina.labels.ravel()[sel].astype(np.int64) * ng
-                        + glands.labels.ravel()[sel], minlength=len(lumina.n) * ng)
+    pairs = np.bincount(lumina.lab.astype(np.int64) * ng + glands.labels.ravel()[lumina.fg],
+                        minlength=len(lumina.n) * ng)
     pairs = pairs.reshape(len(lumina.n), ng)[:, 1:]
     out: list[str | None] = []
     for i in ids:
