@@ -91,6 +91,9 @@ def test_saved_maps_are_one_ome_zarr_image_with_type_labels(tmp_path, caplog):
         f"{h} {c}" for h in ("gland", "lumen", "nuclei") for c in ("inner", "boundary")]
     scales = [t[0]["scale"] for t in image.metadata["coordinateTransformations"]]
     assert scales == [[1.0, 0.5, 0.5], [1.0, 1.0, 1.0], [1.0, 2.0, 2.0]]
+    level0 = np.asarray(image.data[0])
+    for i, head in enumerate(("gland", "lumen", "nuclei")):  # copied unchanged
+        assert (level0[2 * i:2 * i + 2] == store.group[f"prob/{head}"][...]).all()
     src = np.asarray(store.group["prob/lumen"][:, :4, :4]).astype(float)
     level1 = np.asarray(image.data[1][2:4, :2, :2])
     expect = src.reshape(2, 2, 2, 2, 2).mean(axis=(2, 4))
@@ -101,6 +104,8 @@ def test_saved_maps_are_one_ome_zarr_image_with_type_labels(tmp_path, caplog):
     assert names == {i: s.name for i, s in enumerate(NUCLEUS_TYPES)}
     assert labels["gland_type"].metadata["properties"][2]["class"] == GLAND_TYPES[2].name
     assert labels["nuclei_type"].metadata["color"][0][3] == 0  # no-label is transparent
+    for head in ("nuclei_type", "gland_type"):
+        assert (np.asarray(labels[head].data[0]) == store.group[f"type/{head}"][...]).all()
     attrs = zarr.open_group(str(out), mode="r").attrs["cerberus"]
     assert attrs["valid_extent"]["x"] == [0, 1000] and attrs["valid_extent"]["y"] == [0, 700]
     assert attrs["valid_extent"]["um"]["x"] == [0.0, 500.0]
