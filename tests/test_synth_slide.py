@@ -102,8 +102,9 @@ def test_truth_side_files(svs):
     assert gj["type"] == "FeatureCollection"
     types = {f["properties"]["objectType"] for f in gj["features"]}
     assert types <= {"detection", "annotation"}
+    # Our own fields sit under properties.metadata (QuPath keeps them there).
     assert sum(info["counts"]["nuclei"].values()) == sum(
-        f["properties"]["task"] == "nuclei" for f in gj["features"])
+        f["properties"].get("metadata", f["properties"])["task"] == "nuclei" for f in gj["features"])
 
 
 def test_same_seed_gives_identical_files(svs, tmp_path):
