@@ -32,8 +32,9 @@ def encoder_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def export_encoder(model_spec: str | None, output: str | os.PathLike,
-                   options: ExportOptions = ExportOptions()) -> tuple[Path, Path]:
+                   options: ExportOptions | None = None) -> tuple[Path, Path]:
     """Write the encoder of ``model_spec`` to ``output`` and its JSON sidecar; both atomic."""
+    options = options or ExportOptions()
     out = Path(output)
     if out.suffix not in (".pt", ".pth"):
         raise InputError(f"{out}: the encoder file name must end in .pt or .pth")

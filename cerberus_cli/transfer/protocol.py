@@ -4,6 +4,7 @@ there is none, from an outer grouped cross-validation (never used for selection)
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def check_data(data: ProbeData, classes: np.ndarray, allow_group_overlap: bool) 
                              "in the test split only")
         shared = set(data.groups[train]) & set(data.groups[data.test])
         if shared and not allow_group_overlap:
-            raise InputError(f"{data.source}: group {sorted(shared)[0]!r} is in train and test "
+            raise InputError(f"{data.source}: group {min(shared)!r} is in train and test "
                              f"({len(shared)} such group(s); leakage; --allow-group-overlap to accept)")
     elif len(np.unique(data.groups)) < 2:
         raise InputError(f"{data.source}: no test split and a single group: an outer grouped "
@@ -192,7 +193,7 @@ def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seed
 
 
 def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if v == v]
+    finite = [v for v in values if not math.isnan(v)]
     return float(np.mean(finite)) if finite else None
 
 
