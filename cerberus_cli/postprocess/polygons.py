@@ -82,6 +82,12 @@ def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
+def _contours(mask: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+    """OpenCV contours (two-level hierarchy) of a mask upsampled 2x (nearest)."""
+    up = cv2.resize(mask.view(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    return cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+
+
 def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
                    offset: tuple[float, float] = (0.0, 0.0), scale: float = 1.0,
                    simplify: float = 0.5) -> list[BaseGeometry | None]:
@@ -91,26 +97,44 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
     ``offset`` = grid position of ``labels[0, 0]`` and ``scale`` = level-0 px per
     grid px. ``simplify`` is the tolerance in grid px. An id absent from
     ``labels`` gives None.
+
+    Only the tracing runs per object; every ring, polygon and multi-polygon is
+    built by one shapely array call (the same geometries as built one by one).
     """
     slices = ndi.find_objects(labels)
     if ids is None:
         ids = range(1, len(slices) + 1)
     ids = list(ids)
-    traced: list[BaseGeometry] = []
-    where: list[int] = []
+    rings: list[np.ndarray] = []   # contour points of every ring, shells before their holes
+    ring_poly: list[int] = []      # polygon of each ring
+    poly_slot: list[int] = []      # traced object of each polygon
+    where: list[int] = []          # position in ``ids`` of each traced object
     origins = []
     for k, i in enumerate(ids):
         sl = slices[i - 1] if 0 < i <= len(slices) else None
-        geom = None if sl is None else _trace(labels[sl] == i)
-        if geom is not None:
-            traced.append(geom)
-            where.append(k)
-            origins.append((sl[1].start + offset[0], sl[0].start + offset[1]))
+        if sl is None:
+            continue
+        contours, hierarchy = _contours(labels[sl] == i)
+        if not contours:
+            continue
+        slot = len(where)
+        where.append(k)
+        origins.append((sl[1].start + offset[0], sl[0].start + offset[1]))
+        links = hierarchy[0]
+        for j, (_, _, child, parent) in enumerate(links):
+            if parent >= 0:
+                continue
+            ring_poly.append(len(poly_slot))
+            rings.append(contours[j])
+            while child >= 0:
+                ring_poly.append(len(poly_slot))
+                rings.append(contours[child])
+                child = links[child][0]
+            poly_slot.append(slot)
     geoms: list[BaseGeometry | None] = [None] * len(ids)
-    if not traced:
+    if not where:
         return geoms
-    arr = np.empty(len(traced), dtype=object)
-    arr[:] = traced
+    arr = _assemble(rings, np.asarray(ring_poly), np.asarray(poly_slot), len(where))
     arr = _finish(arr, simplify)
     counts = shapely.get_num_coordinates(arr)
     shift = np.repeat(np.asarray(origins, dtype=np.float64), counts, axis=0)
@@ -118,3 +142,23 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
     for k, g in zip(where, arr):
         geoms[k] = _polygonal(g)
     return geoms
+
+
+def _assemble(rings: list[np.ndarray], ring_poly: np.ndarray, poly_slot: np.ndarray,
+              n: int) -> np.ndarray:
+    """Object geometries (Polygon, or MultiPolygon for several parts) from traced rings."""
+    sizes = np.fromiter((len(r) for r in rings), np.int64, len(rings))
+    points = np.concatenate(rings)[:, 0, :]
+    coords = (points.astype(np.float64) + 0.5) / 2.0  # as _ring does, for all rings at once
+    lr = shapely.linearrings(coords, indices=np.repeat(np.arange(len(rings)), sizes))
+    polys = shapely.polygons(lr, indices=ring_poly)
+    parts = np.bincount(poly_slot, minlength=n)
+    out = np.empty(n, dtype=object)
+    single = parts[poly_slot] == 1
+    out[poly_slot[single]] = polys[single]
+    multi = ~single
+    if multi.any():
+        slots = np.flatnonzero(parts > 1)
+        out[slots] = shapely.multipolygons(polys[multi], indices=np.searchsorted(
+            slots, poly_slot[multi]))
+    return out
