@@ -69,7 +69,7 @@ def baseline_tree(rev: str, into: Path) -> Path:
 
 
 def run_child(root: Path, workers: int, slide: Path, maps: Path, record: dict, out: Path,
-              read_tiles: bool) -> dict:
+              read_tiles: bool, clip: bool) -> dict:
     """One replay in a fresh process importing the package from ``root``."""
     result = out.with_suffix(".json")
     opts = record["options"]
@@ -77,7 +77,8 @@ def run_child(root: Path, workers: int, slide: Path, maps: Path, record: dict, o
            "--maps", str(maps), "--model", record["model"]["source"],
            "--workers", str(workers), "--out", str(out), "--json", str(result),
            "--tile", str(opts["tile"]), "--margin", str(opts["margin"]),
-           "--chunk", str(opts["chunk"])] + ([] if read_tiles else ["--no-read-tiles"])
+           "--chunk", str(opts["chunk"])] + ([] if read_tiles else ["--no-read-tiles"]) \
+        + ([] if clip else ["--no-clip"])
     env = {**os.environ, "PYTHONPATH": str(root)}
     subprocess.run(cmd, check=True, env=env)
     return json.loads(result.read_text())
@@ -92,7 +93,8 @@ def child(args: argparse.Namespace) -> None:
     pool = start_pool(args.workers) if args.workers > 0 else None
     try:
         r = replay_slide(args.slide, args.maps, args.out, config, pool, tile=args.tile,
-                         margin=args.margin, chunk=args.chunk, read_tiles=args.read_tiles)
+                         margin=args.margin, chunk=args.chunk, read_tiles=args.read_tiles,
+                         clip=args.clip)
     finally:
         if pool is not None:
             pool.shutdown()
@@ -123,6 +125,16 @@ def same_objects(a: Path, b: Path) -> tuple[bool, str]:
     return True, f"{ta.num_rows} objects identical (UUID set, rows, WKB geometries)"
 
 
+def outside(path: Path, width: int, height: int) -> int:
+    """Objects of an object file whose geometry reaches outside (0, 0, width, height)."""
+    import pyarrow.parquet as pq
+    import shapely
+
+    b = shapely.bounds(shapely.from_wkb(pq.read_table(path, columns=["geometry"])
+                                        ["geometry"].to_numpy(zero_copy_only=False)))
+    return int(((b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height)).sum())
+
+
 def line(name: str, w: int, r: dict) -> str:
     cpu = r["cpu_s"]
     total = sum(cpu.values())
@@ -146,6 +158,8 @@ def main() -> None:
                     "to compare with")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--no-read-tiles", dest="read_tiles", action="store_false")
+    ap.add_argument("--no-clip", dest="clip", action="store_false",
+                    help="compare without clipping objects to the slide (baselines lack it)")
     # --- child mode (internal) ---
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--slide", help=argparse.SUPPRESS)
@@ -177,8 +191,9 @@ def main() -> None:
                 order = variants if (rep + w) % 2 else variants[::-1]
                 for name, root in order:
                     out = Path(tmp) / f"{name.split()[0]}_w{w}_r{rep}.parquet"
-                    results.setdefault((name, w), []).append(
-                        run_child(root, w, slide, maps, record, out, args.read_tiles))
+                    results.setdefault((name, w), []).append(run_child(
+                        root, w, slide, maps, record, out, args.read_tiles,
+                        args.clip and not args.baseline))
                     outputs[(name, w)] = out
         first = results[(variants[0][0], workers[0])][0]
         print(f"# phantom {args.size}x{args.size} (seed {args.seed}), model "
@@ -192,6 +207,15 @@ def main() -> None:
         for (name, w), rs in results.items():
             best = min(rs, key=lambda r: sum(r["cpu_s"].values()))
             print(line(name, w, best))
+        if args.baseline and args.clip:
+            # Baselines cannot clip: compare unclipped, then show what clipping does.
+            out = Path(tmp) / "clipped.parquet"
+            r = run_child(ROOT, workers[0], slide, maps, record, out, args.read_tiles, True)
+            print(line("clipped", workers[0], r))
+            ref_unclipped = outputs[(variants[0][0], workers[0])]
+            w0, h0 = record["input"]["width"], record["input"]["height"]
+            print(f"objects reaching outside the {w0}x{h0} slide: "
+                  f"{outside(ref_unclipped, w0, h0)} unclipped, {outside(out, w0, h0)} clipped")
         ref = outputs[(variants[0][0], workers[0])]
         for key, path in outputs.items():
             if path != ref:

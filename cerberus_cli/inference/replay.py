@@ -5,9 +5,10 @@ runs everything the pipeline does around the network, with the same functions
 and in the same order: the tile plan; reading each planned tile from the slide
 (the loader's work; the pixels are then dropped); storing the tile's saved maps
 in a fresh map store (the consumer's work); post-processing each chunk as soon
-as its window is complete, in worker processes, with the pipeline's own worker
-function; and streaming the objects into a GeoParquet file and the QC overlay
-in chunk order.
+as its window is complete, in worker processes, as the pipeline's worker
+function (``pipeline.process_window``) does it, plus the slide extent
+(:attr:`ChunkMaps.extent`: every object inside the slide); and streaming the
+objects into a GeoParquet file and the QC overlay in chunk order.
 
 Tile reads and chunk post-processing share one pool of worker processes (the
 CPU workers of a host); storing maps and writing objects run in the calling
@@ -30,11 +31,10 @@ import numpy as np
 import zarr
 
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore
-from cerberus_cli.inference.pipeline import process_window
+from cerberus_cli.inference.mapstore import Box, Chunk, ChunkTracker, MapStore
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
-from cerberus_cli.postprocess.chunks import required_margin
+from cerberus_cli.postprocess.chunks import ChunkMaps, process_chunk, required_margin
 from cerberus_cli.postprocess.options import PostprocessOptions
 
 #: Resolution of the QC overlay thumbnail, um/px (as ``segment`` draws it).
@@ -130,10 +130,34 @@ def _read_tile(slide_path: str, backend: str, mpp_override: float | None,
     return time.process_time() - c0
 
 
-def _post_window(*args: Any) -> tuple[list[ObjectRecord], float]:
-    """The pipeline's chunk worker, with its CPU seconds instead of wall seconds."""
+_STORES: dict[str, MapStore] = {}
+
+
+def _post_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[tuple[int, int]],
+                 config: dict, options: PostprocessOptions, scale: float, slide_mpp: float,
+                 key: str, extent: tuple[float, float, float, float] | None,
+                 ) -> tuple[list[ObjectRecord], float]:
+    """One chunk as the pipeline's worker does it, plus the slide extent; CPU seconds.
+
+    Mirrors ``pipeline.process_window``: read the chunk window from the map
+    store, mark the tiles that were computed, post-process.
+    """
     c0 = time.process_time()
-    records, _ = process_window(*args)
+    cfg = ModelConfig.from_dict(config)
+    store = _STORES.get(store_path)
+    if store is None:
+        _STORES.clear()
+        store = _STORES[store_path] = MapStore.open(store_path)
+    w = chunk.window
+    prob, types = store.read(w)
+    valid = np.zeros((w.y1 - w.y0, w.x1 - w.x0), bool)
+    for x, y in valid_tiles:
+        valid[max(0, y - w.y0):max(0, y + tile - w.y0),
+              max(0, x - w.x0):max(0, x + tile - w.x0)] = True
+    maps = ChunkMaps(origin=(w.x0, w.y0),
+                     core=(chunk.core.x0, chunk.core.y0, chunk.core.x1, chunk.core.y1),
+                     prob=prob, types=types, valid=valid, extent=extent)
+    records = process_chunk(maps, cfg, options, scale, slide_mpp, key=key)
     return records, time.process_time() - c0
 
 
@@ -161,6 +185,7 @@ def replay_slide(
     backend: str = "auto",
     mpp: float | None = None,
     read_tiles: bool = True,
+    clip: bool = True,
     overlay: bool = True,
     key: str | None = None,
     keep_records: bool = False,
@@ -172,7 +197,8 @@ def replay_slide(
     post-processing (None: everything in this process). Objects are written to
     ``out_path`` (GeoParquet); ``key`` (default: the slide file's stem) enters
     the object ids, as in ``segment``; ``options`` default to those of ``segment``.
-    ``read_tiles=False`` leaves out the loader's work (reading slide tiles).
+    ``read_tiles=False`` leaves out the loader's work (reading slide tiles);
+    ``clip`` keeps every object inside the slide (``ChunkMaps.extent``).
     """
     from cerberus_cli.outputs.geoparquet import GeoParquetWriter
     from cerberus_cli.outputs.overlay import OverlayCanvas
@@ -187,6 +213,8 @@ def replay_slide(
         width, height = grid_size(slide, config.mpp)
         scale = config.mpp / slide.mpp
         slide_mpp = slide.mpp
+        extent = (0.0, 0.0, float(slide.dimensions[0]), float(slide.dimensions[1])) \
+            if clip else None
         canvas = None
         if overlay:
             thumb_mpp = max(OVERLAY_MPP, slide.mpp)
@@ -220,7 +248,7 @@ def replay_slide(
             cpu["map_store"] += time.process_time() - c0
             for c in ready:
                 args = (str(store.path), store.tile, c, _tiles_in(c.window, tile, planned),
-                        cfg_dict, options, scale, slide_mpp, key)
+                        cfg_dict, options, scale, slide_mpp, key, extent)
                 pending[c.index] = _post_window(*args) if pool is None \
                     else pool.submit(_post_window, *args)
         for index in range(len(tracker.chunks)):

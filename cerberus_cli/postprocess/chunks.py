@@ -25,10 +25,13 @@ when another chunk owns (and writes) that gland.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid as uuid_mod
 from dataclasses import dataclass, field
 
 import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
 
 from cerberus_cli.core.records import OBJECT_NAMESPACE, ObjectRecord, make_records
 from cerberus_cli.core.vocabulary import INSTANCE_TASKS, LUMEN_CLASSES
@@ -40,7 +43,7 @@ from cerberus_cli.postprocess.instances import (
     nuclei_instances,
 )
 from cerberus_cli.postprocess.options import PostprocessOptions
-from cerberus_cli.postprocess.polygons import label_polygons
+from cerberus_cli.postprocess.polygons import label_polygons, polygonal_part
 from cerberus_cli.postprocess.types import vote_types
 
 #: Instance heads this module knows how to post-process (head name = task name).
@@ -55,6 +58,9 @@ class ChunkMaps:
     ``prob``: instance head -> (2, H, W) inner/boundary probabilities (float 0..1
     or uint8 0..255). ``types``: type head -> (H, W) uint8 class ids.
     ``valid``: (H, W) bool of computed pixels (None: all computed).
+    ``extent``: (x0, y0, x1, y1) in level-0 px of what exists: the slide, or
+    the region of it that was read. Map pixels wholly outside it are ignored
+    and every object is clipped to it (None: no limit).
     """
 
     origin: tuple[int, int]
@@ -62,6 +68,7 @@ class ChunkMaps:
     prob: dict[str, np.ndarray]
     types: dict[str, np.ndarray] = field(default_factory=dict)
     valid: np.ndarray | None = None
+    extent: tuple[float, float, float, float] | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -190,6 +197,7 @@ def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOpti
     deterministic UUIDs.
     """
     maps.check()
+    maps = _within_extent(maps, scale)
     heads = [h.name for h in config.heads_of_kind("instance")]
     unknown = [h for h in heads if h not in INSTANCE_TASKS]
     if unknown:
@@ -228,6 +236,8 @@ def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOpti
             else [None] * ids.size
         geoms = label_polygons(labels, ids.tolist(), offset=tuple(map(float, view.origin)),
                                scale=scale, simplify=options.simplify_px)
+        if maps.extent is not None:
+            geoms = _clip(geoms, maps.extent)
         keep = [j for j, g in enumerate(geoms) if g is not None]
         uids = [object_uuid_from_moments(key, name, int(objs.n[ids[j]]), int(objs.sx[ids[j]]),
                                          int(objs.sy[ids[j]])) for j in keep]
@@ -235,6 +245,47 @@ def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOpti
                                 [class_names[j] for j in keep], [probs[j] for j in keep], mpp,
                                 uids, [parents[j] for j in keep])
     return records
+
+
+def _within_extent(maps: ChunkMaps, scale: float) -> ChunkMaps:
+    """The chunk with the pixels wholly outside ``maps.extent`` marked not computed.
+
+    Grid pixel x covers level-0 ``[x * scale, (x + 1) * scale)``; the map store
+    holds whole tiles, so the last ones reach past the slide, where the
+    network saw only padding.
+    """
+    if maps.extent is None:
+        return maps
+    h, w = maps.shape
+    ox, oy = maps.origin
+    ex0, ey0, ex1, ey1 = maps.extent
+    xs = (np.arange(ox, ox + w) + 1) * scale
+    ys = (np.arange(oy, oy + h) + 1) * scale
+    cols = (xs > ex0) & (xs - scale < ex1)
+    rows = (ys > ey0) & (ys - scale < ey1)
+    if cols.all() and rows.all():
+        return maps
+    inside = rows[:, None] & cols[None, :]
+    valid = inside if maps.valid is None else maps.valid & inside
+    return dataclasses.replace(maps, valid=valid)
+
+
+def _clip(geoms: list[BaseGeometry | None],
+          extent: tuple[float, float, float, float]) -> list[BaseGeometry | None]:
+    """Geometries clipped to ``extent`` (None when nothing is left); others untouched."""
+    out = list(geoms)
+    x0, y0, x1, y1 = extent
+    for j, g in enumerate(geoms):
+        if g is None:
+            continue
+        gx0, gy0, gx1, gy1 = g.bounds
+        if gx0 >= x0 and gy0 >= y0 and gx1 <= x1 and gy1 <= y1:
+            continue
+        c = shapely.clip_by_rect(g, x0, y0, x1, y1)
+        if not c.is_valid:
+            c = shapely.make_valid(c)
+        out[j] = polygonal_part(c)
+    return out
 
 
 def _window(maps: ChunkMaps, margin: int) -> ChunkMaps:
@@ -250,7 +301,7 @@ def _window(maps: ChunkMaps, margin: int) -> ChunkMaps:
         origin=(ox + c0, oy + r0), core=maps.core,
         prob={k: v[:, r0:r1, c0:c1] for k, v in maps.prob.items()},
         types={k: v[r0:r1, c0:c1] for k, v in maps.types.items()},
-        valid=None if maps.valid is None else maps.valid[r0:r1, c0:c1])
+        valid=None if maps.valid is None else maps.valid[r0:r1, c0:c1], extent=maps.extent)
 
 
 def _maps_of(maps: ChunkMaps, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -68,11 +68,11 @@ def mask_polygon(mask: np.ndarray, simplify: float = 0.0) -> BaseGeometry | None
     traced = _trace(np.asarray(mask, bool))
     if traced is None:
         return None
-    return _polygonal(_finish(np.array([traced], dtype=object), simplify)[0])
+    return polygonal_part(_finish(np.array([traced], dtype=object), simplify)[0])
 
 
-def _polygonal(geom: BaseGeometry) -> BaseGeometry | None:
-    """Keep the polygonal parts of a geometry (drop stray lines/points)."""
+def polygonal_part(geom: BaseGeometry) -> BaseGeometry | None:
+    """The polygonal parts of a geometry (stray lines/points dropped), or None."""
     if isinstance(geom, (Polygon, MultiPolygon)):
         return None if geom.is_empty else geom
     parts = [g for g in getattr(geom, "geoms", []) if isinstance(g, (Polygon, MultiPolygon))]
@@ -140,7 +140,7 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
     shift = np.repeat(np.asarray(origins, dtype=np.float64), counts, axis=0)
     arr = shapely.transform(arr, lambda xy: (xy + shift) * scale)
     for k, g in zip(where, arr):
-        geoms[k] = _polygonal(g)
+        geoms[k] = polygonal_part(g)
     return geoms
 
 
