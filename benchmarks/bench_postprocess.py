@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -23,24 +22,22 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from cerberus_cli.model.config import reference_config  # noqa: E402
-from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter  # noqa: E402
-from cerberus_cli.outputs.geoparquet import GeoParquetWriter  # noqa: E402
-from cerberus_cli.outputs.overlay import OverlayCanvas  # noqa: E402
-from cerberus_cli.postprocess.chunks import (  # noqa: E402
+from cerberus_cli.model.config import reference_config
+from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
+from cerberus_cli.outputs.geoparquet import GeoParquetWriter
+from cerberus_cli.outputs.overlay import OverlayCanvas
+from cerberus_cli.postprocess.chunks import (
     ChunkMaps,
     process_chunk,
     required_margin,
 )
-from cerberus_cli.postprocess.instances import (  # noqa: E402
+from cerberus_cli.postprocess.instances import (
     gland_instances,
     lumen_instances,
     nuclei_instances,
 )
-from cerberus_cli.postprocess.options import PostprocessOptions  # noqa: E402
-from tests._post_fixtures import instance_maps, paint_ellipses, type_map  # noqa: E402
+from cerberus_cli.postprocess.options import PostprocessOptions
+from cerberus_cli.synthetic.maps import instance_maps, paint_ellipses, type_map
 
 
 def best(fn, repeat: int) -> tuple[float, object]:

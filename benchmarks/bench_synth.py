@@ -58,7 +58,7 @@ def main() -> None:
 
         out = Path(tmp) / "phantom.svs"
         t = time.perf_counter()
-        info = write_slide(out, (width, height), seed=args.seed, mpp=args.mpp)
+        write_slide(out, (width, height), seed=args.seed, mpp=args.mpp)
         dt = time.perf_counter() - t
         mpx = width * height / 1e6
         size_mb = out.stat().st_size / 1e6

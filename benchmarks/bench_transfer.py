@@ -47,7 +47,7 @@ def phantom_table(root: Path, n_train: int, n_test: int) -> Path:
 
 def tissue_probe(root: Path, table: Path, device: str) -> dict[str, dict[str, float]]:
     out = {}
-    popts = ProbeOptions(seeds=3, folds=3, bootstrap=500)
+    popts = ProbeOptions(seeds=3, folds=3, bootstrap=200)
     for name, seed in (("bundled", None), ("random", 0)):
         fo = FeaturesOptions(random_init=seed, workers=0, device=device)
         feats = root / f"{name}.parquet"

@@ -14,6 +14,9 @@ from cerberus_cli.slides.writer import write_slide
 
 GLASS = (244, 244, 246)
 
+#: A real scanner-written slide (Aperio, CC0; see tests/data/cmu_small_region.LICENSE.md).
+REAL_SLIDE = Path(__file__).parent / "data" / "cmu_small_region.svs"
+
 
 def smooth_image(height: int, width: int, seed: int = 0) -> np.ndarray:
     """A smooth random RGB image (compresses like tissue, every pixel distinct enough)."""

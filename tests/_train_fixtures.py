@@ -29,7 +29,8 @@ def _background(size: int, rng: np.random.Generator) -> np.ndarray:
     return img
 
 
-def nuclei_tile(size: int, rng: np.random.Generator, n: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
+def nuclei_tile(size: int, rng: np.random.Generator,
+                n: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, int]]:
     """(RGB image, int32 instance map, id -> class 1..6) with non-overlapping round nuclei."""
     img = _background(size, rng)
     inst = np.zeros((size, size), np.int32)

@@ -21,7 +21,7 @@ from cerberus_cli.postprocess.instances import (
 from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.postprocess.polygons import label_polygons, mask_polygon
 from cerberus_cli.postprocess.types import vote_types
-from tests._post_fixtures import (
+from cerberus_cli.synthetic.maps import (
     SynthScene,
     chunks_of,
     instance_maps,

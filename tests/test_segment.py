@@ -33,11 +33,8 @@ def segment(*args: str):
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("slides") / "phantom.svs"
-    res = cli("synth", "slide", str(path), "--size", f"{SIZE}x{SIZE}", "--seed", "5")
-    assert res.exit_code == 0, res.output
-    return path
+def phantom(phantom_slide) -> Path:
+    return phantom_slide
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from cerberus_cli.slides import open_slide, read_scaled, scaled_size
-
-REAL_SLIDE = Path(__file__).parent / "data" / "cmu_small_region.svs"
+from tests._slide_fixtures import REAL_SLIDE
 
 
 @pytest.mark.parametrize("backend", ["auto", "openslide", "tiffslide"])

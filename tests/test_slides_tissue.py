@@ -17,8 +17,7 @@ from cerberus_cli.slides import (
     open_slide,
     tissue_from_rgb,
 )
-from tests._slide_fixtures import he_tissue, write_variant
-from tests.test_slides_real import REAL_SLIDE
+from tests._slide_fixtures import REAL_SLIDE, he_tissue, write_variant
 
 H, W, MPP = 1500, 2000, 1.0
 

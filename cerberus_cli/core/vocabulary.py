@@ -26,7 +26,7 @@ class ClassSpec:
     color: tuple[int, int, int]
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ClassSpec":
+    def from_dict(d: dict[str, Any]) -> ClassSpec:
         return ClassSpec(str(d["name"]), tuple(int(c) for c in d["color"]))  # type: ignore[arg-type]
 
 

@@ -30,7 +30,7 @@ class Box:
     x1: int
     y1: int
 
-    def intersects(self, other: "Box") -> bool:
+    def intersects(self, other: Box) -> bool:
         return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
 
 
@@ -58,7 +58,7 @@ class MapStore:
 
     @classmethod
     def create(cls, path: str | Path, config: ModelConfig, width: int, height: int,
-               tile: int) -> "MapStore":
+               tile: int) -> MapStore:
         """A new store for a ``width`` x ``height`` grid, padded to whole tiles."""
         group = zarr.open_group(str(path), mode="w")
         w, h = math.ceil(width / tile) * tile, math.ceil(height / tile) * tile
@@ -72,7 +72,7 @@ class MapStore:
         return cls(path, group)
 
     @classmethod
-    def open(cls, path: str | Path) -> "MapStore":
+    def open(cls, path: str | Path) -> MapStore:
         """An existing store, for reading (e.g. in a post-processing worker)."""
         return cls(path, zarr.open_group(str(path), mode="r"))
 

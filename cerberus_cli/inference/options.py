@@ -22,6 +22,7 @@ from cerberus_cli.core.optionspec import (
     require,
 )
 from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
 
 #: Largest network input side (tile + 2 * margin), px: a 8192^2 fp32 batch of one
@@ -37,7 +38,8 @@ class SegmentOptions:
     Geometry is in pixels at the model resolution: ``tile`` is the kept output side,
     ``margin`` the context the network sees around it (input = tile + 2 * margin),
     ``chunk`` the side of a post-processing chunk. ``post`` holds the thresholds and
-    sizes of the instance post-processing; every field that changes results is
+    sizes of the instance post-processing, ``writer`` the layout of the object files;
+    every field that changes results is
     recorded in ``S.run.json`` and in the GeoParquet ``cerberus`` metadata.
     """
 
@@ -66,6 +68,7 @@ class SegmentOptions:
     overwrite: bool = opt(False, "Redo slides whose outputs exist.")
     fail_fast: bool = opt(False, "Stop at the first failed slide.")
     post: PostprocessOptions = field(default_factory=PostprocessOptions)
+    writer: WriterOptions = field(default_factory=WriterOptions)
 
     def __post_init__(self) -> None:
         check_options(self)

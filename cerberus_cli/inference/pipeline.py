@@ -14,10 +14,11 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -72,10 +73,9 @@ class Segmenter:
         self.options = options
         stride = self.config.total_stride
         if (options.tile + 2 * options.margin) % stride:
-            raise InputError(
-                f"tile + 2 * margin = {options.tile + 2 * options.margin} px must be a multiple of "
-                f"the network stride {stride} (e.g. --tile {options.tile - (options.tile + 2 * options.margin) % stride})"
-            )
+            side = options.tile + 2 * options.margin
+            raise InputError(f"--tile + 2 * --margin = {side} px must be a multiple of the network "
+                             f"stride {stride} (e.g. --tile {options.tile - side % stride})")
         self.device = resolve_device(options.device)
         self.dtype = resolve_precision(options.precision, self.device)
         model = prepare_model(loaded.model, self.device, options.channels_last, options.compile)
@@ -96,7 +96,7 @@ class Segmenter:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "Segmenter":
+    def __enter__(self) -> Segmenter:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -140,7 +140,8 @@ class Segmenter:
         return SlideContext(key=key, path=str(slide.path), width=width, height=height,
                             mpp=slide.mpp, model_name=self.config.name,
                             model_sha256=self.loaded.sha256, model_mpp=self.config.mpp,
-                            options=self.options.to_dict())
+                            options=self.options.to_dict(),
+                            type_classes={h.name: h.classes for h in self.config.heads_of_kind("type")})
 
     def _tissue_map(self, width: int, height: int) -> TissueMap | None:
         heads = self.config.heads_of_kind("tissue")

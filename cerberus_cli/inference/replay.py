@@ -154,9 +154,11 @@ def _post_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[tup
     for x, y in valid_tiles:
         valid[max(0, y - w.y0):max(0, y + tile - w.y0),
               max(0, x - w.x0):max(0, x + tile - w.x0)] = True
+    # Without an extent the call is the pipeline's own, field for field.
+    limit = {} if extent is None else {"extent": extent}
     maps = ChunkMaps(origin=(w.x0, w.y0),
                      core=(chunk.core.x0, chunk.core.y0, chunk.core.x1, chunk.core.y1),
-                     prob=prob, types=types, valid=valid, extent=extent)
+                     prob=prob, types=types, valid=valid, **limit)
     records = process_chunk(maps, cfg, options, scale, slide_mpp, key=key)
     return records, time.process_time() - c0
 

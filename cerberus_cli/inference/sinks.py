@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from cerberus_cli.core.records import ObjectRecord
+from cerberus_cli.core.vocabulary import ClassSpec
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ class SlideContext:
     model_sha256: str
     model_mpp: float              #: um/px the network works at
     options: dict[str, Any] = field(default_factory=dict)  #: every option that shapes results
+    #: class list of each type head (type maps name their classes with it)
+    type_classes: dict[str, tuple[ClassSpec, ...]] = field(default_factory=dict)
 
     def metadata(self) -> dict[str, Any]:
         """The slide/model/options description writers embed in their files."""

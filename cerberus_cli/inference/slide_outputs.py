@@ -19,12 +19,11 @@ from cerberus_cli.inference.mapstore import MapStore, TissueMap
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.run_record import build_record, head_md5
 from cerberus_cli.inference.sinks import SlideContext, SlideResult, SlideStats
+from cerberus_cli.outputs.objects import ObjectWriter, object_suffix, open_object_writer, write_objects
 
 if TYPE_CHECKING:
     from cerberus_cli.inference.inputs import SlideInput
     from cerberus_cli.inference.pipeline import Segmenter
-    from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
-    from cerberus_cli.outputs.geoparquet import GeoParquetWriter
     from cerberus_cli.outputs.overlay import OverlayCanvas
     from cerberus_cli.slides import Slide
 
@@ -41,17 +40,15 @@ class SlideOutputs:
         self.folder = Path(folder)
         self.stem = stem
         self.options = options
-        if options.format == "parquet":
-            self.objects_path = self.folder / f"{stem}.parquet"
-        else:
-            self.objects_path = self.folder / f"{stem}.geojson{'.gz' if options.gzip else ''}"
+        suffix = object_suffix(options.format, options.gzip)
+        self.objects_path = self.folder / f"{stem}{suffix}"
         self.record_path = self.folder / f"{stem}.run.json"
         self.tissue_zarr = self.folder / f"{stem}.tissue.zarr"
         self.tissue_png = self.folder / f"{stem}.tissue.png"
         self.overlay_path = self.folder / f"{stem}.overlay.png"
         self.maps_path = self.folder / f"{stem}.maps.zarr"
-        self.tissue_objects = self.folder / f"{stem}.tissue.parquet"
-        self._writer: GeoParquetWriter | QuPathGeoJSONWriter | None = None
+        self.tissue_objects = self.folder / f"{stem}.tissue{suffix}"
+        self._writer: ObjectWriter | None = None
         self._overlay: OverlayCanvas | None = None
         self._written: dict[str, str] = {}
         self._context: SlideContext | None = None
@@ -72,16 +69,9 @@ class SlideOutputs:
     def open(self, context: SlideContext, slide: Slide | None = None) -> None:
         """Start the streaming writers; ``slide`` (when given) supplies the overlay thumbnail."""
         self._context = context
-        overwrite = True  # stale outputs without a complete run record are ours to replace
-        if self.options.format == "parquet":
-            from cerberus_cli.outputs.geoparquet import GeoParquetWriter
-
-            self._writer = GeoParquetWriter(self.objects_path, context.metadata(), overwrite=overwrite)
-        else:
-            from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter
-
-            self._writer = QuPathGeoJSONWriter(self.objects_path, gzip=self.options.gzip,
-                                               overwrite=overwrite)
+        # Stale outputs without a complete run record are ours to replace.
+        self._writer = open_object_writer(self.objects_path, self.options.writer, context.metadata(),
+                                          slide=self.stem, overwrite=True)
         if self.options.overlay and slide is not None:
             from cerberus_cli.outputs.overlay import OverlayCanvas
             from cerberus_cli.slides import thumbnail
@@ -108,7 +98,7 @@ class SlideOutputs:
             self._overlay.save(target.tmp)
             self._written["overlay"] = target.commit().name
         if result.maps is not None:
-            self._written["maps"] = self._save_maps(result.maps).name
+            self._written["maps"] = self._save_maps(result.maps, result.stats.grid).name
 
     def _finish_tissue(self, tissue: TissueMap) -> None:
         from cerberus_cli.outputs.tissue_map import write_tissue_map
@@ -119,21 +109,22 @@ class SlideOutputs:
         self._written["tissue_map"] = zarr_path.name
         self._written["tissue_png"] = png_path.name
         if self.options.tissue_polygons:
-            from cerberus_cli.outputs.geoparquet import write_geoparquet
             from cerberus_cli.postprocess.tissue_regions import tissue_regions
 
             slide_mpp = self._context.mpp
             records = tissue_regions(tissue.classes, tissue.mpp / slide_mpp, slide_mpp,
                                      confidence=tissue.confidence, key=self.stem)
-            self._written["tissue_polygons"] = write_geoparquet(
-                self.tissue_objects, records, {**self._context.metadata(), "task": "tissue"},
+            self._written["tissue_polygons"] = write_objects(
+                self.tissue_objects, records, self.options.writer,
+                {**self._context.metadata(), "task": "tissue"}, slide=self.stem,
                 overwrite=True).name
 
-    def _save_maps(self, store: MapStore) -> Path:
+    def _save_maps(self, store: MapStore, grid: tuple[int, int]) -> Path:
         from cerberus_cli.inference.multiscale import write_multiscale
 
         target = AtomicPath(self.maps_path, overwrite=True)
-        write_multiscale(store, target.tmp)
+        classes = self._context.type_classes if self._context is not None else {}
+        write_multiscale(store, target.tmp, valid_size=grid, type_classes=classes)
         return target.commit()
 
     def write_record(self, item: SlideInput, slide: Slide, segmenter: Segmenter, run: SlideStats,

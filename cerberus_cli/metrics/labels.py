@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.postprocess.types import vote_types
 
 # A lookup table is used while it is no larger than this or than the map itself;
 # beyond that (huge, sparse ids) the ids are sorted instead.
@@ -102,12 +103,8 @@ def vote_classes(labels: Labels, class_map: np.ndarray, n_classes: int,
                          f"{labels.map.shape}")
     if cls.size and int(cls.max()) >= n_classes:
         raise InputError(f"{name}: holds class {int(cls.max())}, expected ids 0..{n_classes - 1}")
-    fg = labels.map > 0
-    votes = np.bincount(labels.map[fg] * n_classes + cls[fg], minlength=(labels.n + 1) * n_classes)
-    votes = votes.reshape(labels.n + 1, n_classes)[1:, 1:]
-    best = np.argmax(votes, axis=1) + 1
-    best[votes.sum(axis=1) == 0] = 0
-    return best.astype(np.int64)
+    classes, _ = vote_types(labels.map, cls, max(n_classes, 2), labels.n)
+    return classes.astype(np.int64)
 
 
 def lookup_classes(labels: Labels, ids: np.ndarray, classes: np.ndarray,

@@ -135,7 +135,7 @@ class Slide:
             self._handle.close()
         self._handle = None
 
-    def __enter__(self) -> "Slide":
+    def __enter__(self) -> Slide:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,7 +21,7 @@ class DataSpec:
     format: str | None = None
 
     @staticmethod
-    def parse(text: str) -> list["DataSpec"]:
+    def parse(text: str) -> list[DataSpec]:
         """Parse ``TASK[:FORMAT]=PATH``; a bare ``PATH`` is a phantom root (all its tasks)."""
         from cerberus_cli.core.vocabulary import TASKS
 

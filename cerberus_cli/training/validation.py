@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from cerberus_cli.core.vocabulary import INSTANCE_TASKS, TISSUE
+from cerberus_cli.metrics.dice import dice
 from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.postprocess.types import vote_types
 from cerberus_cli.training.datasets import (
     IGNORE,
     InstanceItem,
@@ -48,12 +50,6 @@ def predict_maps(model: CerberusNet, image: np.ndarray, heads: list[str],
     return {k: v[0, :, :h, :w].float().softmax(0).cpu().numpy() for k, v in out.items()}
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks (1.0 when both are empty)."""
-    s = a.sum() + b.sum()
-    return 1.0 if s == 0 else float(2.0 * np.logical_and(a, b).sum() / s)
-
-
 def instances_from_maps(task: str, probs: np.ndarray, gland_probs: np.ndarray | None = None) -> np.ndarray:
     """Instance map from an instance head's (3, H, W) probabilities, by the same
     post-processing ``cerberus segment`` uses. Lumina are kept inside the glands
@@ -78,30 +74,19 @@ def panoptic_quality(true: np.ndarray, pred: np.ndarray) -> float:
 
 def object_type_votes(instances: np.ndarray, type_probs: np.ndarray) -> dict[int, int]:
     """Object id -> majority predicted type over its pixels (0 only if nothing else)."""
-    pred = type_probs.argmax(0)
-    votes: dict[int, int] = {}
-    ids = instances.ravel()
-    classes = pred.ravel()
-    on = ids > 0
-    if not on.any():
-        return votes
-    counts = np.zeros((int(ids.max()) + 1, type_probs.shape[0]), np.int64)
-    np.add.at(counts, (ids[on], classes[on]), 1)
-    for i in np.unique(ids[on]):
-        c = counts[i]
-        votes[int(i)] = int(c[1:].argmax() + 1) if c[1:].sum() > 0 else 0
-    return votes
+    n = int(instances.max()) if instances.size else 0
+    classes, _ = vote_types(instances, type_probs.argmax(0), type_probs.shape[0], n)
+    return {int(i): int(classes[i - 1]) for i in np.unique(instances[instances > 0])}
 
 
 def true_object_types(instances: np.ndarray, types: np.ndarray) -> dict[int, int]:
     """Object id -> its ground-truth class (majority over its pixels), IGNORE/0 skipped."""
-    out = {}
-    for i in np.unique(instances[instances > 0]):
-        vals = types[instances == i]
-        vals = vals[(vals != IGNORE) & (vals != 0)]
-        if vals.size:
-            out[int(i)] = int(np.bincount(vals).argmax())
-    return out
+    labelled = np.where(types == IGNORE, 0, types)
+    n = int(instances.max()) if instances.size else 0
+    n_classes = max(int(labelled.max()) + 1 if labelled.size else 0, 2)
+    classes, _ = vote_types(instances, labelled, n_classes, n)
+    ids = np.unique(instances[instances > 0])
+    return {int(i): int(classes[i - 1]) for i in ids if classes[i - 1] != 0}
 
 
 def _indices(n: int, limit: int | None) -> list[int]:
@@ -133,7 +118,9 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
             votes = object_type_votes(item.instances, maps[type_head.name])
             correct += sum(votes.get(k) == v for k, v in truth.items())
             total += len(truth)
-    out = {f"{task}_dice": float(np.mean(dices))}
+    # Both masks empty is undefined (NaN), as in `cerberus evaluate`: left out of the mean.
+    valid = [d for d in dices if not np.isnan(d)]
+    out = {f"{task}_dice": float(np.mean(valid)) if valid else float("nan")}
     if pqs:
         out[f"{task}_pq"] = float(np.mean(pqs))
     if total:
