@@ -101,6 +101,18 @@ class ResumePoint:
 
 # --- RNG states -------------------------------------------------------------------
 
+def seed_all(seed: int) -> None:
+    """Seed every global RNG a run's state records (python, numpy, torch and CUDA).
+
+    Training draws its batches from generators of its own, but whatever uses the
+    global RNGs (dropout; any library code) must start from the same state in every
+    run with this seed, so that a resumed run's states match an uninterrupted one's.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def capture_rng() -> dict[str, Any]:
     """The global RNG states (python, numpy, torch, CUDA) as plain tensors and numbers."""
     version, internal, gauss = random.getstate()

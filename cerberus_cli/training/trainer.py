@@ -45,6 +45,7 @@ from cerberus_cli.training.checkpoints import (
     restore_rng,
     save_model,
     save_training,
+    seed_all,
 )
 from cerberus_cli.training.datacheck import check_datasets
 from cerberus_cli.training.datasets import (
@@ -88,7 +89,8 @@ def _concat(parts: list[TaskDataset]) -> TaskDataset:
     return ConcatDataset(parts)
 
 
-def load_data(options: TrainOptions, mpp: float, tasks: list[str]) -> tuple[dict[str, TaskDataset], dict[str, TaskDataset]]:
+def load_data(options: TrainOptions, mpp: float, tasks: list[str]
+              ) -> tuple[dict[str, TaskDataset], dict[str, TaskDataset]]:
     """Training and validation datasets per task, at the model resolution."""
     train: dict[str, list[TaskDataset]] = {}
     val: dict[str, list[TaskDataset]] = {}
@@ -247,8 +249,9 @@ def _run_options(run: RunDir, mode: Mode, options: TrainOptions) -> TrainOptions
         saved["val_data"] = [DataSpec(**d) for d in saved.get("val_data", [])]
     except TypeError as exc:
         raise InputError(f"{run.config}: malformed data record: {exc}") from None
-    # Only how long to run and how to show it may change on resume.
-    for key in ("progress", "workers", "log_every", "threads"):
+    # Only how long to run and how it executes may change on resume: the logging schedule
+    # stays the run's, so its metrics are those of an uninterrupted run.
+    for key in ("progress", "workers", "threads"):
         saved[key] = getattr(options, key)
     saved.update(resume=mode == "resume", overwrite=False, output=options.output,
                  steps=options.steps or saved.get("steps") or DEFAULT_STEPS)
@@ -409,7 +412,7 @@ def train(options: TrainOptions) -> TrainResult:
         run.create({"options": options.to_dict(), "model": cfg.to_dict(), "tasks": tasks,
                     "data": {t: ds.describe() for t, ds in train_sets.items()},
                     "val_data": {t: ds.describe() for t, ds in val_sets.items()}})
-        torch.manual_seed(options.seed)
+        seed_all(options.seed)
 
     def checkpoint(step: int, metrics: dict[str, float]) -> None:
         state = TrainState(step=step, optimizer=optimizer.state_dict(),
@@ -437,11 +440,14 @@ def train(options: TrainOptions) -> TrainResult:
             timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
             final = losses
             done = step + 1
-            if done % options.log_every == 0 or done == options.steps or done == start + 1:
-                rec = {"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
-                       "loss": total, **{f"loss_{k}": v for k, v in final.items()}}
-                run.log(rec)
-                log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], rec["loss"],
+            # The records follow the run's schedule alone, so a resumed run's metrics.jsonl is
+            # an uninterrupted run's; the first step after a resume is shown, not recorded.
+            recorded = done % options.log_every == 0 or done == options.steps
+            if recorded:
+                run.log({"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
+                         "loss": total, **{f"loss_{k}": v for k, v in final.items()}})
+            if recorded or done == start + 1:
+                log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], total,
                          ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
             if bar is not None:
                 bar.update(bar.task_ids[0], completed=done, info=f"loss {total:.3f}")
@@ -450,7 +456,8 @@ def train(options: TrainOptions) -> TrainResult:
                 metrics = validate(model, val_sets, device, options.val_limit)
                 s = score(metrics)
                 run.log({"kind": "val", "step": done, "score": s, **metrics})
-                log.info("validation at step %d: %s", done, ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+                log.info("validation at step %d: %s", done,
+                         ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
                 if s > best or not math.isfinite(best):
                     best, best_metrics = s, metrics
                     save_model(model, run.best, _provenance(options, done, init, metrics, train_sets))
