@@ -348,3 +348,29 @@ def test_lumina_without_glands():
     recs = process_chunk(ch, CFG.with_heads(["gland", "gland_type", "lumen"]), anywhere, 1.0, 0.5)
     assert [r.task for r in recs] == ["lumen"] * 3 and all(r.parent_uuid is None for r in recs)
     assert not process_chunk(ch, CFG.with_heads(["gland", "gland_type", "lumen"]), OPT, 1.0, 0.5)
+
+
+def test_objects_stay_inside_the_extent():
+    """Maps past the slide are ignored and every polygon is clipped to it."""
+    sc = scene((300, 340), seed=3, nuclei=300, glands=6)
+    maps = whole(sc)
+    scale = 2.0
+    extent = (0.0, 0.0, 251.0 * scale - 0.5, 200.0 * scale)  # last column half inside
+    free = process_chunk(maps, CFG, OPT, scale, 0.25, key="s")
+    kept = process_chunk(dataclasses.replace(maps, extent=extent), CFG, OPT, scale, 0.25, key="s")
+    x0, y0, x1, y1 = extent
+    bounds = shapely.bounds(np.array([r.geometry for r in kept]))
+    assert (bounds[:, 0] >= x0).all() and (bounds[:, 1] >= y0).all()
+    assert (bounds[:, 2] <= x1).all() and (bounds[:, 3] <= y1).all()
+    outside = shapely.bounds(np.array([r.geometry for r in free]))
+    assert ((outside[:, 2] > x1) | (outside[:, 3] > y1)).any()  # the extent did cut something
+    assert all(r.geometry.is_valid and not r.geometry.is_empty for r in kept)
+    assert any(b[2] > x1 - scale for b in bounds)  # objects reach the edge, clipped there
+    # Objects far from the edge are untouched.
+    far = {r.uuid: r.geometry.wkb for r in free if r.geometry.bounds[2] < x1 - 40
+           and r.geometry.bounds[3] < y1 - 40}
+    got = {r.uuid: r.geometry.wkb for r in kept}
+    assert far and all(got.get(u) == w for u, w in far.items())
+    # Clipped records measure their clipped geometry.
+    r = max(kept, key=lambda r: r.geometry.bounds[2])
+    assert r.area_um2 == pytest.approx(r.geometry.area * 0.25 ** 2)
