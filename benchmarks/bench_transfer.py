@@ -92,7 +92,7 @@ def probe_speed(root: Path, rows: int, dim: int) -> float:
     labels = rng.integers(0, 4, rows)
     X = rng.normal(size=(rows, dim)).astype(np.float32) + labels[:, None] * 0.05
     cols = pd.DataFrame({"label": labels.astype(str), "group": (np.arange(rows) // 10).astype(str),
-                         "split": np.where(np.arange(rows) % 5 == 0, "test", "train")})
+                         "split": np.where((np.arange(rows) // 10) % 5 == 0, "test", "train")})
     f = write_features(root / "big.parquet", cols, X, {"kind": "patches"})
     t = time.perf_counter()
     probe([str(f)], root / "probe_big", ProbeOptions(seeds=1, c_grid=(1e-3,), bootstrap=0,
@@ -113,13 +113,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         table = phantom_table(root, args.train, args.test)
-        result = {"machine": f"{platform.processor() or platform.machine()}, "
-                             f"{torch.get_num_threads()} torch threads, device {args.device}",
-                  "tissue_probe": tissue_probe(root, table, args.device),
-                  "patches_per_s_224px_layer2_3": extraction_speed(root, args.speed_patches, args.device),
-                  f"probe_s_{args.probe_rows}x{args.probe_dim}_one_fit":
-                      probe_speed(root, args.probe_rows, args.probe_dim)}
-    print(json.dumps(result, indent=2))
+        # Each result is printed as soon as it is known.
+        print(json.dumps({"machine": f"{platform.processor() or platform.machine()}, "
+                                     f"{torch.get_num_threads()} torch threads, device {args.device}"}),
+              flush=True)
+        print(json.dumps({"tissue_probe": tissue_probe(root, table, args.device)}, indent=2), flush=True)
+        print(json.dumps({"patches_per_s_224px_layer2_3":
+                          extraction_speed(root, args.speed_patches, args.device)}), flush=True)
+        print(json.dumps({f"probe_s_{args.probe_rows}x{args.probe_dim}_one_fit":
+                          probe_speed(root, args.probe_rows, args.probe_dim)}), flush=True)
 
 
 if __name__ == "__main__":
