@@ -1,0 +1,56 @@
+"""Replay of segment's CPU side from saved maps: same objects whatever the workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import shapely
+import zarr
+
+from cerberus_cli.inference.replay import STAGES, replay_slide, start_pool
+from cerberus_cli.model.config import reference_config
+from cerberus_cli.synthetic.maps import instance_maps, paint_ellipses, type_map
+from cerberus_cli.synthetic.slide import write_slide
+
+TILE, MARGIN, CHUNK = 144, 152, 288
+
+
+def _saved_maps(path, width: int, height: int) -> None:
+    """A ``--save-maps`` layout (level 0 only) with nuclei and glands over the whole grid."""
+    rng = np.random.default_rng(0)
+    h, w = -(-height // TILE) * TILE, -(-width // TILE) * TILE
+    nu = paint_ellipses((h, w), 400, (3.0, 7.0), rng, gap=1)
+    gl = paint_ellipses((h, w), 8, (18, 40), rng, gap=14)
+    g = zarr.open_group(str(path), mode="w")
+    for name, lab, k in (("nuclei", nu, 3), ("gland", gl, 11), ("lumen", gl * 0, 3)):
+        g.create_array(f"prob/{name}/0", data=np.round(instance_maps(lab, k) * 255)
+                       .astype(np.uint8))
+    g.create_array("type/nuclei_type/0", data=type_map(nu, 7, rng)[0].astype(np.uint8))
+    g.create_array("type/gland_type/0", data=type_map(gl, 3, rng)[0].astype(np.uint8))
+    g.attrs.update({"mpp": 0.5})
+
+
+def test_replay_writes_the_same_objects_with_and_without_workers(tmp_path):
+    slide = tmp_path / "s.svs"
+    write_slide(slide, (600, 500), seed=1, truth=False)
+    _saved_maps(tmp_path / "s.maps.zarr", 600, 500)
+    cfg = reference_config().with_heads(["nuclei", "nuclei_type", "gland", "gland_type",
+                                         "lumen"])
+    kw = dict(tile=TILE, margin=MARGIN, chunk=CHUNK, overlay=False)
+    inline = replay_slide(slide, tmp_path / "s.maps.zarr", tmp_path / "a.parquet", cfg, None,
+                          keep_records=True, **kw)
+    pool = start_pool(2)
+    try:
+        replay_slide(slide, tmp_path / "s.maps.zarr", tmp_path / "b.parquet", cfg,
+                     pool, **kw)
+    finally:
+        pool.shutdown()
+    assert inline.tiles > 0 and inline.chunks > 1 and inline.counts["nuclei"] > 50
+    assert set(inline.cpu_s) == set(STAGES) and inline.total_cpu_s > 0
+    assert inline.mpx_per_cpu_s() > 0 and inline.mpx_per_wall_s > 0
+    a, b = pq.read_table(tmp_path / "a.parquet"), pq.read_table(tmp_path / "b.parquet")
+    cols = [c for c in a.column_names if c != "slide"]  # "slide" names the output file
+    assert a.select(cols).equals(b.select(cols)) and a.num_rows == len(inline.records)
+    # Every object inside the 600 x 500 slide, though the maps reach 720 x 576.
+    bounds = shapely.bounds(shapely.from_wkb(a["geometry"].to_numpy(zero_copy_only=False)))
+    assert bounds[:, :2].min() >= 0 and bounds[:, 2].max() <= 600 and bounds[:, 3].max() <= 500
