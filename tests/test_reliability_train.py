@@ -15,6 +15,7 @@ this test kills from outside.
 from __future__ import annotations
 
 import ast
+import errno
 import json
 import os
 import shutil
@@ -32,9 +33,10 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
+from cerberus_cli.core.errors import CerberusError
 from cerberus_cli.training import checkpoints as ckpt
 from cerberus_cli.training.rundir import RunDir
-from cerberus_cli.training.tempfiles import OwnedAtomicPath, remove_stale, stale_owner
+from cerberus_cli.training.tempfiles import OwnedAtomicPath, remove_stale, stale_owner, write_file
 
 CERBERUS = [sys.executable, "-m", "cerberus_cli"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +88,7 @@ else:
         die()
     AtomicPath.commit = killing_commit
 from cerberus_cli.cli import main
+from cerberus_cli.core.errors import CerberusError
 main(args, prog_name="cerberus")
 """
 
@@ -400,6 +403,16 @@ def test_stale_temporary_files_are_removed_live_ones_kept(tmp_path):
     assert removed == {files["dead"], files["legacy"], files["legacy-state"]}
     assert atomic.tmp.is_file() and stale_owner(atomic.tmp.name) is None
     atomic.abort()
+
+
+def test_a_failed_write_names_the_file_and_leaves_nothing(tmp_path):
+    def disk_full(tmp: Path) -> None:
+        tmp.write_bytes(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(CerberusError, match="last.pt: cannot be written: No space left on device"):
+        write_file(tmp_path / "last.pt", disk_full)
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- training data checked before the first step -------------------------------------------

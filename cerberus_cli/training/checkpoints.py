@@ -39,7 +39,7 @@ from cerberus_cli import __version__
 from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.model.checkpoint import FORMAT, FORMAT_VERSION, load_checkpoint
 from cerberus_cli.model.network import CerberusNet
-from cerberus_cli.training.tempfiles import OwnedAtomicPath
+from cerberus_cli.training.tempfiles import write_file
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +208,7 @@ def model_payload(model: CerberusNet, provenance: dict[str, Any]) -> dict[str, A
 
 
 def _write(payload: dict[str, Any], path: Path) -> Path:
-    atomic = OwnedAtomicPath(path)
-    try:
-        with open(atomic.tmp, "wb") as f:
-            torch.save(payload, f)
-        return atomic.commit()
-    except BaseException:
-        atomic.abort()
-        raise
+    return write_file(path, lambda tmp: torch.save(payload, tmp))
 
 
 def save_model(model: CerberusNet, path: str | os.PathLike, provenance: dict[str, Any]) -> Path:

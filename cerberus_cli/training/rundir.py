@@ -27,8 +27,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from cerberus_cli.core.errors import InputError
-from cerberus_cli.training.tempfiles import OwnedAtomicPath, remove_stale, stale_owner
+from cerberus_cli.core.errors import CerberusError, InputError
+from cerberus_cli.training.tempfiles import remove_stale, stale_owner, write_file
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,12 @@ FolderState = Literal["empty", "run", "stub", "foreign"]
 Mode = Literal["new", "resume", "restart"]
 
 
-def _write_text(path: Path, text: str) -> None:
-    atomic = OwnedAtomicPath(path)
-    try:
-        atomic.tmp.write_text(text)
-        atomic.commit()
-    except BaseException:
-        atomic.abort()
-        raise
+def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
+    keys = sorted({k for r in records for k in r}, key=lambda k: (k not in ("kind", "step"), k))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(records)
 
 
 class RunDir:
@@ -135,7 +133,8 @@ class RunDir:
 
     # --- config -----------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
-        _write_text(self.config, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
+        text = json.dumps(config, indent=2, sort_keys=True, default=str) + "\n"
+        write_file(self.config, lambda tmp: tmp.write_text(text))
 
     def read_config(self) -> dict[str, Any]:
         try:
@@ -146,8 +145,11 @@ class RunDir:
     # --- metrics ----------------------------------------------------------------------
     def log(self, record: dict[str, Any]) -> None:
         """Append one record to metrics.jsonl."""
-        with open(self.metrics_jsonl, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        try:
+            with open(self.metrics_jsonl, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as exc:
+            raise CerberusError(f"{self.metrics_jsonl}: cannot be written: {exc.strerror or exc}") from None
 
     def records(self) -> list[dict[str, Any]]:
         """The records of metrics.jsonl; a line that is not a JSON object is skipped with a warning."""
@@ -206,28 +208,12 @@ class RunDir:
                     kept.append(line + b"\n")
             keep = b"".join(kept)
         if keep != data:
-            atomic = OwnedAtomicPath(path)
-            try:
-                atomic.tmp.write_bytes(keep)
-                atomic.commit()
-            except BaseException:
-                atomic.abort()
-                raise
+            write_file(path, lambda tmp: tmp.write_bytes(keep))
 
     def write_csv(self) -> None:
         """Rewrite metrics.csv from metrics.jsonl."""
         records = self.records()
-        keys = sorted({k for r in records for k in r}, key=lambda k: (k not in ("kind", "step"), k))
-        atomic = OwnedAtomicPath(self.metrics_csv)
-        try:
-            with open(atomic.tmp, "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=keys)
-                w.writeheader()
-                w.writerows(records)
-            atomic.commit()
-        except BaseException:
-            atomic.abort()
-            raise
+        write_file(self.metrics_csv, lambda tmp: _write_csv(tmp, records))
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:

@@ -15,9 +15,11 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.errors import CerberusError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,26 @@ class OwnedAtomicPath(AtomicPath):
         path = super().commit()
         _fsync(path.parent)
         return path
+
+
+def write_file(path: str | os.PathLike, write: Callable[[Path], None], keep_suffix: bool = False) -> Path:
+    """Write ``path`` atomically: ``write(tmp)`` fills an owned temporary file, then it is
+    renamed into place. Any failure removes the temporary file.
+
+    Raises:
+        CerberusError: the file cannot be written (disk full, read-only, no permission),
+            naming it.
+    """
+    atomic = OwnedAtomicPath(path, keep_suffix=keep_suffix)
+    try:
+        write(atomic.tmp)
+        return atomic.commit()
+    except OSError as exc:
+        atomic.abort()
+        raise CerberusError(f"{atomic.path}: cannot be written: {exc.strerror or exc}") from None
+    except BaseException:
+        atomic.abort()
+        raise
 
 
 def _fsync(path: Path) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from cerberus_cli.core.errors import CheckpointError, InputError
+from cerberus_cli.core.errors import CerberusError, CheckpointError, InputError
 from cerberus_cli.core.vocabulary import TASKS, TISSUE
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.network import CerberusNet
@@ -60,7 +60,7 @@ from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.rundir import Mode, RunDir
 from cerberus_cli.training.sampler import SamplerConfig, TaskSampler
 from cerberus_cli.training.splits import apply_split_file, random_split
-from cerberus_cli.training.tempfiles import OwnedAtomicPath
+from cerberus_cli.training.tempfiles import write_file
 from cerberus_cli.training.validation import score, validate
 
 log = logging.getLogger(__name__)
@@ -489,12 +489,7 @@ def _plot(run: RunDir) -> None:
                     k.startswith("loss_") or target is metrics):
                 target.setdefault(k.removeprefix("loss_"), []).append((r["step"], float(v)))
     # The image writer picks the format by extension: the temporary name keeps ".png".
-    atomic = OwnedAtomicPath(run.plot, keep_suffix=True)
     try:
-        plot_run(losses, metrics, atomic.tmp)
-        if atomic.tmp.is_file():
-            atomic.commit()
-        else:
-            log.warning("%s: the plot could not be written", run.plot)
-    finally:
-        atomic.abort()
+        write_file(run.plot, lambda tmp: plot_run(losses, metrics, tmp), keep_suffix=True)
+    except CerberusError as exc:  # the plot only shows what metrics.jsonl holds
+        log.warning("no plot: %s", exc)
