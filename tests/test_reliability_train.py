@@ -368,6 +368,17 @@ def test_run_folder_states(tmp_path):
         RunDir.prepare(stub, resume=False, overwrite=False)
     RunDir(stub).create({"options": {}})
     assert sorted(p.name for p in stub.iterdir()) == ["checkpoints", "config.json"]
+    # A run with the user's own notes in it: --overwrite replaces the run's files only.
+    (stub / "notes.txt").write_text("mine")
+    (stub / "checkpoints/last.pt").write_bytes(b"weights")
+    assert RunDir.prepare(stub, resume=False, overwrite=True)[1] == "new"
+    RunDir(stub).create({"options": {}})
+    assert sorted(p.name for p in stub.iterdir()) == ["checkpoints", "config.json", "notes.txt"]
+    assert not (stub / "checkpoints/last.pt").exists()
+    # A run folder that cannot be made is refused before any work.
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(Exception, match="cannot be created: .*file is not a folder"):
+        RunDir.prepare(tmp_path / "file/run", resume=False, overwrite=False)
     # Somebody else's folder is never touched.
     foreign = tmp_path / "foreign"
     foreign.mkdir()

@@ -23,6 +23,7 @@ import csv
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -78,8 +79,7 @@ class RunDir:
             return "empty"
         if self.last.is_file():
             return "run"
-        if self.config.is_file() or all(e.name in RUN_ENTRIES or stale_owner(e.name) is not None
-                                         or e.name.endswith(".partial") for e in entries):
+        if self.config.is_file() or all(_is_run_entry(e.name) for e in entries):
             return "stub"
         return "foreign"
 
@@ -101,6 +101,7 @@ class RunDir:
                 raise InputError(f"{run.path}: nothing to resume (no checkpoints/last.pt)")
             raise InputError(f"{run.path}: nothing to resume: not a run directory (no checkpoints/last.pt)")
         if state == "empty":
+            run._check_creatable()
             return run, "new"
         if overwrite:
             if state == "foreign":
@@ -112,19 +113,35 @@ class RunDir:
         raise InputError(f"{run.path}: run directory exists and is not empty "
                          "(use --resume to continue it or --overwrite to replace it)")
 
+    def _check_creatable(self) -> None:
+        """Fail now, not after the data check, when the run folder cannot be made."""
+        parent = self.path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(f"{self.path}: cannot be created: {parent} is not a folder")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise InputError(f"{self.path}: cannot be created: {parent} is not writable")
+
     def create(self, config: dict[str, Any]) -> None:
-        """Start the run here: clear what an earlier run left, then write ``config``.
+        """Start the run here: remove the files an earlier run left, then write ``config``.
 
         Only called after :meth:`prepare` allowed it, so the folder is empty, a run
         being overwritten, or the remains of a run that never reached a checkpoint.
+        Files that are not a run's are left where they are.
         """
-        if self.path.is_dir():
-            for entry in sorted(self.path.iterdir()):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.path.is_dir():
+                for entry in sorted(self.path.iterdir()):
+                    if not _is_run_entry(entry.name):
+                        continue
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CerberusError(f"{self.path}: cannot prepare the run directory: {exc.strerror or exc}") from None
         self.write_config(config)
 
     def remove_stale(self) -> list[Path]:
@@ -214,6 +231,11 @@ class RunDir:
         """Rewrite metrics.csv from metrics.jsonl."""
         records = self.records()
         write_file(self.metrics_csv, lambda tmp: _write_csv(tmp, records))
+
+
+def _is_run_entry(name: str) -> bool:
+    """Whether ``name`` in a run folder is a run's file (or a temporary file)."""
+    return name in RUN_ENTRIES or name.endswith(".partial") or stale_owner(name) is not None
 
 
 def _parse(line: bytes) -> dict[str, Any] | None:
