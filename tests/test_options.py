@@ -10,7 +10,6 @@ import sys
 import uuid
 
 import geopandas as gpd
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner

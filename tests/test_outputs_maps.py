@@ -14,12 +14,8 @@ from cerberus_cli.core.errors import CerberusError
 from cerberus_cli.core.records import make_record, make_records
 from cerberus_cli.core.vocabulary import NUCLEUS_TYPES, TISSUE_TYPES
 from cerberus_cli.outputs.overlay import OverlayCanvas, write_overlay
-from cerberus_cli.outputs.tissue_map import (
-    colorize,
-    read_tissue_map,
-    tissue_regions,
-    write_tissue_map,
-)
+from cerberus_cli.outputs.tissue_map import colorize, read_tissue_map, write_tissue_map
+from cerberus_cli.postprocess.tissue_regions import tissue_regions
 
 
 def _tissue() -> np.ndarray:

@@ -14,7 +14,7 @@ import sys
 import click
 
 from cerberus_cli import __version__
-from cerberus_cli.core.errors import CerberusError, ExitCode
+from cerberus_cli.core.errors import CerberusError, ExitCode, Terminated
 
 # name -> "module:attribute"; one line per subcommand.
 COMMANDS: dict[str, str] = {
@@ -61,12 +61,8 @@ def _verbosity_options() -> list[click.Parameter]:
     ]
 
 
-class _Terminated(BaseException):
-    """SIGTERM (e.g. Slurm preemption), raised in the main thread so cleanup runs."""
-
-
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated()
+    raise Terminated()
 
 
 class LazyGroup(click.Group):
@@ -95,7 +91,7 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(ExitCode.INTERRUPTED)
-        except _Terminated:
+        except Terminated:
             click.echo("terminated", err=True)
             sys.exit(ExitCode.TERMINATED)
         finally:

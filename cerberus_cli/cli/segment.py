@@ -64,9 +64,11 @@ class _RichEvents(RunEvents):
             self._slide = None
         if self._run is not None and outcome.status != "skipped":
             self.progress.advance(self._run)
-        if outcome.status == "failed":
-            self.console.print(f"[red]failed[/red] {outcome.slide}: {outcome.message}",
-                               highlight=False)
+        if outcome.status in ("failed", "interrupted"):
+            # Messages name their file; the slide is added only where the message does not.
+            where = "" if outcome.slide in outcome.message else f"{outcome.slide}: "
+            self.console.print(f"[red]{outcome.status}[/red] {where}{outcome.message}",
+                               highlight=False, soft_wrap=True)
 
     def close(self) -> None:
         self.progress.stop()
@@ -76,14 +78,16 @@ def _print_summary(console: Console, summary: RunSummary) -> None:
     table = Table(title="cerberus segment", show_lines=False)
     for col in ("slide", "status", "objects", "seconds", "message"):
         table.add_column(col)
-    style = {"done": "green", "skipped": "yellow", "failed": "red"}
+    style = {"done": "green", "done with damage": "yellow", "skipped": "yellow", "failed": "red",
+             "interrupted": "red"}
     for s in summary.slides:
         table.add_row(Path(s.slide).name, f"[{style[s.status]}]{s.status}[/]",
-                      f"{s.objects:,}" if s.status == "done" else "",
+                      f"{s.objects:,}" if s.status.startswith("done") else "",
                       f"{s.seconds:.1f}" if s.status != "skipped" else "", s.message)
     console.print(table)
+    damaged = summary.count("done with damage")
     console.print(f"{summary.count('done')} done, {summary.count('skipped')} skipped, "
-                  f"{summary.count('failed')} failed")
+                  f"{summary.count('failed')} failed" + (f", {damaged} done with damage" if damaged else ""))
 
 
 @click.command("segment")

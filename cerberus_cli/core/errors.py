@@ -27,3 +27,10 @@ class InputError(CerberusError, ValueError):
 
 class CheckpointError(InputError):
     """A model/checkpoint file cannot be loaded."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (e.g. Slurm preemption), raised in the main thread so cleanup runs.
+
+    A ``BaseException`` like ``KeyboardInterrupt``: ``except Exception`` must not swallow it.
+    """

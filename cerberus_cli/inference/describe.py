@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cerberus_cli.core.optionspec import backend_opt, check_mpp, check_options, mpp_opt, opt
@@ -17,6 +17,7 @@ from cerberus_cli.inference.tiles import (
 from cerberus_cli.slides.masks import load_mask
 from cerberus_cli.slides.slide import open_slide
 from cerberus_cli.slides.tissue import detect_tissue
+from cerberus_cli.slides.tissue_options import TissueOptions
 
 #: Model resolution of the segmentation (um/px).
 SEGMENT_MPP = 0.5
@@ -30,6 +31,7 @@ class InfoOptions:
     mpp: float | None = mpp_opt()
     mask: str | None = opt(None, "Tissue mask (PNG/TIFF spanning the slide, or GeoJSON polygons "
                            "in level-0 px) instead of automatic detection.")
+    tissue: TissueOptions = field(default_factory=TissueOptions)
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -45,7 +47,7 @@ def slide_info(path: str | os.PathLike, options: InfoOptions | None = None) -> d
     """
     options = options or InfoOptions()
     with open_slide(path, backend=options.backend, mpp=options.mpp) as slide:
-        tissue = load_mask(options.mask, slide) if options.mask else detect_tissue(slide)
+        tissue = load_mask(options.mask, slide) if options.mask else detect_tissue(slide, options=options.tissue)
         tiles = {}
         for name, tile in (("default", DEFAULT_TILE), ("reference", REFERENCE_TILE)):
             plan = plan_tiles(slide, tissue, SEGMENT_MPP, tile, DEFAULT_MARGIN)

@@ -48,7 +48,7 @@ def segment_image(image: np.ndarray, mpp: float, options: SegmentOptions | None 
     """
     options = replace(options or SegmentOptions(), workers=0)
     slide = slide_from_array(image, mpp, key)
-    return _segment(slide, options, key, None if whole else detect_tissue(slide))
+    return _segment(slide, options, key, None if whole else detect_tissue(slide, options=options.tissue))
 
 
 def segment_region(path: str | os.PathLike, region: tuple[int, int, int, int],

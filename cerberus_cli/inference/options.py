@@ -24,6 +24,7 @@ from cerberus_cli.core.optionspec import (
 from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
+from cerberus_cli.slides.tissue_options import TissueOptions
 
 #: Largest network input side (tile + 2 * margin), px: a 8192^2 fp32 batch of one
 #: already needs ~10 GB of activations in the reference network.
@@ -67,14 +68,17 @@ class SegmentOptions:
     overlay: bool = opt(True, "Write a QC overlay PNG.")
     overwrite: bool = opt(False, "Redo slides whose outputs exist.")
     fail_fast: bool = opt(False, "Stop at the first failed slide.")
+    max_bad_tiles: int = opt(10, "Network tiles that may hold unreadable or implausible pixels "
+                             "before a slide fails; fewer make it 'done with damage'.")
     post: PostprocessOptions = field(default_factory=PostprocessOptions)
     writer: WriterOptions = field(default_factory=WriterOptions)
+    tissue: TissueOptions = field(default_factory=TissueOptions)
 
     def __post_init__(self) -> None:
         check_options(self)
         for name in ("tile", "batch_size", "chunk"):
             check_positive(name, getattr(self, name))
-        for name in ("margin", "workers", "post_workers"):
+        for name in ("margin", "workers", "post_workers", "max_bad_tiles"):
             check_nonnegative(name, getattr(self, name))
         check_mpp(self.mpp)
         require(self.tile + 2 * self.margin <= MAX_INPUT_PX,

@@ -31,14 +31,13 @@ import numpy as np
 import zarr
 
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.mapstore import Box, Chunk, ChunkTracker, MapStore
+from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore
+from cerberus_cli.inference.pipeline import process_window
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
-from cerberus_cli.postprocess.chunks import ChunkMaps, process_chunk, required_margin
+from cerberus_cli.postprocess.chunks import required_margin
 from cerberus_cli.postprocess.options import PostprocessOptions
 
-#: Resolution of the QC overlay thumbnail, um/px (as ``segment`` draws it).
-OVERLAY_MPP = 4.0
 
 #: CPU stages a replay measures, in pipeline order.
 STAGES = ("tile_read", "map_store", "postprocess", "write")
@@ -130,37 +129,6 @@ def _read_tile(slide_path: str, backend: str, mpp_override: float | None,
     return time.process_time() - c0
 
 
-_STORES: dict[str, MapStore] = {}
-
-
-def _post_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[tuple[int, int]],
-                 config: dict, options: PostprocessOptions, scale: float, slide_mpp: float,
-                 key: str, extent: tuple[float, float, float, float] | None,
-                 ) -> tuple[list[ObjectRecord], float]:
-    """One chunk as the pipeline's worker does it, plus the slide extent; CPU seconds.
-
-    Mirrors ``pipeline.process_window``: read the chunk window from the map
-    store, mark the tiles that were computed, post-process.
-    """
-    c0 = time.process_time()
-    cfg = ModelConfig.from_dict(config)
-    store = _STORES.get(store_path)
-    if store is None:
-        _STORES.clear()
-        store = _STORES[store_path] = MapStore.open(store_path)
-    w = chunk.window
-    prob, types = store.read(w)
-    valid = np.zeros((w.y1 - w.y0, w.x1 - w.x0), bool)
-    for x, y in valid_tiles:
-        valid[max(0, y - w.y0):max(0, y + tile - w.y0),
-              max(0, x - w.x0):max(0, x + tile - w.x0)] = True
-    # Without an extent the call is the pipeline's own, field for field.
-    limit = {} if extent is None else {"extent": extent}
-    maps = ChunkMaps(origin=(w.x0, w.y0),
-                     core=(chunk.core.x0, chunk.core.y0, chunk.core.x1, chunk.core.y1),
-                     prob=prob, types=types, valid=valid, **limit)
-    records = process_chunk(maps, cfg, options, scale, slide_mpp, key=key)
-    return records, time.process_time() - c0
 
 
 def start_pool(workers: int) -> ProcessPoolExecutor:
@@ -203,7 +171,7 @@ def replay_slide(
     ``clip`` keeps every object inside the slide (``ChunkMaps.extent``).
     """
     from cerberus_cli.outputs.geoparquet import GeoParquetWriter
-    from cerberus_cli.outputs.overlay import OverlayCanvas
+    from cerberus_cli.outputs.overlay import OverlayCanvas, overlay_mpp
     from cerberus_cli.slides import detect_tissue, open_slide, thumbnail
 
     slide_path = Path(slide_path)
@@ -219,7 +187,7 @@ def replay_slide(
             if clip else None
         canvas = None
         if overlay:
-            thumb_mpp = max(OVERLAY_MPP, slide.mpp)
+            thumb_mpp = overlay_mpp(slide.dimensions, slide.mpp)
             canvas = OverlayCanvas(thumbnail(slide, thumb_mpp), slide.mpp / thumb_mpp)
     if saved.shape != (-(-height // tile) * tile, -(-width // tile) * tile):
         raise ValueError(f"saved maps {saved.shape} do not match a {width}x{height} grid of "
@@ -251,8 +219,8 @@ def replay_slide(
             for c in ready:
                 args = (str(store.path), store.tile, c, _tiles_in(c.window, tile, planned),
                         cfg_dict, options, scale, slide_mpp, key, extent)
-                pending[c.index] = _post_window(*args) if pool is None \
-                    else pool.submit(_post_window, *args)
+                pending[c.index] = process_window(*args) if pool is None \
+                    else pool.submit(process_window, *args)
         for index in range(len(tracker.chunks)):
             item = pending.pop(index)
             records, seconds = item.result() if isinstance(item, Future) else item

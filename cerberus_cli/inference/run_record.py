@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import platform
 import resource
 import sys
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 _PACKAGES = ("cerberus-cli", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless",
              "openslide-python", "openslide-bin", "tiffslide", "tifffile", "zarr", "shapely",
              "geopandas", "pyarrow")
-
-
-def head_md5(path: str | Path, size: int = 1 << 20) -> str:
-    """MD5 of the first ``size`` bytes: cheap, and enough to tell slide files apart."""
-    with open(path, "rb") as f:
-        return hashlib.md5(f.read(size)).hexdigest()
 
 
 def versions() -> dict[str, str]:
@@ -57,5 +49,7 @@ def utc_now() -> str:
 
 def build_record(**sections: Any) -> dict[str, Any]:
     """A run record with the standard sections plus ``sections``."""
-    return {"format": "cerberus-cli/run-record", "format_version": 1, "finished": utc_now(),
+    from cerberus_cli.inference.commit import RECORD_FORMAT, RECORD_VERSION
+
+    return {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, "finished": utc_now(),
             "versions": versions(), "peak_memory": peak_memory(), **sections}

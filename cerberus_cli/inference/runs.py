@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cerberus_cli.core.errors import CerberusError, InputError
+from cerberus_cli.core.errors import CerberusError, InputError, Terminated
+from cerberus_cli.inference import commit
 from cerberus_cli.inference.inputs import SlideInput, collect_inputs
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter
@@ -24,7 +25,7 @@ from cerberus_cli.model.registry import load_model
 
 log = logging.getLogger(__name__)
 
-Status = Literal["done", "skipped", "failed"]
+Status = Literal["done", "done with damage", "skipped", "failed", "interrupted"]
 
 
 @dataclass
@@ -47,15 +48,17 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
-        return all(s.status != "failed" for s in self.slides)
+        return all(s.status not in ("failed", "interrupted") for s in self.slides)
 
     def count(self, status: Status) -> int:
         return sum(s.status == status for s in self.slides)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: counts by status and one entry per slide."""
-        return {"done": self.count("done"), "skipped": self.count("skipped"),
-                "failed": self.count("failed"), "slides": [asdict(s) for s in self.slides]}
+        return {"done": self.count("done"), "done_with_damage": self.count("done with damage"),
+                "skipped": self.count("skipped"), "failed": self.count("failed"),
+                "interrupted": self.count("interrupted"),
+                "slides": [asdict(s) for s in self.slides]}
 
 
 class RunEvents:
@@ -103,23 +106,52 @@ def segment(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
+    for name in commit.clean_stale(out):
+        log.info("removed %s left in %s by a dead run", name, out)
     summary = RunSummary()
-    todo: list[tuple[SlideInput, SlideOutputs]] = []
+    loaded = load_model(options.model)
+    todo: list[tuple[SlideInput, SlideOutputs, dict[str, Any]]] = []
     for item in slides:
         outputs = SlideOutputs(out, item.stem, options)
-        if outputs.complete() and not options.overwrite:
-            outcome = SlideOutcome(str(item.path), "skipped", "complete outputs exist")
+        try:
+            done = commit.recover(out, item.stem)
+            if done:
+                log.warning("%s: %s", item.stem, done)
+            provenance = _provenance(item, options, loaded.sha256)
+        except (OSError, CerberusError) as exc:
+            outcome = SlideOutcome(str(item.path), "failed", _message(item.path, exc))
             summary.slides.append(outcome)
             events.slide_finished(outcome)
-        else:
-            todo.append((item, outputs))
+            continue
+        record = outputs.committed()
+        if record is not None and not options.overwrite:
+            diffs = commit.differences(record, provenance["input"], loaded.sha256,
+                                       provenance["options_all"])
+            if diffs:
+                outcome = SlideOutcome(
+                    str(item.path), "failed",
+                    f"{outputs.record_path}: outputs were made with another {', '.join(diffs)}; "
+                    "use --overwrite to replace them")
+            else:
+                outcome = SlideOutcome(str(item.path), "skipped",
+                                       "complete outputs exist (same slide, model and options)")
+            summary.slides.append(outcome)
+            events.slide_finished(outcome)
+            continue
+        todo.append((item, outputs, provenance))
     if todo:
-        loaded = load_model(options.model)
         events.run_started(len(todo))
         with Segmenter(loaded, options) as segmenter:
-            for item, outputs in todo:
+            for item, outputs, provenance in todo:
                 events.slide_started(item)
-                outcome = _one(segmenter, item, outputs, events)
+                try:
+                    outcome = _one(segmenter, item, outputs, events, provenance)
+                except (KeyboardInterrupt, Terminated):
+                    outcome = SlideOutcome(str(item.path), "interrupted",
+                                           "stopped by a signal; nothing of this slide was kept")
+                    summary.slides.append(outcome)
+                    events.slide_finished(outcome)
+                    raise
                 summary.slides.append(outcome)
                 events.slide_finished(outcome)
                 if outcome.status == "failed" and options.fail_fast:
@@ -127,31 +159,58 @@ def segment(
     return summary
 
 
-def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs,
-         events: RunEvents) -> SlideOutcome:
+def _message(path: Path, exc: BaseException) -> str:
+    if isinstance(exc, CerberusError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{getattr(exc, 'filename', None) or path}: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _provenance(item: SlideInput, options: SegmentOptions, model_sha256: str) -> dict[str, Any]:
+    """What made the outputs: the slide's fingerprint, the model, every result-shaping option."""
+    opts = options.to_dict()
+    opts["mpp"] = item.mpp or options.mpp
+    if options.mask:
+        opts["mask"] = commit.file_digest(Path(options.mask).resolve()) | {
+            "path": str(Path(options.mask).resolve())}
+    return {"input": commit.input_fingerprint(item.path), "model_sha256": model_sha256,
+            "options": commit.result_options(opts), "options_all": opts}
+
+
+def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: RunEvents,
+         provenance: dict[str, Any]) -> SlideOutcome:
     from cerberus_cli.slides import detect_tissue, load_mask, open_slide
 
     opts = segmenter.options
     t0 = time.perf_counter()
+    record = {k: v for k, v in provenance.items() if k != "options_all"}
     try:
         with open_slide(item.path, backend=opts.backend, mpp=item.mpp or opts.mpp) as slide:
             t_mask = time.perf_counter()
-            mask = load_mask(opts.mask, slide) if opts.mask else detect_tissue(slide)
+            mask = load_mask(opts.mask, slide) if opts.mask else detect_tissue(slide, options=opts.tissue)
             mask_s = time.perf_counter() - t_mask
             log.info("%s: %dx%d px at %.4g um/px, tissue %.1f%% (%s)", item.path,
                      *slide.dimensions, slide.mpp, 100 * mask.fraction, mask.source)
-            run = segmenter.run(slide, mask, outputs, item.stem, events.tiles,
-                                work_dir=outputs.folder)
+            if mask.warning:
+                log.warning("%s: %s", item.path, mask.warning)
+            work = outputs.begin()
+            run = segmenter.run(slide, mask, outputs, item.stem, events.tiles, work_dir=work)
             run.timings["tissue_mask_s"] = mask_s
-            written = outputs.write_record(item, slide, segmenter, run, time.perf_counter() - t0)
+            written = outputs.write_record(item, slide, segmenter, run, time.perf_counter() - t0,
+                                           record)
+            outputs.commit()
         log.info("%s: %d objects in %.1f s", item.path, run.objects, time.perf_counter() - t0)
-        return SlideOutcome(str(item.path), "done", objects=run.objects,
+        status: Status = "done with damage" if run.damage else "done"
+        message = (f"{len(run.damage)} tile(s) with unreadable or implausible pixels"
+                   if run.damage else "")
+        return SlideOutcome(str(item.path), status, message, objects=run.objects,
                             seconds=time.perf_counter() - t0, outputs=written)
-    except CerberusError as exc:
-        return SlideOutcome(str(item.path), "failed", str(exc), seconds=time.perf_counter() - t0)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:  # one slide must not end a 600-slide run
-        log.debug("slide %s failed", item.path, exc_info=True)
-        return SlideOutcome(str(item.path), "failed", f"{type(exc).__name__}: {exc}",
+    except BaseException as exc:
+        outputs.abort()
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
+            raise  # interrupted: nothing of this slide is left; the caller reports it
+        if not isinstance(exc, (CerberusError, OSError)):
+            log.debug("slide %s failed", item.path, exc_info=True)  # one slide must not end a run
+        return SlideOutcome(str(item.path), "failed", _message(item.path, exc),
                             seconds=time.perf_counter() - t0)

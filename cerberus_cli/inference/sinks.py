@@ -19,7 +19,7 @@ from cerberus_cli.core.vocabulary import ClassSpec
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
 
 if TYPE_CHECKING:
-    from cerberus_cli.slides import Slide
+    from cerberus_cli.slides import Slide, TissueMask
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class SlideContext:
     options: dict[str, Any] = field(default_factory=dict)  #: every option that shapes results
     #: class list of each type head (type maps name their classes with it)
     type_classes: dict[str, tuple[ClassSpec, ...]] = field(default_factory=dict)
+    #: processed tiles as level-0 boxes (x, y, width, height)
+    tiles: tuple[tuple[float, float, float, float], ...] = ()
 
     def metadata(self) -> dict[str, Any]:
         """The slide/model/options description writers embed in their files."""
@@ -58,6 +60,8 @@ class SlideStats:
     timings: dict[str, float] = field(default_factory=dict)
     tissue_fraction: float = 0.0
     grid: tuple[int, int] = (0, 0)
+    #: network tiles whose pixels were damaged: position (model-resolution px), how
+    damage: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, records: list[ObjectRecord]) -> None:
         for r in records:
@@ -76,6 +80,7 @@ class SlideResult:
     stats: SlideStats
     tissue: TissueMap | None = None
     maps: MapStore | None = None   #: set only when the maps are to be kept
+    mask: TissueMask | None = None  #: where tissue was looked for (None: everywhere)
 
 
 class ObjectSink(Protocol):

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.records import ObjectRecord
+from cerberus_cli.inference import commit
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
 from cerberus_cli.inference.options import SegmentOptions
-from cerberus_cli.inference.run_record import build_record, head_md5
+from cerberus_cli.inference.run_record import build_record
 from cerberus_cli.inference.sinks import SlideContext, SlideResult, SlideStats
 from cerberus_cli.outputs.objects import ObjectWriter, object_suffix, open_object_writer, write_objects
 
@@ -25,45 +26,76 @@ if TYPE_CHECKING:
     from cerberus_cli.inference.inputs import SlideInput
     from cerberus_cli.inference.pipeline import Segmenter
     from cerberus_cli.outputs.overlay import OverlayCanvas
-    from cerberus_cli.slides import Slide
+    from cerberus_cli.slides import Slide, TissueMask
 
 log = logging.getLogger(__name__)
 
-#: Resolution of the overlay thumbnail, um/px.
-OVERLAY_MPP = 4.0
-
-
 class SlideOutputs:
-    """The files of one slide in ``folder``: an :class:`~cerberus_cli.inference.sinks.ObjectSink`."""
+    """The files of one slide: an :class:`~cerberus_cli.inference.sinks.ObjectSink`.
+
+    Files are built in a staging folder inside ``folder`` (see :mod:`.commit`) and
+    swapped in by :meth:`commit` once the commit record is written.
+    """
 
     def __init__(self, folder: Path, stem: str, options: SegmentOptions) -> None:
-        self.folder = Path(folder)
+        self.final = Path(folder)
+        self.folder = self.final
         self.stem = stem
         self.options = options
-        suffix = object_suffix(options.format, options.gzip)
-        self.objects_path = self.folder / f"{stem}{suffix}"
-        self.record_path = self.folder / f"{stem}.run.json"
-        self.tissue_zarr = self.folder / f"{stem}.tissue.zarr"
-        self.tissue_png = self.folder / f"{stem}.tissue.png"
-        self.overlay_path = self.folder / f"{stem}.overlay.png"
-        self.maps_path = self.folder / f"{stem}.maps.zarr"
-        self.tissue_objects = self.folder / f"{stem}.tissue{suffix}"
+        self._suffix = object_suffix(options.format, options.gzip)
         self._writer: ObjectWriter | None = None
         self._overlay: OverlayCanvas | None = None
         self._written: dict[str, str] = {}
         self._context: SlideContext | None = None
 
+    def _path(self, tail: str) -> Path:
+        return self.folder / f"{self.stem}{tail}"
+
+    @property
+    def objects_path(self) -> Path:
+        return self._path(self._suffix)
+
+    @property
+    def record_path(self) -> Path:
+        return self._path(".run.json")
+
+    @property
+    def tissue_zarr(self) -> Path:
+        return self._path(".tissue.zarr")
+
+    @property
+    def tissue_png(self) -> Path:
+        return self._path(".tissue.png")
+
+    @property
+    def overlay_path(self) -> Path:
+        return self._path(".overlay.png")
+
+    @property
+    def maps_path(self) -> Path:
+        return self._path(".maps.zarr")
+
+    @property
+    def tissue_objects(self) -> Path:
+        return self._path(f".tissue{self._suffix}")
+
     # --- completeness ------------------------------------------------------------------
+    def committed(self) -> dict[str, Any] | None:
+        """The slide's valid commit record in the output folder, or None."""
+        return commit.read_commit(self.final, self.stem)
+
     def complete(self) -> bool:
-        """True when the run record exists and every file it lists is present."""
-        if not self.record_path.is_file():
-            return False
-        try:
-            record = json.loads(self.record_path.read_text())
-        except (OSError, ValueError):
-            return False
-        files = record.get("outputs", {})
-        return bool(files) and all((self.folder / name).exists() for name in files.values())
+        """True when a valid commit record lists whole files."""
+        return self.committed() is not None
+
+    def begin(self) -> Path:
+        """Create this process's staging folder; every file is written there."""
+        self.folder = self.final / commit.staging_name(self.stem)
+        if self.folder.exists():
+            shutil.rmtree(self.folder)
+        self.folder.mkdir()
+        self._written = {}
+        return self.folder
 
     # --- writing -------------------------------------------------------------------------
     def open(self, context: SlideContext, slide: Slide | None = None) -> None:
@@ -73,11 +105,13 @@ class SlideOutputs:
         self._writer = open_object_writer(self.objects_path, self.options.writer, context.metadata(),
                                           slide=self.stem, overwrite=True)
         if self.options.overlay and slide is not None:
-            from cerberus_cli.outputs.overlay import OverlayCanvas
+            from cerberus_cli.outputs.overlay import OverlayCanvas, overlay_mpp
             from cerberus_cli.slides import thumbnail
 
-            thumb_mpp = max(OVERLAY_MPP, slide.mpp)
+            thumb_mpp = overlay_mpp(slide.dimensions, slide.mpp)
             self._overlay = OverlayCanvas(thumbnail(slide, thumb_mpp), slide.mpp / thumb_mpp)
+            self._overlay.set_resolution(thumb_mpp)
+            self._overlay.draw_tiles(context.tiles)
 
     def write(self, records: list[ObjectRecord]) -> None:
         """Stream one chunk's objects into the object file and the overlay."""
@@ -93,12 +127,26 @@ class SlideOutputs:
         self._writer = None
         if result.tissue is not None:
             self._finish_tissue(result.tissue)
+        if result.mask is not None:
+            self._save_mask(result.mask)
         if self._overlay is not None:
+            if result.mask is not None:
+                self._overlay.draw_mask(result.mask.mask, result.mask.mpp / self._context.mpp)
             target = AtomicPath(self.overlay_path, overwrite=True)
             self._overlay.save(target.tmp)
             self._written["overlay"] = target.commit().name
         if result.maps is not None:
             self._written["maps"] = self._save_maps(result.maps, result.stats.grid).name
+
+    def _save_mask(self, mask: TissueMask) -> None:
+        from cerberus_cli.outputs.tissue_mask import mask_paths, save_mask
+
+        assert self._context is not None
+        paths = mask_paths(self.folder, self.stem, self.options.format)
+        written = save_mask(mask, self._context.mpp, paths["png"], paths["polygons"],
+                            key=self.stem, overwrite=True)
+        for kind, path in written.items():
+            self._written[f"tissue_mask_{kind}"] = Path(path).name
 
     def _finish_tissue(self, tissue: TissueMap) -> None:
         from cerberus_cli.outputs.tissue_map import write_tissue_map
@@ -128,20 +176,26 @@ class SlideOutputs:
         return target.commit()
 
     def write_record(self, item: SlideInput, slide: Slide, segmenter: Segmenter, run: SlideStats,
-                     seconds: float) -> dict[str, str]:
-        """Write ``S.run.json`` last; returns the output names it lists."""
+                     seconds: float, provenance: dict[str, Any]) -> dict[str, str]:
+        """Write the commit record ``S.run.json`` last (in staging); returns the outputs."""
         loaded = segmenter.loaded
+        files = {name: commit.file_digest(self.folder / name) for name in self._written.values()}
+        status = "done with damage" if run.damage else "done"
         record = build_record(
-            input={"path": str(item.path), "size_bytes": os.path.getsize(item.path),
-                   "md5_first_mib": head_md5(item.path), "id": item.id,
-                   "backend": slide.backend, "width": slide.dimensions[0],
-                   "height": slide.dimensions[1], "mpp": slide.mpp},
+            status=status,
+            provenance=provenance,
+            files=files,
+            input={"path": str(item.path), "id": item.id, "backend": slide.backend,
+                   "width": slide.dimensions[0], "height": slide.dimensions[1], "mpp": slide.mpp},
             model={"name": loaded.config.name, "source": loaded.source, "sha256": loaded.sha256,
                    "encoder": loaded.config.encoder, "mpp": loaded.config.mpp},
             options=segmenter.options.to_dict(),
             device={"device": str(segmenter.device), "precision": str(segmenter.dtype or "fp32")},
             tiles=run.tiles, grid=list(run.grid), tissue_fraction=run.tissue_fraction,
             counts=run.counts, objects=run.objects,
+            damage={"tiles": len(run.damage), "unreadable": sum(d["unreadable"] for d in run.damage),
+                    "implausible": sum(d["implausible"] for d in run.damage),
+                    "positions": run.damage},
             timings={**{k: round(v, 3) for k, v in run.timings.items()}, "slide_s": round(seconds, 3)},
             outputs=dict(self._written),
         )
@@ -150,8 +204,16 @@ class SlideOutputs:
         target.commit()
         return {**self._written, "record": self.record_path.name}
 
+    def commit(self) -> None:
+        """Swap the staged set into the output folder (the record goes last)."""
+        commit.swap_in(self.final, self.stem, self.folder)
+        self.folder = self.final
+
     def abort(self) -> None:
-        """Drop everything not yet committed."""
+        """Drop everything not yet committed, the staging folder included."""
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
+        if self.folder != self.final:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = self.final

@@ -59,7 +59,7 @@ class DetectionCounts:
     unpaired_true: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     unpaired_pred: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
-    def __add__(self, other: "DetectionCounts") -> "DetectionCounts":
+    def __add__(self, other: DetectionCounts) -> DetectionCounts:
         return DetectionCounts(*(np.concatenate([a, b]) for a, b in zip(
             (self.paired_true, self.paired_pred, self.unpaired_true, self.unpaired_pred),
             (other.paired_true, other.paired_pred, other.unpaired_true, other.unpaired_pred))))

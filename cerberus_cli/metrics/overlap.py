@@ -50,7 +50,7 @@ class Overlap:
         """Intersection over union of every stored pair (all > 0)."""
         return self.inter / self.union()
 
-    def restrict(self, keep_true: np.ndarray, keep_pred: np.ndarray) -> "Overlap":
+    def restrict(self, keep_true: np.ndarray, keep_pred: np.ndarray) -> Overlap:
         """The overlap between the kept subsets (boolean masks), re-indexed from 0."""
         new_t = np.cumsum(keep_true) - 1
         new_p = np.cumsum(keep_pred) - 1

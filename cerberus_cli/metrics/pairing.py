@@ -12,8 +12,8 @@ slide has both a GeoParquet and a GeoJSON file, the GeoParquet file is used.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from cerberus_cli.core.errors import InputError
 
@@ -61,6 +61,8 @@ def object_files(paths: Iterable[PathLike], task: str) -> dict[str, Path]:
             raise InputError(f"{entry}: no such file or folder")
         for f in files:
             key = slide_key(f)
+            if key.endswith(".mask") and entry.is_dir():
+                continue  # the tissue-detection mask of a segment output folder
             tissue_file = key.endswith(".tissue")
             if tissue_file:
                 if task != "tissue" and entry.is_dir():

@@ -26,8 +26,8 @@ Aggregates:
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class PQCounts:
     fn: int = 0
     iou_sum: float = 0.0
 
-    def __add__(self, other: "PQCounts") -> "PQCounts":
+    def __add__(self, other: PQCounts) -> PQCounts:
         return PQCounts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn,
                         self.iou_sum + other.iou_sum)
 

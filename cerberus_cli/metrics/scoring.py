@@ -12,7 +12,7 @@ classes; mPQ+ and the detection scores pool counts over all images.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.aji import aji_from_overlap, aji_plus_from_overlap

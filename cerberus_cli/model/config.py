@@ -49,7 +49,7 @@ class HeadSpec:
         return [c.name for c in self.classes]
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "HeadSpec":
+    def from_dict(d: dict[str, Any]) -> HeadSpec:
         return HeadSpec(
             name=str(d["name"]),
             kind=d["kind"],
@@ -125,7 +125,7 @@ class ModelConfig:
         return d
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(d: dict[str, Any]) -> ModelConfig:
         return ModelConfig(
             encoder=d["encoder"],
             stem_stride=int(d["stem_stride"]),
@@ -135,7 +135,7 @@ class ModelConfig:
             name=str(d.get("name", "cerberus")),
         )
 
-    def with_heads(self, names: list[str]) -> "ModelConfig":
+    def with_heads(self, names: list[str]) -> ModelConfig:
         """A copy keeping only the named heads (type heads need their parent)."""
         keep = tuple(h for h in self.heads if h.name in names)
         return replace(self, heads=keep)

@@ -8,7 +8,7 @@ tensor is loaded, and any missing, unexpected or mis-shaped key is refused.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 

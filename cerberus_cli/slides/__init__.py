@@ -11,6 +11,7 @@ from cerberus_cli.slides.masks import load_mask
 from cerberus_cli.slides.scale import best_level, read_scaled, scaled_size, thumbnail
 from cerberus_cli.slides.slide import Slide, open_slide, slide_from_array
 from cerberus_cli.slides.tissue import TissueMask, detect_tissue, tissue_from_rgb
+from cerberus_cli.slides.tissue_options import TissueOptions
 from cerberus_cli.slides.writer import write_slide
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Slide",
     "TileReadError",
     "TissueMask",
+    "TissueOptions",
     "best_level",
     "detect_tissue",
     "load_mask",

@@ -94,6 +94,8 @@ class Slide:
         self.objective_power: float | None = objective_power_from_properties(self.properties)
         self._handle: Backend | None = backend
         self._pid = os.getpid()
+        #: Tiles of the file that could not be decoded (read as white), counted per process.
+        self.read_failures = 0
 
     # --- metadata ----------------------------------------------------------------
     @property
@@ -198,6 +200,7 @@ class Slide:
                         level, bx0, by0, bx1 - bx0, by1 - by0)
                 except TileReadError:
                     failed += 1
+        self.read_failures += failed
         log.warning(
             "%s: %d of %d tiles in region x=%d y=%d w=%d h=%d (level %d) could not be read "
             "and are white (%s)", self.path, failed, total, x, y, w, h, level, first_error,

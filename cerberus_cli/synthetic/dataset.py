@@ -13,9 +13,9 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable
 
 import cv2
 import numpy as np

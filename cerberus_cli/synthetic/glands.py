@@ -58,7 +58,7 @@ class Glands:
         return np.column_stack([self.x[k] + self.lumen[k] * np.cos(ANGLES),
                                 self.y[k] + self.lumen[k] * np.sin(ANGLES)])
 
-    def subset(self, keep: np.ndarray) -> "Glands":
+    def subset(self, keep: np.ndarray) -> Glands:
         return Glands(*(getattr(self, f)[keep] for f in
                         ("gid", "x", "y", "priority", "kind", "radii", "lumen")))
 

@@ -86,11 +86,11 @@ class Nuclei:
     def __len__(self) -> int:
         return len(self.nid)
 
-    def subset(self, keep: np.ndarray) -> "Nuclei":
+    def subset(self, keep: np.ndarray) -> Nuclei:
         return Nuclei(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
 
     @staticmethod
-    def concat(parts: list["Nuclei"]) -> "Nuclei":
+    def concat(parts: list[Nuclei]) -> Nuclei:
         return Nuclei(*(np.concatenate([getattr(p, f) for p in parts]) for f in Nuclei.__dataclass_fields__))
 
     def polygons(self, vertices: int = 20) -> np.ndarray:
@@ -203,7 +203,8 @@ def _gland_nuclei(seed: int, glands: Glands) -> Nuclei | None:
         r_out = radius_at(np.repeat(R[None], n, 0), theta)
         r_in = radius_at(np.repeat(L[None], n, 0), theta)
         # Boundary normal from the outline's local slope.
-        dr = (radius_at(np.repeat(R[None], n, 0), theta + 0.02) - radius_at(np.repeat(R[None], n, 0), theta - 0.02)) / 0.04
+        rr = np.repeat(R[None], n, 0)
+        dr = (radius_at(rr, theta + 0.02) - radius_at(rr, theta - 0.02)) / 0.04
         nx = r_out * np.cos(theta) + dr * np.sin(theta)
         ny = r_out * np.sin(theta) - dr * np.cos(theta)
         nn = np.hypot(nx, ny)

@@ -16,9 +16,9 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np

@@ -30,7 +30,7 @@ class Stain:
     glass: np.ndarray = field(default_factory=lambda: np.array([0.035, 0.04, 0.03]))
 
     @staticmethod
-    def draw(rng: np.random.Generator, jitter: float = 1.0) -> "Stain":
+    def draw(rng: np.random.Generator, jitter: float = 1.0) -> Stain:
         """A plausible stain: vectors tilted a little, intensities +-20%."""
         h = H_REF + rng.normal(0, 0.05 * jitter, 3)
         e = E_REF + rng.normal(0, 0.05 * jitter, 3)

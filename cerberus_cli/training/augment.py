@@ -36,7 +36,7 @@ class AugmentConfig:
     stain: float = 0.05
 
     @staticmethod
-    def none() -> "AugmentConfig":
+    def none() -> AugmentConfig:
         return AugmentConfig(False, False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 
 

@@ -268,7 +268,8 @@ def _provenance(options: TrainOptions, step: int, init: dict, metrics: dict[str,
             "options": options.to_dict(),
             "init": init,
             "data": {t: ds.describe() for t, ds in data.items()},
-            "validation": metrics,
+            # Plain floats: a checkpoint holds only tensors and plain values (safe loading).
+            "validation": {k: float(v) for k, v in metrics.items()},
         }
     }
 
