@@ -24,7 +24,7 @@ class AtomicPath:
     never a truncated file under the final name.
     """
 
-    def __init__(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], overwrite: bool = False) -> None:
         self.path = Path(path)
         self.overwrite = overwrite
         if not self.path.parent.is_dir():

@@ -101,6 +101,7 @@ def classification_metrics(true: np.ndarray, pred: np.ndarray | None = None,
                              f"expected ({len(true)}, {n_classes})")
         if pred is None:
             pred = probabilities.argmax(axis=1)
+    assert pred is not None  # given, or the arg-max of the probabilities
     if n_classes is None:
         n_classes = int(max(np.max(true, initial=0), np.max(pred, initial=0))) + 1
     cm = confusion_matrix(true, pred, n_classes)

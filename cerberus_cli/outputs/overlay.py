@@ -89,8 +89,8 @@ class OverlayCanvas:
         keys = colors[:, 0] << 16 | colors[:, 1] << 8 | colors[:, 2]
         for key in np.unique(keys):
             idx = np.flatnonzero(keys == key)
-            r, g, b = int(key >> 16), int((key >> 8) & 255), int(key & 255)
-            cv2.polylines(self.image, [polys[i] for i in idx], True, (b, g, r),
+            red, green, blue = int(key >> 16), int((key >> 8) & 255), int(key & 255)
+            cv2.polylines(self.image, [polys[i] for i in idx], True, (blue, green, red),
                           thickness=thickness, lineType=cv2.LINE_8, shift=_SHIFT)
 
     def draw_mask(self, mask: np.ndarray, mask_scale: float, thickness: int = 2,

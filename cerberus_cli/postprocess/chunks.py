@@ -234,7 +234,7 @@ def process_chunk(maps: ChunkMaps, config: ModelConfig, options: PostprocessOpti
         class_ids, class_names, probs = _classify(name, objs, ids, inner, boundary, view, config)
         parents = _parents(objs, ids, glands, key) if name == "lumen" and glands is not None \
             else [None] * ids.size
-        geoms = label_polygons(labels, ids.tolist(), offset=tuple(map(float, view.origin)),
+        geoms = label_polygons(labels, ids.tolist(), offset=(float(view.origin[0]), float(view.origin[1])),
                                scale=scale, simplify=options.simplify_px)
         if maps.extent is not None:
             geoms = _clip(geoms, maps.extent)

@@ -82,7 +82,7 @@ def polygonal_part(geom: BaseGeometry) -> BaseGeometry | None:
     return polys[0] if len(polys) == 1 else MultiPolygon(polys)
 
 
-def _contours(mask: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+def _contours(mask: np.ndarray) -> tuple[Sequence[np.ndarray], np.ndarray | None]:
     """OpenCV contours (two-level hierarchy) of a mask upsampled 2x (nearest)."""
     up = cv2.resize(mask.view(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
     return cv2.findContours(up, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
@@ -115,7 +115,7 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
         if sl is None:
             continue
         contours, hierarchy = _contours(labels[sl] == i)
-        if not contours:
+        if not contours or hierarchy is None:  # no hierarchy exactly when no contours
             continue
         slot = len(where)
         where.append(k)

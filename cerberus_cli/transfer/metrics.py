@@ -75,7 +75,7 @@ def normalised_confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.n
 
 def group_bootstrap(y_true: np.ndarray, preds: list[np.ndarray], scores: list[np.ndarray],
                     groups: np.ndarray, replicates: int, confidence: float,
-                    seed: int = 0) -> dict[str, tuple[float, float]]:
+                    seed: int = 0) -> dict[str, tuple[float, float] | np.ndarray]:
     """Percentile intervals of every metric (averaged over seeds' predictions) and of
     the row-normalised confusion matrix, resampling whole groups with replacement."""
     if replicates <= 0:
@@ -96,12 +96,12 @@ def group_bootstrap(y_true: np.ndarray, preds: list[np.ndarray], scores: list[np
                              if not all(math.isnan(d[m]) for d in per_seed) else math.nan)
         cms.append(np.mean([normalised_confusion(yt, p[idx], k) for p in preds], axis=0))
     alpha = (1.0 - confidence) / 2.0
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, tuple[float, float] | np.ndarray] = {}
     for m, v in values.items():
         arr = np.asarray([x for x in v if not math.isnan(x)])
         if len(arr):
             out[m] = (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha)))
     stack = np.stack(cms)
-    out["confusion_low"] = np.quantile(stack, alpha, axis=0)  # type: ignore[assignment]
-    out["confusion_high"] = np.quantile(stack, 1 - alpha, axis=0)  # type: ignore[assignment]
+    out["confusion_low"] = np.quantile(stack, alpha, axis=0)
+    out["confusion_high"] = np.quantile(stack, 1 - alpha, axis=0)
     return out

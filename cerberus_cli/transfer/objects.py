@@ -73,8 +73,8 @@ def object_weights(geom, origin: tuple[float, float], s: float, strides: list[in
     shift = np.array([bx0, by0])
     for ext, holes in rings:
         cv2.fillPoly(local, [np.round(ext - shift - 0.5).astype(np.int32)], 1)
-        for h in holes:
-            cv2.fillPoly(local, [np.round(h - shift - 0.5).astype(np.int32)], 0)
+        for hole in holes:
+            cv2.fillPoly(local, [np.round(hole - shift - 0.5).astype(np.int32)], 0)
     cx, cy = allpts[:, 0].mean(), allpts[:, 1].mean()
     for k, (st, (h, w)) in enumerate(zip(strides, shapes)):
         cells = local.reshape(local.shape[0] // st, st, local.shape[1] // st, st).mean(axis=(1, 3))
@@ -107,7 +107,7 @@ def slide_object_features(path: str, objects: pd.DataFrame, extractor: Extractor
             img = read_scaled(slide, x0, y0, side, side, mpp)
             maps = fwd.maps([img])
             strides = [enc.stride(name) for name in options.layers]
-            shapes = [tuple(maps[name].shape[-2:]) for name in options.layers]
+            shapes = [(maps[name].shape[-2], maps[name].shape[-1]) for name in options.layers]
             weights = [object_weights(objects.geometry.iloc[k], (x0, y0), s, strides, shapes)
                        for k in idx]
             parts = []

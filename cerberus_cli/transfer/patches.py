@@ -51,7 +51,7 @@ def read_image(path: str) -> np.ndarray:
     data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
     if data is None:
         raise CerberusError(f"{path}: no such image file")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    img: np.ndarray | None = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:
         raise CerberusError(f"{path}: unreadable image")
     if img.dtype != np.uint8:

@@ -8,7 +8,7 @@ import math
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -174,8 +174,8 @@ def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seed
         "labels": [str(c) for c in classes],
         "counts": counts.round(3).tolist(),
         "normalised": norm.round(4).tolist(),
-        "normalised_ci_low": ci["confusion_low"].round(4).tolist() if ci else None,
-        "normalised_ci_high": ci["confusion_high"].round(4).tolist() if ci else None,
+        "normalised_ci_low": cast(np.ndarray, ci["confusion_low"]).round(4).tolist() if ci else None,
+        "normalised_ci_high": cast(np.ndarray, ci["confusion_high"]).round(4).tolist() if ci else None,
     }
     result.update({
         "classifier": classifier,
