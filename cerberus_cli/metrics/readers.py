@@ -12,6 +12,7 @@ A folder may be given at several levels: a synthetic/generic dataset root
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class MapSource:
     classes: Path | None = None
 
 
-def resolve_source(path: str | Path, task: str, classes: str | Path | None = None) -> MapSource:
+def resolve_source(path: str | os.PathLike[str], task: str,
+                   classes: str | os.PathLike[str] | None = None) -> MapSource:
     """Find the folder of instance maps (and class maps) under ``path`` for ``task``."""
     root = Path(path)
     if not root.is_dir():

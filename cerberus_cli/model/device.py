@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import cast
 
 import torch
 
@@ -56,7 +57,8 @@ def prepare_model(
     """Move to ``device`` in eval mode, optionally channels-last and compiled."""
     model = model.to(device).eval()
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        # torch's stubs lack Module.to's memory_format keyword
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if compile:
-        model = torch.compile(model, dynamic=False)
+        model = cast(torch.nn.Module, torch.compile(model, dynamic=False))
     return model

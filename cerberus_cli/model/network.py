@@ -10,6 +10,8 @@ Module names mirror the original release (``decoders.<head>.<level>.block.<i>.co
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,14 +146,14 @@ class CerberusNet(nn.Module):
             bridge = self.bridge(feats[-1])
             for name in names:
                 y = bridge
-                for level, skip in zip(self.decoders[name], reversed(feats[:-1])):
+                for level, skip in zip(cast(nn.ModuleList, self.decoders[name]), reversed(feats[:-1])):
                     y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
                     y = level(y + skip)
                 y = self.heads[name](y)
                 if y.shape[-2:] != images.shape[-2:]:
                     y = F.interpolate(y, size=images.shape[-2:], mode="bilinear", align_corners=False)
                 out[name] = y
-        if self.tissue_head is not None and tissue is not None:
+        if self.tissue_head is not None and self.tissue_name is not None and tissue is not None:
             fn = self.tissue_head.dense if tissue == "dense" else self.tissue_head
             out[self.tissue_name] = fn(feats[-1])
         return out

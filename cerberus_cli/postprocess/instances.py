@@ -65,6 +65,7 @@ def _above(a: np.ndarray, t: float, b: np.ndarray | None = None, op: str = "") -
         if k is not None:
             if op == "":
                 return a >= k
+            assert b is not None, f"operator {op!r} combines two maps"
             if op == "+" and 0 <= k <= 255:  # a saturating sum decides exactly up to 255
                 return cv2.add(a, b) >= k
             if op == "-" and 1 <= k <= 255:  # a sum clipped at 0 decides exactly from 1
@@ -72,6 +73,7 @@ def _above(a: np.ndarray, t: float, b: np.ndarray | None = None, op: str = "") -
     pa = as_probability(a)
     if op == "":
         return pa > t
+    assert b is not None, f"operator {op!r} combines two maps"
     pb = as_probability(b)
     return ((pa + pb) if op == "+" else (pa - pb)) > t
 

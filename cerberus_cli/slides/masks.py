@@ -56,9 +56,10 @@ def _raster_mask(p: Path, slide: Slide) -> TissueMask:
         except Exception as exc:
             raise InputError(f"{p}: cannot read the mask image ({exc})") from None
     else:
-        arr = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if arr is None:
+        decoded = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+        if decoded is None:
             raise InputError(f"{p}: cannot decode the mask image")
+        arr = decoded
     if arr.ndim == 3:
         arr = arr.max(axis=2) if arr.shape[2] != 4 else arr[..., :3].max(axis=2) * (arr[..., 3] > 0)
     if arr.ndim != 2:

@@ -74,7 +74,7 @@ def _render_job(job: tuple[str, int, int, int, tuple[str, ...]]) -> list[tuple[s
     kind, index, seed, size, seg = job
     name = f"phantom_{index:05d}"
     if kind == "tissue":
-        kather = sorted(KATHER_TO_TISSUE, key=KATHER_TO_TISSUE.get)
+        kather = sorted(KATHER_TO_TISSUE, key=KATHER_TO_TISSUE.__getitem__)
         folder = kather[index % len(kather)]
         tile = render_tile(TISSUE_PATCH, tile_seed(seed, "tissue", index),
                            tissue_class=KATHER_TO_TISSUE[folder])

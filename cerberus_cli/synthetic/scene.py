@@ -114,11 +114,11 @@ class PhantomWorld:
         cyto = np.zeros((H, W), np.uint8)
         polys = nuc.polygons()
         t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
-        for i in np.flatnonzero(nuc.cyto[:, 2] > 0):
-            cx, cy, a, b, th = nuc.cyto[i]
+        for c in np.flatnonzero(nuc.cyto[:, 2] > 0):
+            cx, cy, a, b, th = nuc.cyto[c]
             pts = np.column_stack([cx + a * np.cos(t) * np.cos(th) - b * np.sin(t) * np.sin(th),
                                    cy + a * np.cos(t) * np.sin(th) + b * np.sin(t) * np.cos(th)])
-            fill(cyto, [pts], int(nuc.cls[i]), X0, Y0)
+            fill(cyto, [pts], int(nuc.cls[c]), X0, Y0)
         for i in range(len(nuc)):
             lob = [polys[i, j] for j in range(int(nuc.nlobes[i]))]
             fill(nucleus, lob, i + 1, X0, Y0)

@@ -137,7 +137,7 @@ class TruthCollector:
                 continue
             gl.append(geom)
             ids.append(g.gid[k])
-            lumen = shapely.intersection(shapely.Polygon(g.lumen_outline(k)), slide)
+            lumen = shapely.intersection(shapely.Polygon(g.lumen_outline(int(k))), slide)
             if not lumen.is_empty:
                 lu.append(lumen)
                 lids.append(g.gid[k])
