@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.aji import aji_from_overlap, aji_plus_from_overlap
 from cerberus_cli.metrics.detection import (
@@ -72,13 +74,14 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
         if "dice" in want:
             row["dice"] = s.dice
         if "pq" in want:
-            c = pq_counts(s.overlap, threshold)
-            row.update(pq=c.pq, dq=c.dq, sq=c.sq, tp=c.tp, fp=c.fp, fn=c.fn)
+            pqc = pq_counts(s.overlap, threshold)
+            row.update(pq=pqc.pq, dq=pqc.dq, sq=pqc.sq, tp=pqc.tp, fp=pqc.fp, fn=pqc.fn)
         if "aji" in want:
             row["aji"] = aji_from_overlap(s.overlap)
         if "aji+" in want:
             row["aji+"] = aji_plus_from_overlap(s.overlap)
-        if want & set(CLASS_METRICS):
+        # classes are present here: a class metric without them was refused above
+        if want & set(CLASS_METRICS) and s.true_classes is not None and s.pred_classes is not None:
             counts = class_pq_counts(s.overlap, s.true_classes, s.pred_classes, classes, threshold)
             per_class_counts.append(counts)
             if "mpq" in want:
@@ -98,8 +101,8 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
     if unclassified is None:
         for c in classes:
             report.per_class[names[c]] = {
-                "n_true": int(sum((s.true_classes == c).sum() for s in samples)),
-                "n_pred": int(sum((s.pred_classes == c).sum() for s in samples)),
+                "n_true": int(sum(np.count_nonzero(s.true_classes == c) for s in samples)),
+                "n_pred": int(sum(np.count_nonzero(s.pred_classes == c) for s in samples)),
             }
     if "mpq" in want:
         m = mpq(per_class_counts)

@@ -11,12 +11,15 @@ from __future__ import annotations
 import ctypes
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import cv2
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
+
+if TYPE_CHECKING:
+    import zarr
 
 
 class TileReadError(Exception):
@@ -100,14 +103,15 @@ class OpenSlideBackend:
         props = dict(self._osr.properties)
         self.properties = props
         self.vendor = props.get("openslide.vendor", "unknown")
-        self.level_dimensions = tuple(tuple(map(int, d)) for d in self._osr.level_dimensions)
-        self.level_downsamples = tuple(float(d) for d in self._osr.level_downsamples)
-        self.tile_sizes = tuple(
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            (int(d[0]), int(d[1])) for d in self._osr.level_dimensions)
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in self._osr.level_downsamples)
+        self.tile_sizes: tuple[tuple[int, int], ...] = tuple(
             (int(props.get(f"openslide.level[{i}].tile-width", 256)),
              int(props.get(f"openslide.level[{i}].tile-height", 256)))
             for i in range(len(self.level_dimensions))
         )
-        self.associated_images = tuple(sorted(self._osr.associated_images.keys()))
+        self.associated_images: tuple[str, ...] = tuple(sorted(self._osr.associated_images.keys()))
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         ds = self.level_downsamples[level]
@@ -181,14 +185,15 @@ class TiffSlideBackend:
         props = {k: str(v) for k, v in self._ts.properties.items() if v is not None}
         self.properties = props
         self.vendor = props.get("tiffslide.vendor") or "generic-tiff"
-        self.level_dimensions = tuple(tuple(map(int, d)) for d in self._ts.level_dimensions)
-        self.level_downsamples = tuple(float(d) for d in self._ts.level_downsamples)
-        self.tile_sizes = tuple(
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(
+            (int(d[0]), int(d[1])) for d in self._ts.level_dimensions)
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in self._ts.level_downsamples)
+        self.tile_sizes: tuple[tuple[int, int], ...] = tuple(
             (int(props.get(f"tiffslide.level[{i}].tile-width", 256) or 256),
              int(props.get(f"tiffslide.level[{i}].tile-height", 256) or 256))
             for i in range(len(self.level_dimensions))
         )
-        self.associated_images = tuple(sorted(self._ts.associated_images.keys()))
+        self.associated_images: tuple[str, ...] = tuple(sorted(self._ts.associated_images.keys()))
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
         try:
@@ -227,7 +232,7 @@ class ImageBackend:
         self._path = path
         self._kind = kind
         self._pixels: dict[int, np.ndarray] = {}
-        self._zarr = None
+        self._zarr: zarr.Array | None = None
         self.properties: dict[str, str] = {"image.format": kind}
         if kind == "tiff":
             import tifffile
@@ -236,14 +241,19 @@ class ImageBackend:
             self._tif = tifffile.TiffFile(str(path))
             series = self._tif.series[0]
             page = series.pages[0]
+            if not isinstance(page, tifffile.TiffPage):
+                raise TileReadError("TIFF series without a first page")
             if series.axes not in ("YX", "YXS"):
                 raise TileReadError(f"unsupported TIFF axes {series.axes}")
             height, width = series.shape[:2]
-            self._zarr = zarr.open(series.aszarr(level=0), mode="r")
+            # the level-0 store holds one array at its root
+            self._zarr = cast("zarr.Array", zarr.open(series.aszarr(level=0), mode="r"))
             tags = page.tags
             if "ResolutionUnit" in tags and "XResolution" in tags:
                 unit = int(tags["ResolutionUnit"].value)
-                xr, yr = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
+                xr = tags["XResolution"].value
+                ytag = tags.get("YResolution")
+                yr = ytag.value if ytag is not None else xr
                 self.properties.update({
                     "tiff.ResolutionUnit": {2: "inch", 3: "centimeter"}.get(unit, "none"),
                     "tiff.XResolution": str(xr[0] / xr[1]) if xr[1] else "0",
@@ -268,11 +278,11 @@ class ImageBackend:
         # libjpeg's scaled output is ceil(size / factor)
         sizes = [(-(-int(width) // d), -(-int(height) // d)) for d in factors]
         self._factors = factors
-        self.level_dimensions = tuple(sizes)
+        self.level_dimensions: tuple[tuple[int, int], ...] = tuple(sizes)
         # exactly d: level pixel i is the DCT average of level-0 pixels [d*i, d*i + d)
-        self.level_downsamples = tuple(float(d) for d in factors)
-        self.tile_sizes = (tuple(map(int, tile)),) + tuple(sizes[1:])
-        self.associated_images = ()
+        self.level_downsamples: tuple[float, ...] = tuple(float(d) for d in factors)
+        self.tile_sizes: tuple[tuple[int, int], ...] = ((int(tile[0]), int(tile[1])),) + tuple(sizes[1:])
+        self.associated_images: tuple[str, ...] = ()
 
     def _decoded(self, level: int) -> np.ndarray:
         if level not in self._pixels:
@@ -323,9 +333,9 @@ class ArrayBackend:
         self._image = image
         height, width = image.shape[:2]
         self.properties: dict[str, str] = {}
-        self.level_dimensions = ((int(width), int(height)),)
-        self.level_downsamples = (1.0,)
-        self.tile_sizes = ((int(width), int(height)),)
+        self.level_dimensions: tuple[tuple[int, int], ...] = ((int(width), int(height)),)
+        self.level_downsamples: tuple[float, ...] = (1.0,)
+        self.tile_sizes: tuple[tuple[int, int], ...] = ((int(width), int(height)),)
         self.associated_images: tuple[str, ...] = ()
 
     def read(self, level: int, x: int, y: int, w: int, h: int) -> np.ndarray:
