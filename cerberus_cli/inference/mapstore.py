@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -21,6 +22,16 @@ from cerberus_cli.inference.tiles import Tile
 from cerberus_cli.model.config import ModelConfig
 
 _CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+
+
+def subarray(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of a map store (zarr types a member as array or group)."""
+    return cast(zarr.Array, group[name])
+
+
+def subgroup(group: zarr.Group, name: str) -> zarr.Group:
+    """The group ``name`` of a map store (zarr types a member as array or group)."""
+    return cast(zarr.Group, group[name])
 
 
 @dataclass(frozen=True)
@@ -49,12 +60,13 @@ class MapStore:
     def __init__(self, path: str | Path, group: zarr.Group) -> None:
         self.path = Path(path)
         self.group = group
-        self.tile = int(group.attrs["tile"])
-        self.width = int(group.attrs["width"])
-        self.height = int(group.attrs["height"])
-        self.mpp = float(group.attrs["mpp"])
-        self.instance_heads = sorted(group["prob"].array_keys()) if "prob" in group else []
-        self.type_heads = sorted(group["type"].array_keys()) if "type" in group else []
+        attrs: dict[str, Any] = dict(group.attrs)
+        self.tile = int(attrs["tile"])
+        self.width = int(attrs["width"])
+        self.height = int(attrs["height"])
+        self.mpp = float(attrs["mpp"])
+        self.instance_heads = sorted(subgroup(group, "prob").array_keys()) if "prob" in group else []
+        self.type_heads = sorted(subgroup(group, "type").array_keys()) if "type" in group else []
 
     @classmethod
     def create(cls, path: str | Path, config: ModelConfig, width: int, height: int,
@@ -80,15 +92,16 @@ class MapStore:
         """Store one tile's maps (each exactly one zarr chunk)."""
         ys, xs = slice(tile.y, tile.y + tile.size), slice(tile.x, tile.x + tile.size)
         for name, arr in prob.items():
-            self.group[f"prob/{name}"][:, ys, xs] = arr
+            subarray(self.group, f"prob/{name}")[:, ys, xs] = arr
         for name, arr in types.items():
-            self.group[f"type/{name}"][ys, xs] = arr
+            subarray(self.group, f"type/{name}")[ys, xs] = arr
 
     def read(self, box: Box) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Probabilities and types inside ``box`` (must lie within the store)."""
         ys, xs = slice(box.y0, box.y1), slice(box.x0, box.x1)
-        prob = {n: self.group[f"prob/{n}"][:, ys, xs] for n in self.instance_heads}
-        types = {n: self.group[f"type/{n}"][ys, xs] for n in self.type_heads}
+        prob = {n: cast(np.ndarray, subarray(self.group, f"prob/{n}")[:, ys, xs])
+                for n in self.instance_heads}
+        types = {n: cast(np.ndarray, subarray(self.group, f"type/{n}")[ys, xs]) for n in self.type_heads}
         return prob, types
 
 

@@ -25,13 +25,13 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
 
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore
+from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore, subarray, subgroup
 from cerberus_cli.inference.pipeline import process_window
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
@@ -84,11 +84,11 @@ class SavedMaps:
     def __init__(self, path: str | Path) -> None:
         group = zarr.open_group(str(path), mode="r")
         self.path = Path(path)
-        self.prob = {n: group[f"prob/{n}/0"] for n in group["prob"].group_keys()} \
+        self.prob = {n: subarray(group, f"prob/{n}/0") for n in subgroup(group, "prob").group_keys()} \
             if "prob" in group else {}
-        self.types = {n: group[f"type/{n}/0"] for n in group["type"].group_keys()} \
+        self.types = {n: subarray(group, f"type/{n}/0") for n in subgroup(group, "type").group_keys()} \
             if "type" in group else {}
-        self.mpp = float(group.attrs["mpp"])
+        self.mpp = float(cast(float, group.attrs["mpp"]))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -99,8 +99,8 @@ class SavedMaps:
     def tile(self, tile: Tile) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The maps of one kept tile, as the network would have produced them."""
         ys, xs = slice(tile.y, tile.y + tile.size), slice(tile.x, tile.x + tile.size)
-        return ({n: a[:, ys, xs] for n, a in self.prob.items()},
-                {n: a[ys, xs] for n, a in self.types.items()})
+        return ({n: cast(np.ndarray, a[:, ys, xs]) for n, a in self.prob.items()},
+                {n: cast(np.ndarray, a[ys, xs]) for n, a in self.types.items()})
 
 
 # --- worker side ------------------------------------------------------------------------
