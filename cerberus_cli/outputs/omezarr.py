@@ -18,7 +18,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -105,7 +105,7 @@ def write_image(group: zarr.Group, pyramid: list[Any], mpp: float, name: str,
                      axes_units=_UNITS, name=name,
                      storage_options={"chunks": _chunks(pyramid[0], chunk)}, metadata=metadata)
     if attrs:
-        group.attrs[ATTRS_KEY] = {**group.attrs.get(ATTRS_KEY, {}), **attrs}
+        group.attrs[ATTRS_KEY] = {**cast(dict[str, Any], group.attrs.get(ATTRS_KEY, {})), **attrs}
 
 
 def write_labels(group: zarr.Group, name: str, pyramid: list[Any], mpp: float,
@@ -128,7 +128,7 @@ def write_labels(group: zarr.Group, name: str, pyramid: list[Any], mpp: float,
                             label_metadata=label_metadata)
     # NGFF 0.5 wants the version in every "ome" block; ome-zarr-py leaves it out of labels/.
     labels = group["labels"]
-    labels.attrs["ome"] = {**labels.attrs["ome"], "version": NGFF_VERSION}
+    labels.attrs["ome"] = {**cast(dict[str, Any], labels.attrs["ome"]), "version": NGFF_VERSION}
 
 
 def class_table(classes: Sequence[ClassSpec]) -> list[dict[str, Any]]:
@@ -144,4 +144,5 @@ def valid_extent(height: int, width: int, mpp: float) -> dict[str, Any]:
 
 def level0_path(group: zarr.Group) -> str:
     """Path of the full-resolution array of an OME-Zarr image group."""
-    return str(group.attrs["ome"]["multiscales"][0]["datasets"][0]["path"])
+    ome = cast(dict[str, Any], group.attrs["ome"])
+    return str(ome["multiscales"][0]["datasets"][0]["path"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -49,12 +50,13 @@ def write_tissue_map(zarr_path: str | os.PathLike, png_path: str | os.PathLike,
     p_target = AtomicPath(png_path, overwrite=overwrite)
     try:
         ids = classes.astype(np.uint8)
+        height, width = ids.shape
         group = omezarr.open_store(z_target.tmp)
         omezarr.write_image(group, [ids], mpp, "tissue", chunk=chunk, attrs={
             "mpp": float(mpp),
             "classes": omezarr.class_table(specs),
             "description": "tissue type per pixel (argmax of the tissue head)",
-            "valid_extent": omezarr.valid_extent(*ids.shape, mpp),
+            "valid_extent": omezarr.valid_extent(height, width, mpp),
         })
         omezarr.write_labels(group, "tissue", [ids], mpp, specs, chunk=chunk)
         ok, buf = cv2.imencode(".png", colorize(classes, specs)[:, :, ::-1])
@@ -77,5 +79,5 @@ def read_tissue_map(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
     node = zarr.open(str(path), mode="r")
     if isinstance(node, zarr.Array):
         return np.asarray(node[...]), dict(node.attrs)
-    return (np.asarray(node[omezarr.level0_path(node)][...]),
-            dict(node.attrs.get(omezarr.ATTRS_KEY, {})))
+    level0 = cast(zarr.Array, node[omezarr.level0_path(node)])
+    return np.asarray(level0[...]), dict(cast(dict[str, Any], node.attrs.get(omezarr.ATTRS_KEY, {})))
