@@ -38,7 +38,7 @@ from cerberus_cli.metrics import (
 from cerberus_cli.metrics.evaluate import evaluate, evaluate_slides
 from cerberus_cli.metrics.labels import centroids
 from cerberus_cli.metrics.polygons import overlap_from_polygons
-from cerberus_cli.synthetic.slide import write_slide
+from cerberus_cli.synthetic.slide import write_phantom_slide
 
 
 def nuclei_map(size: int, n: int, seed: int) -> np.ndarray:
@@ -131,7 +131,7 @@ def main() -> None:
 def slide_case(tmp: Path, side: int, repeat: int) -> None:
     """A phantom slide's truth against a copy with 10 % of objects dropped, moved 1 px."""
     truth = tmp / "ph.truth.parquet"
-    write_slide(tmp / "ph.svs", size=(side, side), seed=5)
+    write_phantom_slide(tmp / "ph.svs", size=(side, side), seed=5)
     gdf = gpd.read_parquet(truth)
     keep = np.random.default_rng(0).random(len(gdf)) > 0.1
     pred = gdf[keep].copy()

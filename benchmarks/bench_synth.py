@@ -24,7 +24,7 @@ from pathlib import Path  # noqa: E402
 import cv2  # noqa: E402
 
 from cerberus_cli.synthetic.dataset import write_tile_dataset  # noqa: E402
-from cerberus_cli.synthetic.slide import parse_size, write_slide  # noqa: E402
+from cerberus_cli.synthetic.slide import parse_size, write_phantom_slide  # noqa: E402
 from cerberus_cli.synthetic.tiles import render_tile  # noqa: E402
 
 
@@ -58,7 +58,7 @@ def main() -> None:
 
         out = Path(tmp) / "phantom.svs"
         t = time.perf_counter()
-        write_slide(out, (width, height), seed=args.seed, mpp=args.mpp)
+        write_phantom_slide(out, (width, height), seed=args.seed, mpp=args.mpp)
         dt = time.perf_counter() - t
         mpx = width * height / 1e6
         size_mb = out.stat().st_size / 1e6

@@ -26,10 +26,10 @@ def real_slide() -> Path:
 @pytest.fixture(scope="session")
 def phantom_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 640 px phantom SVS (seed 5) with its exact truth files beside it."""
-    from cerberus_cli.synthetic.slide import write_slide
+    from cerberus_cli.synthetic.slide import write_phantom_slide
 
     path = tmp_path_factory.mktemp("phantom") / "phantom.svs"
-    write_slide(path, (PHANTOM_SIZE, PHANTOM_SIZE), seed=5)
+    write_phantom_slide(path, (PHANTOM_SIZE, PHANTOM_SIZE), seed=5)
     return path
 
 

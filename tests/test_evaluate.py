@@ -325,7 +325,7 @@ def test_tissue_regions_by_area(tmp_path):
 
 
 def test_phantom_slide_truth(tmp_path):
-    from cerberus_cli.synthetic.slide import write_slide as write_phantom
+    from cerberus_cli.synthetic.slide import write_phantom_slide as write_phantom
     write_phantom(tmp_path / "ph.svs", size=(320, 320), seed=4)
     truth = tmp_path / "ph.truth.parquet"
     # The folder holds ph.truth.parquet and ph.truth.geojson: GeoParquet is used.

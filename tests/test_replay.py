@@ -10,7 +10,7 @@ import zarr
 from cerberus_cli.inference.replay import STAGES, replay_slide, start_pool
 from cerberus_cli.model.config import reference_config
 from cerberus_cli.synthetic.maps import instance_maps, paint_ellipses, type_map
-from cerberus_cli.synthetic.slide import write_slide
+from cerberus_cli.synthetic.slide import write_phantom_slide
 
 TILE, MARGIN, CHUNK = 144, 152, 288
 
@@ -32,7 +32,7 @@ def _saved_maps(path, width: int, height: int) -> None:
 
 def test_replay_writes_the_same_objects_with_and_without_workers(tmp_path):
     slide = tmp_path / "s.svs"
-    write_slide(slide, (600, 500), seed=1, truth=False)
+    write_phantom_slide(slide, (600, 500), seed=1, truth=False)
     _saved_maps(tmp_path / "s.maps.zarr", 600, 500)
     cfg = reference_config().with_heads(["nuclei", "nuclei_type", "gland", "gland_type",
                                          "lumen"])

@@ -18,7 +18,7 @@ from cerberus_cli.cli import main
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.synthetic.params import KIND_SURFACE, SLIDE_SCENE
 from cerberus_cli.synthetic.scene import PhantomWorld
-from cerberus_cli.synthetic.slide import BLOCK, _Renderer, parse_size, write_slide
+from cerberus_cli.synthetic.slide import BLOCK, _Renderer, parse_size, write_phantom_slide
 
 W, H = BLOCK + 180, 700   # two blocks wide: objects cross the seam
 
@@ -26,7 +26,7 @@ W, H = BLOCK + 180, 700   # two blocks wide: objects cross the seam
 @pytest.fixture(scope="module")
 def svs(tmp_path_factory):
     path = tmp_path_factory.mktemp("slide") / "phantom.svs"
-    write_slide(path, (W, H), seed=5)
+    write_phantom_slide(path, (W, H), seed=5)
     return path
 
 
@@ -44,7 +44,8 @@ def test_svs_opens_with_size_and_mpp(svs):
         assert s.properties["openslide.vendor"] == "aperio"
         assert float(s.properties["openslide.mpp-x"]) == 0.5
         thumb = np.asarray(s.associated_images["thumbnail"].convert("RGB"))
-        assert thumb.shape[:2] == (H // 4, W // 4) and thumb.std() > 10
+        assert abs(thumb.shape[0] - H // 4) <= 1 and abs(thumb.shape[1] - W // 4) <= 1
+        assert thumb.std() > 10
         region = np.asarray(s.read_region((0, 0), 0, (W, H)).convert("RGB"))
     with tiffslide.TiffSlide(str(svs)) as t:
         assert t.dimensions == (W, H)
@@ -109,7 +110,7 @@ def test_truth_side_files(svs):
 
 def test_same_seed_gives_identical_files(svs, tmp_path):
     again = tmp_path / "phantom.svs"
-    write_slide(again, (W, H), seed=5)
+    write_phantom_slide(again, (W, H), seed=5)
     for suffix in (".svs", ".truth.parquet", ".truth.geojson", ".tissue.png", ".truth.json"):
         a = svs.with_name("phantom" + suffix).read_bytes()
         b = again.with_name("phantom" + suffix).read_bytes()
@@ -120,7 +121,7 @@ def test_tiff_at_40x_with_pyramid(tmp_path, monkeypatch):
     # Force the on-disk buffer for the reduced level (used for very large slides).
     monkeypatch.setattr(slide_mod, "IN_MEMORY_LEVEL_BYTES", 1000)
     path = tmp_path / "p40.tiff"
-    info = write_slide(path, (2600, 600), seed=2, mpp=0.25, truth=False)
+    info = write_phantom_slide(path, (2600, 600), seed=2, mpp=0.25, truth=False)
     assert len(info["levels"]) == 2
     with openslide.OpenSlide(str(path)) as s:
         assert s.dimensions == (2600, 600)
@@ -168,7 +169,7 @@ def test_truth_lies_on_the_slide_pixels(tmp_path, mpp):
     """Nuclei polygons (level-0 px) cover dark pixels of the written image, at 20x and 40x."""
     path = tmp_path / "t.svs"
     w, h = 900, 700
-    write_slide(path, (w, h), seed=3, mpp=mpp)
+    write_phantom_slide(path, (w, h), seed=3, mpp=mpp)
     with openslide.OpenSlide(str(path)) as s:
         img = np.asarray(s.read_region((0, 0), 0, (w, h)).convert("RGB")).astype(float)
     grey = img.mean(axis=2)

@@ -18,7 +18,7 @@ from cerberus_cli.slides.tissue_options import TissueOptions
 from cerberus_cli.synthetic.artefacts import artefact_density
 from cerberus_cli.synthetic.params import ADI, MUC, SLIDE_SCENE, STR
 from cerberus_cli.synthetic.scene import PhantomWorld
-from cerberus_cli.synthetic.slide import write_slide
+from cerberus_cli.synthetic.slide import write_phantom_slide
 
 SIZE = 2048  # px at 0.5 um/px: 1 mm square
 SEEDS = (1, 2, 3, 4, 5)
@@ -35,7 +35,7 @@ def phantoms(tmp_path_factory):
     out = {}
     for seed in SEEDS:
         path = folder / f"p{seed}.svs"
-        write_slide(path, (SIZE, SIZE), seed=seed, params=SCENE, truth=False)
+        write_phantom_slide(path, (SIZE, SIZE), seed=seed, params=SCENE, truth=False)
         fields = PhantomWorld(seed, SCENE).fields(0, 0, SIZE, SIZE)
         sdf = fields.sdf_map(0, 0, SIZE, SIZE)
         region = fields.region_map(0, 0, SIZE, SIZE)[1::STEP, 1::STEP]

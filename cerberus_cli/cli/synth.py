@@ -68,13 +68,13 @@ def slide(out: str, **values: Any) -> None:
       cerberus synth slide phantom.svs --size 8192x8192 --seed 1
       cerberus synth slide phantom40x.tiff --size 16384x12288 --mpp 0.25
     """
-    from cerberus_cli.synthetic.slide import write_slide
+    from cerberus_cli.synthetic.slide import write_phantom_slide
 
     o = build(SynthSlideOptions, values)
     width, height = o.size
     with _progress() as bar:
         job = bar.add_task("rendering slide", total=None)
-        info = write_slide(out, (width, height), seed=o.seed, mpp=float(o.mpp), fmt=o.format,
+        info = write_phantom_slide(out, (width, height), seed=o.seed, mpp=float(o.mpp), fmt=o.format,
                            overwrite=o.overwrite, truth=o.truth,
                            progress=lambda i, n: bar.update(job, completed=i, total=n))
     click.echo(f"wrote {out} ({width}x{height} px at {o.mpp} um/px, {len(info['levels'])} levels) "

@@ -111,9 +111,20 @@ def differences(record: dict[str, Any], slide: dict[str, Any], model_sha256: str
         out.append(f"slide content (recorded {old_slide.get('path', '?')})")
     if prov.get("model_sha256") != model_sha256:
         out.append("model")
-    old = prov.get("options", {})
-    new = result_options(options)
+    # Through JSON, as recorded: tuples become lists, so equal options compare equal.
+    old, new = _flat(prov.get("options", {})), _flat(json.loads(json.dumps(result_options(options))))
     out += [f"--{k.replace('_', '-')}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return out
+
+
+def _flat(options: dict[str, Any]) -> dict[str, Any]:
+    """Nested option groups (post-processing, writer, tissue) flattened to their flag names."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, dict) and key != "mask":
+            out.update(_flat(value))
+        else:
+            out[key] = value
     return out
 
 

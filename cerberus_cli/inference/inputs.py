@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.optionspec import check_mpp
 from cerberus_cli.slides.sniff import IMAGE_EXTENSIONS, SLIDE_EXTENSIONS
 
 #: File suffixes taken from folders: every slide format a backend reads, and plain images.
@@ -22,6 +23,8 @@ class SlideInput:
     path: Path
     mpp: float | None = None
     id: str | None = None
+    #: why this input cannot be processed (e.g. an unreadable folder), found while listing
+    error: str | None = None
 
     @property
     def stem(self) -> str:
@@ -42,9 +45,8 @@ def collect_inputs(
     found: list[SlideInput] = []
     for arg in paths:
         p = Path(arg)
-        if p.is_dir():
-            found += [SlideInput(f) for f in sorted(p.rglob("*"))
-                      if f.is_file() and f.suffix.lower() in SLIDE_SUFFIXES and not f.name.startswith(".")]
+        if _is_dir(p):
+            found += _slides_in(p)
         elif not p.exists() and glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:
@@ -67,6 +69,41 @@ def collect_inputs(
             )
         stems[item.stem] = item.path
     return items
+
+
+def _is_dir(p: Path) -> bool:
+    try:
+        return p.is_dir()
+    except OSError:
+        return False
+
+
+def _slides_in(folder: Path) -> list[SlideInput]:
+    """Slide files under ``folder``; a subfolder that cannot be read becomes a failed input."""
+    out: list[SlideInput] = []
+    problems: list[SlideInput] = []
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(exc.filename or folder)
+        problems.append(SlideInput(where, error=f"{where}: folder cannot be read "
+                                                 f"({exc.strerror or exc}); its slides were not found"))
+
+    for root, dirs, files in os.walk(folder, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # not our own staging folders
+        for name in sorted(files):
+            f = Path(root) / name
+            if f.suffix.lower() in SLIDE_SUFFIXES and not name.startswith(".") and \
+                    not _is_output(name):
+                out.append(SlideInput(f))
+    return out + problems
+
+
+#: Files ``cerberus segment`` writes beside its object files: never taken as slides.
+_OUTPUT_TAILS = (".overlay.png", ".tissue.png", ".mask.png")
+
+
+def _is_output(name: str) -> bool:
+    return name.lower().endswith(_OUTPUT_TAILS)
 
 
 def read_manifest(path: str | os.PathLike, slides_dir: str | None = None) -> list[SlideInput]:
@@ -102,6 +139,7 @@ def read_manifest(path: str | os.PathLike, slides_dir: str | None = None) -> lis
                     mpp = float(row["mpp"])
                 except ValueError:
                     raise InputError(f"{path}: line {n}: mpp {row['mpp']!r} is not a number") from None
+                check_mpp(mpp, f"{path}: line {n}: mpp")
             p = Path(row["path"])
             out.append(SlideInput(p if p.is_absolute() else base / p, mpp=mpp, id=row.get("id") or None))
     else:
@@ -109,4 +147,6 @@ def read_manifest(path: str | os.PathLike, slides_dir: str | None = None) -> lis
             f"{path}: not a manifest: expected a GDC manifest (columns id, filename) "
             f"or a CSV with a 'path' column (found {', '.join(header) or 'no header'})"
         )
+    if not out:
+        raise InputError(f"{path}: the manifest lists no slides (header only)")
     return out

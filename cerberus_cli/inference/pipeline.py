@@ -223,7 +223,7 @@ class _Consumer(threading.Thread):
         self.planned = {(t.x, t.y) for t in tiles}
         self.tile_size = tiles[0].size if tiles else 1
         self.queue: queue.Queue = queue.Queue(maxsize=8)
-        self.pending: dict[int, Future | list[ObjectRecord]] = {}
+        self.pending: dict[int, Future[tuple[list[ObjectRecord], float]] | tuple[list[ObjectRecord], float]] = {}
         self.next_chunk = 0
         self.error: BaseException | None = None
         self.post_seconds = 0.0

@@ -38,7 +38,6 @@ from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.postprocess.chunks import required_margin
 from cerberus_cli.postprocess.options import PostprocessOptions
 
-
 #: CPU stages a replay measures, in pipeline order.
 STAGES = ("tile_read", "map_store", "postprocess", "write")
 

@@ -112,6 +112,11 @@ def segment(
     loaded = load_model(options.model)
     todo: list[tuple[SlideInput, SlideOutputs, dict[str, Any]]] = []
     for item in slides:
+        if item.error:
+            outcome = SlideOutcome(str(item.path), "failed", item.error)
+            summary.slides.append(outcome)
+            events.slide_finished(outcome)
+            continue
         outputs = SlideOutputs(out, item.stem, options)
         try:
             done = commit.recover(out, item.stem)

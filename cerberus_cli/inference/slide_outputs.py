@@ -130,7 +130,7 @@ class SlideOutputs:
         if result.mask is not None:
             self._save_mask(result.mask)
         if self._overlay is not None:
-            if result.mask is not None:
+            if result.mask is not None and self._context is not None:
                 self._overlay.draw_mask(result.mask.mask, result.mask.mpp / self._context.mpp)
             target = AtomicPath(self.overlay_path, overwrite=True)
             self._overlay.save(target.tmp)

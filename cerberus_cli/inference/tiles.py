@@ -22,7 +22,9 @@ DEFAULT_MARGIN = 152
 
 
 class _SlideLike(Protocol):
-    dimensions: tuple[int, int]
+    @property
+    def dimensions(self) -> tuple[int, int]: ...
+
     mpp: float
 
 

@@ -20,14 +20,15 @@ Used to export images as slides and to build test and benchmark slides.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import tifffile
 
+from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 
 SlideLayout = Literal["svs", "tiff", "ome"]
@@ -102,9 +103,10 @@ def write_slide(
         compressionargs=compressionargs,
         photometric="rgb",
     )
-    tmp = path.with_name(f".{path.name}.partial")
+    target = AtomicPath(path, overwrite=overwrite)
     try:
-        with tifffile.TiffWriter(tmp, bigtiff=width * height * 3 > 2**31, ome=layout == "ome") as tw:
+        with tifffile.TiffWriter(target.tmp, bigtiff=width * height * 3 > 2**31,
+                                 ome=layout == "ome") as tw:
             if layout == "svs":
                 _write_svs(tw, image, mpp, sizes, tile_kw, objective_power, associated, thumbnail_px)
             elif layout == "tiff":
@@ -113,11 +115,10 @@ def write_slide(
                 _write_ome(tw, image, mpp, sizes, tile_kw)
             else:
                 raise ValueError(f"unknown layout {layout!r} (svs, tiff or ome)")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    except BaseException:
+        target.abort()
+        raise
+    return target.commit()
 
 
 def _levels(image: np.ndarray, sizes: list[tuple[int, int]]):
@@ -140,23 +141,43 @@ def _aperio_description(width: int, height: int, tail: str, mpp: float | None,
 
 
 def _write_svs(tw, image, mpp, sizes, tile_kw, objective_power, associated, thumbnail_px):
-    width, height = sizes[0]
-    tile = tile_kw["tile"][0]
-    codec = str(tile_kw["compression"] or "none").upper()
     levels = _levels(image, sizes)
     level0 = next(levels)
-    tw.write(
-        level0,
-        description=_aperio_description(width, height, f"{codec}/RGB", mpp, objective_power, tile),
-        metadata=None,
-        **tile_kw,
-    )
+    write_svs_pages(tw, level0, sizes[0], list(levels), mpp, tile_kw=tile_kw,
+                    objective_power=objective_power, associated=associated,
+                    thumbnail_px=thumbnail_px)
+
+
+def write_svs_pages(tw: tifffile.TiffWriter, level0: np.ndarray | Iterator[np.ndarray],
+                    size: tuple[int, int], reduced: Sequence[np.ndarray], mpp: float | None, *,
+                    tile_kw: dict[str, Any], objective_power: float | None = None,
+                    associated: dict[str, np.ndarray] | None = None, thumbnail_px: int = 1024,
+                    extra_fields: Sequence[str] = (), thumbnail_from: np.ndarray | None = None) -> None:
+    """The pages of an Aperio SVS, in the order Aperio readers expect.
+
+    ``level0`` is the full image, or an iterator of its tiles (row-major, as
+    tifffile takes them) for slides too large to hold; ``reduced`` are the smaller
+    levels. Then a stripped thumbnail as the second page, the reduced levels, and
+    the ``label``/``macro`` images. ``extra_fields`` are appended to the level-0
+    description (``Key = value``); ``thumbnail_from`` is an image to reduce to the
+    thumbnail when neither level 0 (tiles) nor a reduced level can serve.
+    """
+    width, height = size
+    tile = tile_kw["tile"][0]
+    codec = str(tile_kw["compression"] or "none").upper()
+    desc0 = _aperio_description(width, height, f"{codec}/RGB", mpp, objective_power, tile)
+    tiled = {} if isinstance(level0, np.ndarray) else {"shape": (height, width, 3), "dtype": np.uint8}
+    tw.write(level0, description="|".join([desc0, *extra_fields]), metadata=None, **tiled,
+             **tile_kw)
     # Aperio readers expect a stripped thumbnail as the second directory.
     scale = min(1.0, thumbnail_px / max(width, height))
     tsize = (max(1, round(width * scale)), max(1, round(height * scale)))
-    reduced = list(levels)
-    smallest = reduced[-1] if reduced else level0
-    thumb = _downsample(smallest if smallest.shape[1] >= tsize[0] else level0, tsize)
+    source = next((lv for lv in reversed(reduced) if lv.shape[1] >= tsize[0]), None)
+    if source is None:
+        source = level0 if isinstance(level0, np.ndarray) else thumbnail_from
+    if source is None:
+        raise ValueError("a tiled level 0 without reduced levels needs thumbnail_from")
+    thumb = _downsample(source, tsize)
     tw.write(
         thumb,
         description=f"{_APERIO_HEADER}\r\n{width}x{height} -> {tsize[0]}x{tsize[1]} - |",
@@ -164,7 +185,8 @@ def _write_svs(tw, image, mpp, sizes, tile_kw, objective_power, associated, thum
         photometric="rgb",
         compression="jpeg",
     )
-    for (lw, lh), level in zip(sizes[1:], reduced):
+    for level in reduced:
+        lh, lw = level.shape[:2]
         tw.write(
             level,
             description=_aperio_description(lw, lh, f"{codec}/RGB", mpp, objective_power, tile),

@@ -12,13 +12,13 @@ Public API::
 
     render_tile(size, seed, ...) -> PhantomTile       # one tile and all label maps
     write_tile_dataset(out_dir, count, size, seed)    # `cerberus synth tiles`
-    write_slide(path, (w, h), seed, mpp)              # `cerberus synth slide`
+    write_phantom_slide(path, (w, h), seed, mpp)              # `cerberus synth slide`
     PhantomWorld(seed).labels(x0, y0, w, h)           # label layers of any window
 """
 
 from cerberus_cli.synthetic.dataset import write_tile_dataset
 from cerberus_cli.synthetic.scene import PhantomWorld
-from cerberus_cli.synthetic.slide import write_slide
+from cerberus_cli.synthetic.slide import write_phantom_slide
 from cerberus_cli.synthetic.tiles import PhantomTile, render_tile
 
-__all__ = ["PhantomTile", "PhantomWorld", "render_tile", "write_slide", "write_tile_dataset"]
+__all__ = ["PhantomTile", "PhantomWorld", "render_tile", "write_phantom_slide", "write_tile_dataset"]

@@ -125,7 +125,7 @@ def _tiles(band: np.ndarray, rows: int) -> Iterator[np.ndarray]:
             yield np.ascontiguousarray(t)
 
 
-def write_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), seed: int = 0,
+def write_phantom_slide(path: str | os.PathLike, size: tuple[int, int] = (8192, 8192), seed: int = 0,
                 mpp: float = 0.5, fmt: str | None = None, overwrite: bool = False,
                 params: SceneParams = SLIDE_SCENE, truth: bool = True,
                 progress: Callable[[int, int], None] | None = None) -> dict:
@@ -250,35 +250,34 @@ class _SlideJob:
         self._emit(self.collector.collect(lab, x0, y0, bw, bh))
 
     def _write_tiff(self) -> None:
+        from cerberus_cli.slides.writer import write_svs_pages
+
         width, height, mpp = self.width, self.height, self.mpp
-        svs = self.fmt == "svs"
-        aperio = f"Aperio Image Library v12.0.0\n{width}x{height} [0,0 {width}x{height}] ({TILE}x{TILE})"
-        desc0 = (f"{aperio} JPEG/RGB Q={JPEG_QUALITY}|AppMag = {int(round(20 * BASE_MPP / mpp))}"
-                 f"|MPP = {mpp}|Filename = phantom|Seed = {self.seed}")
         res = 1e4 / mpp  # pixels per centimetre
-        common = dict(photometric="rgb", metadata=None, compression="jpeg",
-                      compressionargs={"level": JPEG_QUALITY}, resolutionunit="CENTIMETER")
+        tile_kw = dict(tile=(TILE, TILE), photometric="rgb", compression="jpeg",
+                       compressionargs={"level": JPEG_QUALITY})
         bigtiff = width * height * 3 > 2 ** 31
+        levels = [self.level1] if self.level_shapes else []
+        for shp in self.level_shapes[1:]:
+            levels.append(cv2.resize(levels[-1], (shp[1], shp[0]), interpolation=cv2.INTER_AREA))
         with tifffile.TiffWriter(self.targets["slide"].tmp, bigtiff=bigtiff) as tif:
-            tif.write(self._level0_tiles(), shape=(height, width, 3), dtype=np.uint8, tile=(TILE, TILE),
-                      description=desc0 if svs else f"cerberus-cli phantom slide; seed {self.seed}; mpp {mpp}",
-                      resolution=(res, res), **common)
-            levels = [self.level1] if self.level_shapes else []
-            for shp in self.level_shapes[1:]:
-                levels.append(cv2.resize(levels[-1], (shp[1], shp[0]), interpolation=cv2.INTER_AREA))
-            if svs:
-                # Aperio: a stripped thumbnail as the second page.
-                f = min(0.25, 768 / max(width, height))  # never larger than the 4x reduction
-                tw, th = max(1, int(width * f)), max(1, int(height * f))
-                thumb = cv2.resize(levels[-1] if levels else self.level1, (tw, th), interpolation=cv2.INTER_AREA)
-                tif.write(thumb, description=f"Aperio Image Library v12.0.0\n{width}x{height} -> {tw}x{th} - ",
-                          rowsperstrip=16, resolution=(res, res), **common)
+            if self.fmt == "svs":
+                write_svs_pages(tif, self._level0_tiles(), (width, height), levels, mpp,
+                                tile_kw=tile_kw, objective_power=round(20 * BASE_MPP / mpp),
+                                extra_fields=("Filename = phantom", f"Seed = {self.seed}"),
+                                # never larger than the 4x reduction
+                                thumbnail_px=min(768, max(width, height) // 4),
+                                thumbnail_from=self.level1)
+                return
+            tif.write(self._level0_tiles(), shape=(height, width, 3), dtype=np.uint8, metadata=None,
+                      description=f"cerberus-cli phantom slide; seed {self.seed}; mpp {mpp}",
+                      resolution=(res, res), resolutionunit="CENTIMETER", **tile_kw)
             for lvl in levels:
                 lh, lw = lvl.shape[:2]
                 ds = width / lw
-                tif.write(_tiles(lvl, lh), shape=(lh, lw, 3), dtype=np.uint8, tile=(TILE, TILE),
-                          description=f"{aperio} -> {lw}x{lh} JPEG/RGB Q={JPEG_QUALITY}" if svs else None,
-                          subfiletype=1, resolution=(res / ds, res / ds), **common)
+                tif.write(_tiles(lvl, lh), shape=(lh, lw, 3), dtype=np.uint8, subfiletype=1,
+                          metadata=None, resolution=(res / ds, res / ds), resolutionunit="CENTIMETER",
+                          **tile_kw)
 
     def _write_truth_files(self) -> None:
         """The tissue map PNG and the summary JSON (the object files are streamed)."""

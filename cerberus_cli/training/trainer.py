@@ -441,9 +441,10 @@ def train(options: TrainOptions) -> TrainResult:
             timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
             final = losses
             done = step + 1
-            # The records follow the run's schedule alone, so a resumed run's metrics.jsonl is
-            # an uninterrupted run's; the first step after a resume is shown, not recorded.
-            recorded = done % options.log_every == 0 or done == options.steps
+            # Which steps are recorded depends on the step alone, so a resumed run's
+            # metrics.jsonl is an uninterrupted run's; the first step after a resume is
+            # shown, not recorded.
+            recorded = done % options.log_every == 0 or done == options.steps or done == 1
             if recorded:
                 run.log({"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
                          "loss": total, **{f"loss_{k}": v for k, v in final.items()}})
