@@ -47,11 +47,11 @@ def paint_ellipses(shape: tuple[int, int], n: int, radii: tuple[float, float],
         for i in ids[:n]:
             obj = (inside == i).astype(np.uint8)
             dist = cv2.distanceTransform(obj, cv2.DIST_L2, 5)
-            cy, cx = np.unravel_index(np.argmax(dist), dist.shape)
+            iy, ix = np.unravel_index(np.argmax(dist), dist.shape)
             r = max(dist.max() - inset, 2.0)
             ry, rx = r * rng.uniform(0.6, 0.9), r * rng.uniform(0.6, 0.9)
             k += 1
-            cv2.ellipse(labels, (int(cx), int(cy)), (int(rx), int(ry)), 0, 0, 360, k, -1)
+            cv2.ellipse(labels, (int(ix), int(iy)), (int(rx), int(ry)), 0, 0, 360, k, -1)
         return labels
     for _ in range(n * 20):
         if k == n:
@@ -67,7 +67,7 @@ def paint_ellipses(shape: tuple[int, int], n: int, radii: tuple[float, float],
         canvas = np.zeros((wy1 - wy0, wx1 - wx0), np.uint8)
         cv2.ellipse(canvas, (cx - wx0, cy - wy0), (int(rx), int(ry)),
                     float(rng.uniform(0, 180)), 0, 360, 1, -1)
-        grown = cv2.dilate(canvas, _kernel(2 * gap + 1))
+        grown: np.ndarray = cv2.dilate(canvas, _kernel(2 * gap + 1))
         if (grown & occupied[wy0:wy1, wx0:wx1]).any():
             continue
         k += 1
@@ -80,8 +80,8 @@ def instance_maps(labels: np.ndarray, kernel_px: int, blur: float = 0.7) -> np.n
     """(2, H, W) float32 inner/boundary maps of a label map, as training targets are made."""
     from scipy import ndimage as ndi
 
-    inner = np.zeros(labels.shape, np.float32)
-    outer = np.zeros(labels.shape, np.float32)
+    inner: np.ndarray = np.zeros(labels.shape, np.float32)
+    outer: np.ndarray = np.zeros(labels.shape, np.float32)
     k = _kernel(kernel_px)
     h, w = labels.shape
     pad = kernel_px
@@ -93,7 +93,7 @@ def instance_maps(labels: np.ndarray, kernel_px: int, blur: float = 0.7) -> np.n
         obj = (labels[win] == i).astype(np.uint8)
         inner[win] = np.maximum(inner[win], cv2.erode(obj, k))
         outer[win] = np.maximum(outer[win], cv2.dilate(obj, k))
-    boundary = outer - inner
+    boundary: np.ndarray = outer - inner
     if blur > 0:
         inner = cv2.GaussianBlur(inner, (0, 0), blur)
         boundary = cv2.GaussianBlur(boundary, (0, 0), blur)
