@@ -166,7 +166,7 @@ def write_svs_pages(tw: tifffile.TiffWriter, level0: np.ndarray | Iterator[np.nd
     tile = tile_kw["tile"][0]
     codec = str(tile_kw["compression"] or "none").upper()
     desc0 = _aperio_description(width, height, f"{codec}/RGB", mpp, objective_power, tile)
-    tiled = {} if isinstance(level0, np.ndarray) else {"shape": (height, width, 3), "dtype": np.uint8}
+    tiled: dict[str, Any] = {} if isinstance(level0, np.ndarray) else {"shape": (height, width, 3), "dtype": np.uint8}
     tw.write(level0, description="|".join([desc0, *extra_fields]), metadata=None, **tiled,
              **tile_kw)
     # Aperio readers expect a stripped thumbnail as the second directory.

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -254,8 +255,8 @@ class _SlideJob:
 
         width, height, mpp = self.width, self.height, self.mpp
         res = 1e4 / mpp  # pixels per centimetre
-        tile_kw = dict(tile=(TILE, TILE), photometric="rgb", compression="jpeg",
-                       compressionargs={"level": JPEG_QUALITY})
+        tile_kw: dict[str, Any] = dict(tile=(TILE, TILE), photometric="rgb", compression="jpeg",
+                                       compressionargs={"level": JPEG_QUALITY})
         bigtiff = width * height * 3 > 2 ** 31
         levels = [self.level1] if self.level_shapes else []
         for shp in self.level_shapes[1:]:
