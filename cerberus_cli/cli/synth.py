@@ -9,6 +9,7 @@ import click
 
 from cerberus_cli.cli.optgen import build, click_options
 from cerberus_cli.synthetic.options import SynthSlideOptions, SynthTilesOptions
+from cerberus_cli.synthetic.signet_options import SynthSignetOptions
 
 
 def _progress():
@@ -79,3 +80,31 @@ def slide(out: str, **values: Any) -> None:
                            progress=lambda i, n: bar.update(job, completed=i, total=n))
     click.echo(f"wrote {out} ({width}x{height} px at {o.mpp} um/px, {len(info['levels'])} levels) "
                f"in {info['seconds']:.1f} s")
+
+
+@synth.command("signet")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset folder to create (signet.csv + images/).")
+@click_options(SynthSignetOptions)
+def signet(out_dir: str, **values: Any) -> None:
+    """Write the patch task "signet ring cell in the centre: yes/no".
+
+    A signet ring cell is a large clear mucin vacuole pushing a crescent nucleus to the
+    cell's edge; negatives are ordinary cells, empty vacuoles and off-centre signet
+    ring cells. signet.csv has path, label, group (8 patches sharing one stain) and
+    split (whole groups: train, val, test).
+
+    \b
+    Example:
+      cerberus synth signet -o signet/ --count 400 --seed 1
+      cerberus probe feats.parquet -o probe/   # after: cerberus features signet/signet.csv
+    """
+    from cerberus_cli.synthetic.signet import write_signet_dataset
+
+    o = build(SynthSignetOptions, values)
+    with _progress() as bar:
+        job = bar.add_task("rendering patches", total=None)
+        table = write_signet_dataset(out_dir, count=o.count, seed=o.seed, size=o.size,
+                                     overwrite=o.overwrite,
+                                     progress=lambda i, n: bar.update(job, completed=i, total=n))
+    click.echo(f"wrote {o.count} patches and {table}")
