@@ -9,6 +9,8 @@ from pathlib import Path
 from cerberus_cli.model.registry import load_model, resolve_model
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
+#: How the bundled model was trained: commands, stage records and measured metrics.
+RECORDS = Path(__file__).resolve().parent.parent / "model-training"
 
 
 def test_default_model_is_small_light_and_documented():
@@ -18,7 +20,7 @@ def test_default_model_is_small_light_and_documented():
     cfg = loaded.config
     assert (cfg.encoder, cfg.stem_stride) == ("resnet18", 2)
     assert [h.name for h in cfg.heads] == ["gland", "gland_type", "lumen", "nuclei", "nuclei_type", "tissue"]
-    recorded = json.loads((MODELS / "training" / "metrics.json").read_text())
+    recorded = json.loads((RECORDS / "metrics.json").read_text())
     assert loaded.provenance["held_out_phantom_metrics"] == recorded["held_out_phantom"]
     assert loaded.provenance["test_phantom_metrics"] == recorded["test_phantom"]
     assert recorded["sha256"] == loaded.sha256
@@ -39,7 +41,7 @@ def test_default_model_reaches_its_targets_on_regenerated_test_tiles(tmp_path):
     from cerberus_cli.synthetic.dataset import write_tile_dataset
     from cerberus_cli.training.validation import evaluate_phantom
 
-    recorded = json.loads((MODELS / "training" / "metrics.json").read_text())["test_phantom"]
+    recorded = json.loads((RECORDS / "metrics.json").read_text())["test_phantom"]
     # The model card's test set, made again from its seed (byte-identical tiles).
     write_tile_dataset(tmp_path / "test", count=27, size=448, seed=20261201, workers=2)
     measured = evaluate_phantom("default", tmp_path / "test")

@@ -1,7 +1,9 @@
 """The ``cerberus`` command: a click group whose subcommands live one per module.
 
 Subcommands are imported lazily so that ``cerberus --help`` does not import torch.
-Each subcommand is a thin wrapper over a library function.
+Each subcommand is a thin wrapper over a library function: its options are generated
+from the function's options dataclass (:mod:`.optgen`), and it only renders what the
+function returns. ``-v``/``-q``, the exit-code table and SIGTERM are handled here once.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from cerberus_cli.inference import commit
 from cerberus_cli.inference.inputs import SlideInput, collect_inputs
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter
+from cerberus_cli.inference.run_record import utc_now
 from cerberus_cli.inference.slide_outputs import SlideOutputs
 from cerberus_cli.model.registry import load_model
 
@@ -189,6 +190,7 @@ def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: 
 
     opts = segmenter.options
     t0 = time.perf_counter()
+    started = utc_now()
     record = {k: v for k, v in provenance.items() if k != "options_all"}
     try:
         with open_slide(item.path, backend=opts.backend, mpp=item.mpp or opts.mpp) as slide:
@@ -203,7 +205,7 @@ def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: 
             run = segmenter.run(slide, mask, outputs, item.stem, events.tiles, work_dir=work)
             run.timings["tissue_mask_s"] = mask_s
             written = outputs.write_record(item, slide, segmenter, run, time.perf_counter() - t0,
-                                           record)
+                                           record, started)
             outputs.commit()
         log.info("%s: %d objects in %.1f s", item.path, run.objects, time.perf_counter() - t0)
         status: Status = "done with damage" if run.damage else "done"

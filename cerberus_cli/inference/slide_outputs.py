@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -176,13 +178,15 @@ class SlideOutputs:
         return target.commit()
 
     def write_record(self, item: SlideInput, slide: Slide, segmenter: Segmenter, run: SlideStats,
-                     seconds: float, provenance: dict[str, Any]) -> dict[str, str]:
+                     seconds: float, provenance: dict[str, Any], started: str) -> dict[str, str]:
         """Write the commit record ``S.run.json`` last (in staging); returns the outputs."""
         loaded = segmenter.loaded
         files = {name: commit.file_digest(self.folder / name) for name in self._written.values()}
         status = "done with damage" if run.damage else "done"
         record = build_record(
             status=status,
+            run={"argv": sys.argv, "cwd": os.getcwd(), "host": commit.host(), "pid": os.getpid(),
+                 "started": started},
             provenance=provenance,
             files=files,
             input={"path": str(item.path), "id": item.id, "backend": slide.backend,

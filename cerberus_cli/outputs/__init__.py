@@ -1,10 +1,15 @@
-"""Output files of ``cerberus segment``: object records and their writers.
+"""Output files: object records (from ``core.records``) to files other tools open.
 
-- :mod:`.records`: :class:`~.records.ObjectRecord`, ``make_record(s)``, object UUIDs
+Knows nothing of torch, slides or post-processing.
+
+- :mod:`.options`: :class:`~.options.WriterOptions` (GeoJSON precision, lumina layout,
+  point nuclei, row-group size), nested in the segment options
+- :mod:`.objects`: the object writer for a path's suffix; ``write_objects``
 - :mod:`.geoparquet`: streaming GeoParquet 1.1 writer (Hilbert-ordered row groups)
 - :mod:`.geojson`: streaming QuPath GeoJSON writer (optionally gzipped)
-- :mod:`.read`: ``read_objects`` for either format
-- :mod:`.tissue_map`: tissue class map as zarr + PNG, tissue regions as records
-- :mod:`.overlay`: QC overlay PNG of outlines over a thumbnail
-- :mod:`.atomic`: write-to-temporary-then-rename used by every writer
+- :mod:`.spatial`: Hilbert keys of object boxes, for the row-group order
+- :mod:`.read`: ``read_objects`` for either format; :mod:`.frame`: records to a GeoDataFrame
+- :mod:`.omezarr`: OME-Zarr 0.5 images and label images; :mod:`.tissue_map`: the tissue map
+- :mod:`.tissue_mask`: the tissue-detection mask as PNG and polygons
+- :mod:`.overlay`: QC overlay PNG (outlines, tile grid, mask outline, legend)
 """

@@ -55,8 +55,8 @@ cerberus train -o runs/tissue3 --subtype tissue --tune-deepest --init default \
 # a test set never used for any choice, and on 540 more tissue patches:
 cerberus synth tiles -o phantom/test --count 27 --size 448 --seed 20261201
 cerberus synth tiles -o phantom/tissue_test --tasks tissue --count 540 --size 448 --seed 99
-python models/training/export_default.py phantom/val phantom/test \
-    models/training/default models/training/seg models/training/tissue models/training/tissue2 \
+python model-training/export_default.py phantom/val phantom/test \
+    model-training/default model-training/seg model-training/tissue model-training/tissue2 \
     runs/tissue3 --tissue-test phantom/tissue_test
 
 # Tried before stage 5, not shipped (record: joint_trial/): the whole encoder trained for

@@ -1,14 +1,14 @@
 """Export the bundled default model from its training runs and measure it.
 
-    python models/training/export_default.py VAL_DIR TEST_DIR RUN_DIR [RUN_DIR ...] [--tissue-test DIR]
+    python model-training/export_default.py VAL_DIR TEST_DIR RUN_DIR [RUN_DIR ...] [--tissue-test DIR]
 
 The run directories are the training stages in order; the last run's last
 checkpoint becomes ``models/default.pt`` with int8 storage. That file is loaded
 back and evaluated on every tile of two held-out phantom sets: VAL_DIR (the
 validation set of the runs, which chose checkpoints) and TEST_DIR (used for
 nothing else); the metrics go into the checkpoint's provenance and
-``models/training/metrics.json``. Each stage's config,
-metrics and plot are copied to ``models/training/<run name>/``. ``--tissue-test`` adds
+``model-training/metrics.json``. Each stage's config,
+metrics and plot are copied to ``model-training/<run name>/``. ``--tissue-test`` adds
 the tissue accuracy on a larger tissue-only phantom set (27 patches resolve steps of
 3.7%).
 """
@@ -24,7 +24,7 @@ from cerberus_cli.model.checkpoint import file_sha256, load_checkpoint, save_che
 from cerberus_cli.training.validation import evaluate_phantom
 
 HERE = Path(__file__).resolve().parent
-MODELS = HERE.parent
+MODELS = HERE.parent / "models"
 
 
 def _stage_record(run_dir: Path) -> dict:
