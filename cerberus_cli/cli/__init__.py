@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "probe": "cerberus_cli.cli.probe:probe",
     "train": "cerberus_cli.cli.train:train",
     "segment": "cerberus_cli.cli.segment:segment",
+    "status": "cerberus_cli.cli.status:status",
     "synth": "cerberus_cli.cli.synth:synth",
 }
 

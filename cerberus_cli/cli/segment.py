@@ -78,16 +78,19 @@ def _print_summary(console: Console, summary: RunSummary) -> None:
     table = Table(title="cerberus segment", show_lines=False)
     for col in ("slide", "status", "objects", "seconds", "message"):
         table.add_column(col)
-    style = {"done": "green", "done with damage": "yellow", "skipped": "yellow", "failed": "red",
-             "interrupted": "red"}
+    style = {"done": "green", "done with damage": "yellow", "skipped": "yellow",
+             "running elsewhere": "cyan", "failed": "red", "interrupted": "red"}
     for s in summary.slides:
         table.add_row(Path(s.slide).name, f"[{style[s.status]}]{s.status}[/]",
                       f"{s.objects:,}" if s.status.startswith("done") else "",
-                      f"{s.seconds:.1f}" if s.status != "skipped" else "", s.message)
+                      f"{s.seconds:.1f}" if s.status not in ("skipped", "running elsewhere") else "",
+                      s.message)
     console.print(table)
     damaged = summary.count("done with damage")
+    elsewhere = summary.count("running elsewhere")
     console.print(f"{summary.count('done')} done, {summary.count('skipped')} skipped, "
-                  f"{summary.count('failed')} failed" + (f", {damaged} done with damage" if damaged else ""))
+                  f"{summary.count('failed')} failed" + (f", {damaged} done with damage" if damaged else "")
+                  + (f", {elsewhere} running elsewhere" if elsewhere else ""))
 
 
 @click.command("segment")
@@ -107,7 +110,9 @@ def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str, manifest:
 
     SLIDES are slide files, folders (searched recursively) or glob patterns.
     Slides whose complete outputs exist in OUT are skipped, so an interrupted run
-    simply runs again. The exit status is 1 if any slide failed.
+    simply runs again. The exit status is 1 if any slide failed. Several runners
+    may share OUT: each slide is claimed by one of them (others skip it as
+    running elsewhere); --shard splits the inputs between runners beforehand.
 
     \b
     Examples:
@@ -115,6 +120,7 @@ def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str, manifest:
       cerberus segment slides/ "more/*.ndpi" -o out/ --format geojson --gzip
       cerberus segment --manifest gdc_manifest.txt --slides-dir gdc/ -o out/ --device cuda
       cerberus segment slide.svs -o out/ --nuclei-threshold 0.6 --json
+      cerberus segment slides/ -o out/ --shard slurm --status   # one Slurm array task
     """
     from cerberus_cli.inference.runs import segment as run_segment
 

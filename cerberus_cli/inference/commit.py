@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 RECORD_FORMAT = "cerberus-cli/run-record"
 RECORD_VERSION = 2
 _MIB = 1 << 20
+#: Age after which a partial file beside the outputs is a dead run's leftover.
+_PARTIAL_AGE_S = 600.0
 
 
 def host() -> str:
@@ -92,7 +95,8 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
 
 #: Options that do not change results (how fast, where, how verbose) stay out of provenance.
 _NOT_PROVENANCE = {"batch_size", "workers", "post_workers", "overwrite", "fail_fast", "compile",
-                   "channels_last", "device", "max_bad_tiles"}
+                   "channels_last", "device", "max_bad_tiles", "shard", "claim_timeout", "status",
+                   "devices"}
 
 
 def result_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +196,11 @@ def _finish_swap(folder: Path, stem: str, staging: Path, new_record: dict[str, A
     _remove(_journal(folder, stem))
 
 
+def swap_pending(folder: Path, stem: str) -> bool:
+    """True when a dead run left a swap of this slide unfinished (see :func:`recover`)."""
+    return _journal(folder, stem).exists()
+
+
 def recover(folder: Path, stem: str) -> str | None:
     """Finish (or drop) a swap a dead run left behind; returns what was done, if anything."""
     journal = _journal(folder, stem)
@@ -217,7 +226,8 @@ def _remove(path: Path) -> None:
             pass
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this host (a zombie counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -235,14 +245,24 @@ def clean_stale(folder: Path) -> list[str]:
     for p in folder.glob(".*.staging.*"):
         stem, _, rest = p.name[1:].partition(".staging.")
         h, _, pid = rest.rpartition(".")
-        if stem in journals or h != me or not pid.isdigit() or _pid_alive(int(pid)):
+        if stem in journals or h != me or not pid.isdigit() or pid_alive(int(pid)):
             continue
         _remove(p)
         removed.append(p.name)
-    # Work folders and partial files of versions that wrote beside the outputs.
-    for p in list(folder.glob(".*.work")) + list(folder.glob("*.partial")):
+    # Work folders of versions that wrote beside the outputs.
+    for p in folder.glob(".*.work"):
         _remove(p)
         removed.append(p.name)
+    # Partial files beside the outputs: a live runner sharing the folder may be writing
+    # one right now (a swap journal), so only old ones are left over from a dead run.
+    old = time.time() - _PARTIAL_AGE_S
+    for p in folder.glob("*.partial"):
+        try:
+            if p.lstat().st_mtime < old:
+                _remove(p)
+                removed.append(p.name)
+        except FileNotFoundError:
+            pass
     for name in removed:
         log.info("%s: removed %s left by a dead run", folder, name)
     return removed

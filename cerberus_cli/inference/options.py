@@ -21,6 +21,7 @@ from cerberus_cli.core.optionspec import (
     precision_opt,
     require,
 )
+from cerberus_cli.inference.shards import parse_shard
 from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
@@ -70,6 +71,13 @@ class SegmentOptions:
     fail_fast: bool = opt(False, "Stop at the first failed slide.")
     max_bad_tiles: int = opt(10, "Network tiles that may hold unreadable or implausible pixels "
                              "before a slide fails; fewer make it 'done with damage'.")
+    shard: str | None = opt(None, "Process only part of the inputs: I/N (1 <= I <= N; slide S goes "
+                            "to shard 1 + sha256(S) mod N, whatever the input order) or 'slurm' "
+                            "(this Slurm array task's part).", metavar="I/N|slurm")
+    claim_timeout: float = opt(600.0, "Seconds without a heartbeat after which a slide claimed by a "
+                               "runner on another host counts as abandoned and is taken over.")
+    status: bool = opt(False, "Keep each slide's state (attempts, host, times, errors, counts) in "
+                       "OUT/_status/ for 'cerberus status'.")
     post: PostprocessOptions = field(default_factory=PostprocessOptions)
     writer: WriterOptions = field(default_factory=WriterOptions)
     tissue: TissueOptions = field(default_factory=TissueOptions)
@@ -81,6 +89,9 @@ class SegmentOptions:
         for name in ("margin", "workers", "post_workers", "max_bad_tiles"):
             check_nonnegative(name, getattr(self, name))
         check_mpp(self.mpp)
+        check_positive("claim_timeout", self.claim_timeout)
+        if self.shard is not None and self.shard.strip().lower() != "slurm":
+            parse_shard(self.shard)  # 'slurm' is read from the environment when the run starts
         require(self.tile + 2 * self.margin <= MAX_INPUT_PX,
                 f"--tile + 2 * --margin = {self.tile + 2 * self.margin} px exceeds the "
                 f"{MAX_INPUT_PX} px network input limit")

@@ -3,6 +3,9 @@
 Outputs are written to temporary names and renamed when complete, and a slide
 whose complete outputs exist is skipped, so a crashed run or a shell loop simply
 runs again. One bad slide is reported and the run goes on (unless ``fail_fast``).
+Several runners may share an output folder: each slide is worked on under its claim
+(:mod:`.claims`), by one runner at a time; ``--shard`` splits the inputs between
+runners beforehand (:mod:`.shards`); ``--status`` keeps per-slide state (:mod:`.status`).
 Nothing here prints: progress goes to a :class:`RunEvents` the caller supplies, and
 the summary is returned.
 """
@@ -16,17 +19,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cerberus_cli.core.errors import CerberusError, InputError, Terminated
-from cerberus_cli.inference import commit
+from cerberus_cli.inference import claims, commit
 from cerberus_cli.inference.inputs import SlideInput, collect_inputs
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter
 from cerberus_cli.inference.run_record import utc_now
+from cerberus_cli.inference.shards import parse_shard, select
 from cerberus_cli.inference.slide_outputs import SlideOutputs
+from cerberus_cli.inference.status import StatusBook
 from cerberus_cli.model.registry import load_model
 
 log = logging.getLogger(__name__)
 
-Status = Literal["done", "done with damage", "skipped", "failed", "interrupted"]
+Status = Literal["done", "done with damage", "skipped", "running elsewhere", "failed",
+                 "interrupted"]
 
 
 @dataclass
@@ -39,6 +45,8 @@ class SlideOutcome:
     objects: int = 0
     seconds: float = 0.0
     outputs: dict[str, str] = field(default_factory=dict)
+    #: objects per task and class (done slides)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,7 +65,8 @@ class RunSummary:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary: counts by status and one entry per slide."""
         return {"done": self.count("done"), "done_with_damage": self.count("done with damage"),
-                "skipped": self.count("skipped"), "failed": self.count("failed"),
+                "skipped": self.count("skipped"),
+                "running_elsewhere": self.count("running elsewhere"), "failed": self.count("failed"),
                 "interrupted": self.count("interrupted"),
                 "slides": [asdict(s) for s in self.slides]}
 
@@ -100,6 +109,7 @@ def segment(
     slides = collect_inputs(list(inputs), manifest, slides_dir)
     if not slides:
         raise InputError("no slides given (pass slide files, folders, globs or --manifest)")
+    slides = _select_shard(slides, options.shard)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
@@ -107,62 +117,111 @@ def segment(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
-    for name in commit.clean_stale(out):
+    for name in commit.clean_stale(out) + claims.remove_leftovers(out):
         log.info("removed %s left in %s by a dead run", name, out)
     summary = RunSummary()
+    book = StatusBook(out, options.status)
     loaded = load_model(options.model)
     todo: list[tuple[SlideInput, SlideOutputs, dict[str, Any]]] = []
     for item in slides:
         if item.error:
-            outcome = SlideOutcome(str(item.path), "failed", item.error)
-            summary.slides.append(outcome)
-            events.slide_finished(outcome)
+            _report(summary, events, SlideOutcome(str(item.path), "failed", item.error))
+            book.finished(item, "failed", item.error)
             continue
         outputs = SlideOutputs(out, item.stem, options)
         try:
-            done = commit.recover(out, item.stem)
-            if done:
-                log.warning("%s: %s", item.stem, done)
             provenance = _provenance(item, options, loaded.sha256)
         except (OSError, CerberusError) as exc:
             outcome = SlideOutcome(str(item.path), "failed", _message(item.path, exc))
-            summary.slides.append(outcome)
-            events.slide_finished(outcome)
+            _report(summary, events, outcome)
+            book.finished(item, "failed", outcome.message)
             continue
-        record = outputs.committed()
-        if record is not None and not options.overwrite:
-            diffs = commit.differences(record, provenance["input"], loaded.sha256,
-                                       provenance["options_all"])
-            if diffs:
-                outcome = SlideOutcome(
-                    str(item.path), "failed",
-                    f"{outputs.record_path}: outputs were made with another {', '.join(diffs)}; "
-                    "use --overwrite to replace them")
-            else:
-                outcome = SlideOutcome(str(item.path), "skipped",
-                                       "complete outputs exist (same slide, model and options)")
-            summary.slides.append(outcome)
-            events.slide_finished(outcome)
+        # A first look without the claim: finished slides are skipped at once; the
+        # answer is checked again under the claim (another runner may finish it meanwhile).
+        existing = _existing(item, outputs, provenance, options, loaded.sha256)
+        if existing is not None:
+            _report(summary, events, existing)
             continue
         todo.append((item, outputs, provenance))
     if todo:
         events.run_started(len(todo))
         with Segmenter(loaded, options) as segmenter:
             for item, outputs, provenance in todo:
-                events.slide_started(item)
                 try:
-                    outcome = _one(segmenter, item, outputs, events, provenance)
+                    outcome = _claimed(segmenter, item, outputs, events, provenance, book)
                 except (KeyboardInterrupt, Terminated):
-                    outcome = SlideOutcome(str(item.path), "interrupted",
-                                           "stopped by a signal; nothing of this slide was kept")
-                    summary.slides.append(outcome)
-                    events.slide_finished(outcome)
+                    _report(summary, events, SlideOutcome(
+                        str(item.path), "interrupted",
+                        "stopped by a signal; nothing of this slide was kept"))
                     raise
-                summary.slides.append(outcome)
-                events.slide_finished(outcome)
+                _report(summary, events, outcome)
                 if outcome.status == "failed" and options.fail_fast:
                     break
     return summary
+
+
+def _select_shard(slides: list[SlideInput], spec: str | None) -> list[SlideInput]:
+    """The slides of ``--shard`` (all of them without one)."""
+    if spec is None:
+        return slides
+    shard = parse_shard(spec)
+    mine = select(slides, shard, key=lambda item: item.stem)
+    log.info("shard %s: %d of %d slides", shard, len(mine), len(slides))
+    return mine
+
+
+def _report(summary: RunSummary, events: RunEvents, outcome: SlideOutcome) -> None:
+    summary.slides.append(outcome)
+    events.slide_finished(outcome)
+
+
+def _existing(item: SlideInput, outputs: SlideOutputs, provenance: dict[str, Any],
+              options: SegmentOptions, model_sha256: str) -> SlideOutcome | None:
+    """Skipped (same provenance) or failed (other provenance) when complete outputs exist."""
+    if commit.swap_pending(outputs.final, item.stem):
+        return None  # finished (or dropped) under the claim first
+    record = outputs.committed()
+    if record is None or options.overwrite:
+        return None
+    diffs = commit.differences(record, provenance["input"], model_sha256,
+                               provenance["options_all"])
+    if diffs:
+        return SlideOutcome(
+            str(item.path), "failed",
+            f"{outputs.record_path}: outputs were made with another {', '.join(diffs)}; "
+            "use --overwrite to replace them")
+    return SlideOutcome(str(item.path), "skipped",
+                        "complete outputs exist (same slide, model and options)")
+
+
+def _claimed(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: RunEvents,
+             provenance: dict[str, Any], book: StatusBook) -> SlideOutcome:
+    """One slide under its claim: skipped as running elsewhere when a live runner holds it."""
+    options = segmenter.options
+    got = claims.acquire(outputs.final, item.stem, options.claim_timeout)
+    if isinstance(got, claims.Holder):
+        return SlideOutcome(str(item.path), "running elsewhere", f"claimed by {got.describe()}")
+    with got as claim:
+        try:
+            done = commit.recover(outputs.final, item.stem)
+            if done:
+                log.warning("%s: %s", item.stem, done)
+            existing = _existing(item, outputs, provenance, options, segmenter.loaded.sha256)
+        except (OSError, CerberusError) as exc:
+            existing = SlideOutcome(str(item.path), "failed", _message(item.path, exc))
+        if existing is not None:
+            return existing
+        book.started(item)
+        events.slide_started(item)
+        try:
+            outcome = _one(segmenter, item, outputs, events, provenance, claim)
+        except (KeyboardInterrupt, Terminated):
+            book.finished(item, "interrupted", "stopped by a signal; nothing of this slide was kept")
+            raise
+        if outcome.status != "running elsewhere":  # a lost claim: the new holder keeps the status
+            book.finished(item, outcome.status, outcome.message if outcome.status == "failed" else "",
+                          outcome.objects, outcome.counts)
+        return outcome
 
 
 def _message(path: Path, exc: BaseException) -> str:
@@ -185,7 +244,7 @@ def _provenance(item: SlideInput, options: SegmentOptions, model_sha256: str) ->
 
 
 def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: RunEvents,
-         provenance: dict[str, Any]) -> SlideOutcome:
+         provenance: dict[str, Any], claim: claims.Claim | None = None) -> SlideOutcome:
     from cerberus_cli.slides import detect_tissue, load_mask, open_slide
 
     opts = segmenter.options
@@ -206,15 +265,21 @@ def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: 
             run.timings["tissue_mask_s"] = mask_s
             written = outputs.write_record(item, slide, segmenter, run, time.perf_counter() - t0,
                                            record, started)
+            if claim is not None:
+                claim.check()  # never commit a slide another runner has taken over
             outputs.commit()
         log.info("%s: %d objects in %.1f s", item.path, run.objects, time.perf_counter() - t0)
         status: Status = "done with damage" if run.damage else "done"
         message = (f"{len(run.damage)} tile(s) with unreadable or implausible pixels"
                    if run.damage else "")
         return SlideOutcome(str(item.path), status, message, objects=run.objects,
-                            seconds=time.perf_counter() - t0, outputs=written)
+                            seconds=time.perf_counter() - t0, outputs=written, counts=run.counts)
     except BaseException as exc:
         outputs.abort()
+        if isinstance(exc, claims.ClaimLost):
+            return SlideOutcome(str(item.path), "running elsewhere",
+                                f"{exc}; this runner's result was dropped",
+                                seconds=time.perf_counter() - t0)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)) or not isinstance(exc, Exception):
             raise  # interrupted: nothing of this slide is left; the caller reports it
         if not isinstance(exc, (CerberusError, OSError)):
