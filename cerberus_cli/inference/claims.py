@@ -53,10 +53,10 @@ class Holder:
     #: identity of the file read: (inode, token) tells a moved file from a new one
     inode: int = 0
 
-    def alive(self, now: float | None = None) -> bool:
-        """False when the heartbeat is older than the timeout or (this host) the pid is gone."""
-        now = time.time() if now is None else now
-        if now - self.heartbeat > self.timeout:
+    def alive(self, timeout: float | None = None) -> bool:
+        """False when the heartbeat is older than ``timeout`` (default: the holder's own) or,
+        on this host, the holder's process is gone."""
+        if time.time() - self.heartbeat > (self.timeout if timeout is None else timeout):
             return False
         if self.host == host():
             return self.pid > 0 and pid_alive(self.pid)
@@ -233,7 +233,7 @@ def acquire(folder: Path, stem: str, timeout: float = DEFAULT_TIMEOUT) -> Claim 
         current = read_claim(folder, stem, timeout)
         if current is None:
             continue  # released between our create and read: try again
-        if current.alive():
+        if current.alive(timeout):  # the judging runner's --claim-timeout decides
             return current
         holder = current
         _break(folder, stem, current)
