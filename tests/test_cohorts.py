@@ -229,3 +229,17 @@ def test_status_lists_failed_and_pending_slides(cohort, tmp_path):
     assert cohort_status(out).count("failed") == 1  # the library returns data
     res = CliRunner().invoke(main, ["status", str(tmp_path / "missing")])
     assert res.exit_code == 2
+
+
+def test_doctor_reports_versions_devices_and_the_output_folder(tmp_path):
+    res = CliRunner().invoke(main, ["doctor", "-o", str(tmp_path / "new"), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert report["torch"]["version"] and report["slides"]["openslide_library"]
+    assert isinstance(report["cuda"], list) and report["cpu"]["usable"] >= 1
+    assert report["output"]["writable"] and not report["output"]["exists"]
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    res = CliRunner().invoke(main, ["doctor", "-o", str(blocked)])
+    assert res.exit_code == 1 and "not a folder" in res.output and "OpenSlide" in res.output

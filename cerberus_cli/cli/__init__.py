@@ -21,6 +21,7 @@ from cerberus_cli.core.errors import CerberusError, ExitCode, Terminated
 # name -> "module:attribute"; one line per subcommand.
 COMMANDS: dict[str, str] = {
     "convert-weights": "cerberus_cli.cli.convert:convert_weights",
+    "doctor": "cerberus_cli.cli.doctor:doctor_command",
     "evaluate": "cerberus_cli.cli.evaluate:evaluate",
     "export-encoder": "cerberus_cli.cli.export_encoder:export_encoder",
     "features": "cerberus_cli.cli.features:features",
