@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "features": "cerberus_cli.cli.features:features",
     "info": "cerberus_cli.cli.info:info",
     "model": "cerberus_cli.cli.model_info:model_info",
+    "pretrain": "cerberus_cli.cli.pretrain:pretrain",
     "probe": "cerberus_cli.cli.probe:probe",
     "train": "cerberus_cli.cli.train:train",
     "segment": "cerberus_cli.cli.segment:segment",
