@@ -243,3 +243,22 @@ def test_doctor_reports_versions_devices_and_the_output_folder(tmp_path):
     blocked.write_text("x")
     res = CliRunner().invoke(main, ["doctor", "-o", str(blocked)])
     assert res.exit_code == 1 and "not a folder" in res.output and "OpenSlide" in res.output
+
+
+def test_slurm_array_example_covers_the_cohort_once(cohort, tmp_path):
+    slides, mask = cohort
+    out = tmp_path / "out"
+    script = Path(__file__).resolve().parents[1] / "examples" / "slurm_array.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "CERBERUS_DEVICE": "cpu", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "1",
+           "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_CPUS_PER_TASK": "1"}
+    mine = {}
+    for task in ("0", "1"):
+        res = subprocess.run(["bash", str(script), str(slides), str(out), *FAST, "--mask", str(mask),
+                              "--json", "-q"], env={**env, "SLURM_ARRAY_TASK_ID": task},
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        mine[task] = {Path(s["slide"]).stem for s in json.loads(res.stdout)["slides"]}
+    assert mine["0"] | mine["1"] == {f"s{i}" for i in range(4)} and not mine["0"] & mine["1"]
+    code, status = _status(out)
+    assert code == 0 and status["done"] == 4
