@@ -47,6 +47,8 @@ RUN_ARGS = ["--arch", "light", "--steps", "6", "--batch-size", "2", "--patch", "
             "--log-every", "1", "--seed", "5"]
 # How a run executes, the only options a resume takes from its command line.
 RUNTIME = ["--workers", "0", "--threads", "1", "--no-progress"]
+# The same in this process (CliRunner): --threads would change torch's thread count here.
+RUNTIME_HERE = ["--workers", "0", "--no-progress"]
 
 # Runs `cerberus ARGS...` and SIGKILLs itself at the NTH write of the kind POINT:
 #   log-torn               half of a metrics.jsonl line written, then killed
@@ -266,7 +268,7 @@ def test_corrupt_checkpoint_is_one_line_error(reference, tmp_path, damage):
     else:
         last.write_bytes(b"")
     before = (run / "metrics.jsonl").read_bytes()
-    res = CliRunner().invoke(main, ["train", "-o", str(run), "--resume", "--steps", "8", *RUNTIME])
+    res = CliRunner().invoke(main, ["train", "-o", str(run), "--resume", "--steps", "8", *RUNTIME_HERE])
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output and f"{last}:" in res.output
     assert ("corrupt" in res.output) or ("truncated" in res.output) or ("empty" in res.output), res.output
@@ -284,7 +286,7 @@ def test_checkpoint_of_an_earlier_version_must_be_consistent(reference, tmp_path
     torch.save({"step": 4, "optimizer": state["optimizer"], "scaler": None, "torch_rng": state["rng"]["torch"],
                 "cuda_rng": [], "best_score": state["best_score"], "best_metrics": state["best_metrics"]},
                run / "checkpoints/last.state.pt")
-    res = CliRunner().invoke(main, ["train", "-o", str(run), "--resume", "--steps", "8", *RUNTIME])
+    res = CliRunner().invoke(main, ["train", "-o", str(run), "--resume", "--steps", "8", *RUNTIME_HERE])
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "step 6 but last.state.pt from step 4" in res.output
     # The same pair from one step loads, with the run's options and state.
@@ -315,12 +317,16 @@ def test_training_checkpoint_is_a_model_checkpoint_with_verified_state(reference
 def test_rng_states_round_trip():
     import random
 
-    random.seed(1), np.random.seed(2), torch.manual_seed(3)
-    saved = ckpt.capture_rng()
-    expected = (random.random(), np.random.rand(), torch.rand(1))
-    random.seed(9), np.random.seed(9), torch.manual_seed(9)
-    ckpt.restore_rng(saved)
-    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+    outside = ckpt.capture_rng()
+    try:
+        random.seed(1), np.random.seed(2), torch.manual_seed(3)
+        saved = ckpt.capture_rng()
+        expected = (random.random(), np.random.rand(), torch.rand(1))
+        random.seed(9), np.random.seed(9), torch.manual_seed(9)
+        ckpt.restore_rng(saved)
+        assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+    finally:
+        ckpt.restore_rng(outside)  # other tests in this process see the states they had
 
 
 # --- metrics.jsonl on resume --------------------------------------------------------------
