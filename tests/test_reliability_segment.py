@@ -125,7 +125,8 @@ def test_interrupted_swap_is_old_or_new_and_the_next_run_finishes_it(done, tmp_p
     monkeypatch.setattr(commit.os, "replace", real_replace)
     seen = commit.read_commit(out, "phantom")
     assert seen is None or seen["finished"] in (old["finished"], "new")
-    commit.recover(out, "phantom")
+    commit.recover(out, "phantom")  # what the next run does first, then its clean-up
+    commit.clean_stale(out)
     # Dying before the journal was written (the first rename) leaves the old set, whole;
     # any later death is rolled forward to the new set.
     expected = old["finished"] if die_after == 0 else "new"
