@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "cerberus_cli.cli.evaluate:evaluate",
     "export-encoder": "cerberus_cli.cli.export_encoder:export_encoder",
     "features": "cerberus_cli.cli.features:features",
+    "finetune": "cerberus_cli.cli.finetune:finetune",
     "info": "cerberus_cli.cli.info:info",
     "model": "cerberus_cli.cli.model_info:model_info",
     "pretrain": "cerberus_cli.cli.pretrain:pretrain",

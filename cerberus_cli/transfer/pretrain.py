@@ -16,6 +16,7 @@ the first ``warmup`` steps train the heads only, with the encoder frozen in eval
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from cerberus_cli.training.checkpoints import (
 from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.rundir import RunDir
 from cerberus_cli.training.tempfiles import write_file
+from cerberus_cli.transfer.encoder import Encoder, load_encoder
 from cerberus_cli.transfer.metrics import metrics as score
 from cerberus_cli.transfer.multitask import (
     MultiTaskNet,
@@ -74,15 +76,24 @@ class PretrainResult:
     samples_per_s: float = 0.0
 
 
+def checked_encoder(spec: str | None, **kwargs: Any) -> Encoder:
+    """:func:`~cerberus_cli.transfer.encoder.load_encoder`, with tensors of the wrong shape
+    (a file of another layout) reported as one line naming the file."""
+    try:
+        return load_encoder(spec, **kwargs)
+    except RuntimeError as exc:
+        found = re.search(r"size mismatch for [\w.]+", str(exc))
+        raise CheckpointError(f"{spec}: not an encoder of a known layout "
+                              f"({found.group(0) if found else str(exc).splitlines()[0]})") from None
+
+
 def initial_encoder(options: PretrainOptions) -> tuple[ResNetEncoder, str, int, dict[str, Any]]:
     """(trunk, arch, stem stride, provenance note) of the encoder a run starts from."""
     if options.init == "random":
         torch.manual_seed(options.seed)
         return (ResNetEncoder(options.arch, options.stem_stride), options.arch, options.stem_stride,
                 {"init": "random", "seed": options.seed})
-    from cerberus_cli.transfer.encoder import load_encoder
-
-    enc = load_encoder(options.init, torchvision_mpp=options.mpp, torchvision_stem=options.stem_stride)
+    enc = checked_encoder(options.init, torchvision_mpp=options.mpp, torchvision_stem=options.stem_stride)
     return enc.trunk, enc.arch, enc.stem_stride, {
         "init": options.init, "init_sha256": enc.sha256, "init_normalisation": enc.normalisation}
 

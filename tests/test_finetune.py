@@ -1,0 +1,110 @@
+"""``cerberus finetune`` and batch-norm adaptation, on tiny signet phantoms."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cerberus_cli.cli import main
+from cerberus_cli.model.encoder import ResNetEncoder
+from cerberus_cli.transfer.bn_adapt import adapt_batchnorm, target_statistics
+
+
+def run(*args: object) -> tuple[int, str]:
+    res = CliRunner().invoke(main, [str(a) for a in args])
+    return res.exit_code, res.output
+
+
+@pytest.fixture(scope="module")
+def signet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cerberus_cli.synthetic.signet import write_signet_dataset
+
+    return write_signet_dataset(tmp_path_factory.mktemp("ft") / "signet", count=32, seed=4, size=32)
+
+
+def test_finetune_full_with_bn_adaptation_reports_test_metrics(signet, tmp_path, tiny_model):
+    out = tmp_path / "ft"
+    code, text = run("finetune", signet, "-o", out, "--model", tiny_model, "--mode", "full",
+                     "--head", "cerberus", "--bn-adapt", 2, "--epochs", 3, "--lr-grid", "0.001,0.0001",
+                     "--batch-size", 8, "--patch-px", 32, "--bootstrap", 50, "--device", "cpu")
+    assert code == 0, text
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_test"] > 0 and 0.0 <= report["accuracy"] <= 1.0
+    assert len(report["accuracy_ci"]) == 2
+    with open(out / "epochs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6  # 2 learning rates x 3 epochs
+    assert report["chosen"][0]["lr"] in (0.001, 0.0001)
+    # The written model is an encoder the transfer commands read.
+    code, text = run("features", signet, "--model", out / "model.pt", "-o", tmp_path / "f.parquet",
+                     "--patch-px", 32, "--workers", 0, "--layers", "layer4")
+    assert code == 0, text
+
+
+def test_finetune_frozen_lowers_the_training_loss(signet, tmp_path, tiny_model):
+    out = tmp_path / "fz"
+    code, text = run("finetune", signet, "-o", out, "--model", tiny_model, "--epochs", 6,
+                     "--lr-grid", "0.01", "--patch-px", 32, "--bootstrap", 0, "--device", "cpu")
+    assert code == 0, text
+    with open(out / "epochs.csv") as f:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(f)]
+    assert losses[-1] < losses[0]
+
+
+def test_bn_adaptation_keeps_eval_outputs_and_sets_target_statistics():
+    torch.manual_seed(0)
+    enc = ResNetEncoder("resnet18", 2)
+    # Source statistics that are not the identity, as after training.
+    enc.train()
+    with torch.no_grad():
+        for _ in range(3):
+            enc(torch.rand(8, 3, 32, 32) * 0.5)
+    enc.eval()
+    target = [torch.rand(6, 3, 32, 32) + 0.3 for _ in range(2)]
+    before = enc(target[0])[-1].clone()
+    expected = target_statistics(enc, enc, target)
+    adapt_batchnorm(enc, enc, target)
+    after = enc(target[0])[-1]
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)
+    for bn, (mean, var) in expected.items():
+        assert torch.allclose(bn.running_mean, mean.float(), atol=1e-5)
+        assert torch.allclose(bn.running_var, var.float(), atol=1e-5, rtol=1e-4)
+    # Running statistics of a first BN are those of the target batch itself.
+    x = torch.cat(target)
+    conv = enc.conv1(x).transpose(0, 1).reshape(64, -1)
+    assert torch.allclose(enc.bn1.running_mean, conv.mean(1), atol=1e-4)
+    assert torch.allclose(enc.bn1.running_var, conv.var(1), atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("one_class", "one class"), ("no_val", "no 'val' rows"), ("unseen", "label sets differ"),
+    ("bad_model", "not a"),
+])
+def test_bad_input_is_one_line_and_leaves_nothing(signet, tmp_path, tiny_model, case, message):
+    import pandas as pd
+
+    table = pd.read_csv(signet)
+    table["path"] = [str(signet.parent / p) for p in table["path"]]
+    model = tiny_model
+    if case == "one_class":
+        table["label"] = "other"
+    elif case == "no_val":
+        table = table[table["split"] != "val"]
+    elif case == "unseen":
+        table.loc[table["split"] == "test", "label"] = "goblet"
+    else:
+        model = tmp_path / "bad.pt"
+        torch.save({"conv1.weight": torch.zeros(3)}, model)
+    path = tmp_path / "t.csv"
+    table.to_csv(path, index=False)
+    out = tmp_path / "out"
+    code, text = run("finetune", path, "-o", out, "--model", model, "--patch-px", 32, "--epochs", 1)
+    assert code == 2, text
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], text
+    assert not out.exists() and not list(tmp_path.glob("out*"))
