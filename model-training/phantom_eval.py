@@ -1,6 +1,6 @@
 """Evaluate a model on held-out phantom tiles and print the metrics as JSON.
 
-    python -m cerberus_cli.training.phantom_eval MODEL PHANTOM_DIR [--limit N] [-o metrics.json]
+    python model-training/phantom_eval.py MODEL PHANTOM_DIR [--limit N] [-o metrics.json]
 
 MODEL is a checkpoint file or registry name (``default``); PHANTOM_DIR a folder
 written by ``cerberus synth tiles``. The numbers come from
@@ -19,7 +19,7 @@ from cerberus_cli.training.validation import evaluate_phantom
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cerberus_cli.training.phantom_eval",
+    parser = argparse.ArgumentParser(prog="model-training/phantom_eval.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("phantom_dir")

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from cerberus_cli import __version__
+from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.network import CerberusNet
@@ -117,13 +118,13 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    target = AtomicPath(path, overwrite=True)
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        torch.save(payload, target.tmp)
+    except BaseException:
+        target.abort()
+        raise
+    return target.commit()
 
 
 def _read(path: Path) -> Any:
