@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cerberus_cli.cli.optgen import build, click_options
 from cerberus_cli.metrics.options import EvaluateOptions
+from cerberus_cli.metrics.report import report_paths
 
 
 @click.command("evaluate")
@@ -39,6 +40,8 @@ def evaluate(true: str, pred: str, out: str | None, overwrite: bool, **values: A
     from cerberus_cli.metrics.evaluate import evaluate as run_evaluation
 
     o = build(EvaluateOptions, values)
+    if out:
+        report_paths(out, overwrite)  # a bad report name fails before the computation
     report = run_evaluation(true, pred, metrics=list(o.metrics), task=o.task,
                             true_classes=o.true_classes, pred_classes=o.pred_classes,
                             threshold=o.iou_threshold, radius=o.radius,

@@ -43,10 +43,14 @@ def collect_inputs(
     reports them as failed slides rather than stopping.
     """
     found: list[SlideInput] = []
+    empty: list[str] = []
     for arg in paths:
         p = Path(arg)
         if _is_dir(p):
-            found += _slides_in(p)
+            inside = _slides_in(p)
+            found += inside
+            if not inside:
+                empty.append(arg)
         elif not p.exists() and glob.has_magic(arg):
             matches = sorted(glob.glob(arg, recursive=True))
             if not matches:
@@ -56,6 +60,9 @@ def collect_inputs(
             found.append(SlideInput(p))
     if manifest:
         found += read_manifest(manifest, slides_dir)
+    if not found and empty:
+        raise InputError(f"{', '.join(empty)}: no slide files found (looked for "
+                         f"{', '.join(sorted(SLIDE_SUFFIXES))})")
     unique: dict[Path, SlideInput] = {}
     for item in found:
         unique.setdefault(item.path.resolve() if item.path.exists() else item.path, item)

@@ -97,10 +97,7 @@ class Report:
         ``report.json`` also writes ``report.csv`` and the other way round. Neither
         file is replaced unless ``overwrite``; both appear complete or not at all.
         """
-        path = Path(path)
-        if path.suffix.lower() not in (".json", ".csv"):
-            raise InputError(f"{path}: report name must end in .json or .csv")
-        targets = [path.with_suffix(".json"), path.with_suffix(".csv")]
+        targets = report_paths(path)
         atomics = [AtomicPath(t, overwrite=overwrite) for t in targets]
         try:
             atomics[0].tmp.write_text(self.to_json())
@@ -129,3 +126,22 @@ def _clean(x: Any) -> Any:
     if isinstance(x, (float, np.floating)):
         return None if math.isnan(float(x)) else float(x)
     return x
+
+
+def report_paths(path: str | Path, overwrite: bool = True) -> list[Path]:
+    """The JSON and CSV files a report named ``path`` becomes; checked before any work.
+
+    Raises :class:`InputError` for a name without ``.json``/``.csv``, and (unless
+    ``overwrite``) for report files that exist already.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".json", ".csv"):
+        raise InputError(f"{path}: report name must end in .json or .csv")
+    targets = [path.with_suffix(".json"), path.with_suffix(".csv")]
+    if not overwrite:
+        for t in targets:
+            if t.exists():
+                raise InputError(f"{t}: already exists (refusing to overwrite; use --overwrite)")
+    if not targets[0].parent.is_dir():
+        raise InputError(f"{path}: output folder {targets[0].parent} does not exist")
+    return targets
