@@ -88,14 +88,16 @@ class BatchBuilder(Dataset):
             labels = []
             for s in plan.samples:
                 item = self.datasets[TISSUE].load(s.index)
+                assert isinstance(item, TissueItem), f"{TISSUE} item {s.index} is not a tissue patch"
                 images.append(tissue_sample(item, self.patch, self.aug, np.random.default_rng(s.seed)))
                 labels.append(item.label)
             out["label"] = np.array(labels, np.int64)
         else:
             parts: dict[str, list[np.ndarray]] = {"inst": [], "weight": [], "type": []}
             for s in plan.samples:
-                item = self.datasets[s.task].load(s.index)
-                sample = instance_sample(item, s.task, self.patch, self.aug, np.random.default_rng(s.seed))
+                seg_item = self.datasets[s.task].load(s.index)
+                assert isinstance(seg_item, InstanceItem), f"{s.task} item {s.index} is not an instance item"
+                sample = instance_sample(seg_item, s.task, self.patch, self.aug, np.random.default_rng(s.seed))
                 images.append(sample["image"])
                 for k in parts:
                     parts[k].append(sample[k])

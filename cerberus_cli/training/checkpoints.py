@@ -287,7 +287,8 @@ def load_training(path: str | os.PathLike) -> ResumePoint:
     """
     path = Path(path)
     obj, sha = _read_verified(path)
-    prov = obj.get("provenance") if isinstance(obj.get("provenance"), dict) else {}
+    raw_prov = obj.get("provenance")
+    prov: dict[str, Any] = raw_prov if isinstance(raw_prov, dict) else {}
     prov_step = (prov.get("training") or {}).get("step")
     if obj.get("training_state") is None:
         if prov_step is None:

@@ -47,7 +47,9 @@ def read_split_file(path: str | Path) -> dict[str, str]:
 def apply_split_file(ds: TaskDataset, split_file: str | Path) -> tuple[TaskDataset, TaskDataset | None]:
     """``(train, val)`` views of ``ds`` from a split file (``val`` None when empty)."""
     mapping = read_split_file(split_file)
-    train, val, matched = [], [], 0
+    train: list[int] = []
+    val: list[int] = []
+    matched = 0
     for i in range(len(ds)):
         split = mapping.get(ds.name(i), mapping.get(ds.group(i), "train"))
         matched += ds.name(i) in mapping or ds.group(i) in mapping

@@ -71,7 +71,7 @@ class OwnedAtomicPath(AtomicPath):
         return path
 
 
-def write_file(path: str | os.PathLike, write: Callable[[Path], None], keep_suffix: bool = False) -> Path:
+def write_file(path: str | os.PathLike, write: Callable[[Path], object], keep_suffix: bool = False) -> Path:
     """Write ``path`` atomically: ``write(tmp)`` fills an owned temporary file, then it is
     renamed into place. Any failure removes the temporary file.
 
@@ -118,10 +118,10 @@ def stale_owner(name: str) -> str | None:
     if m:
         # Earlier versions named no host: such a file is stale once no process of
         # that pid runs here (a run has a folder to itself).
-        pid = int(m["pid"]) if m["pid"] else None
-        if pid is not None and (pid == os.getpid() or pid_alive(pid)):
+        legacy_pid = int(m["pid"]) if m["pid"] else None
+        if legacy_pid is not None and (legacy_pid == os.getpid() or pid_alive(legacy_pid)):
             return None
-        return f"left by an earlier version (pid {pid})" if pid else "left by an earlier version"
+        return f"left by an earlier version (pid {legacy_pid})" if legacy_pid else "left by an earlier version"
     return None
 
 

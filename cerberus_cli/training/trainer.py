@@ -26,7 +26,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -58,7 +58,7 @@ from cerberus_cli.training.model_init import build_model, heads_for_tasks
 from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
 from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.rundir import Mode, RunDir
-from cerberus_cli.training.sampler import SamplerConfig, TaskSampler
+from cerberus_cli.training.sampler import SamplerConfig, SamplerMode, TaskSampler
 from cerberus_cli.training.splits import apply_split_file, random_split
 from cerberus_cli.training.tempfiles import write_file
 from cerberus_cli.training.validation import score, validate
@@ -142,6 +142,7 @@ STAGE_HEADS = {"nuclei": "nuclei_type", "gland": "gland_type", "tissue": "tissue
 def _head_modules(model: CerberusNet, head: str) -> list[torch.nn.Module]:
     """The modules that belong to ``head`` alone (its decoder and output, or the tissue head)."""
     if head == model.tissue_name:
+        assert model.tissue_head is not None  # a model with a tissue name has a tissue head
         return [model.tissue_head]
     return [model.decoders[head], model.heads[head]]
 
@@ -180,7 +181,11 @@ def _set_mode(model: CerberusNet, subtype_head: str | None, keep_encoder_bn: boo
 
 
 def _lr(options: TrainOptions, step: int) -> float:
-    drop = options.lr_drop_at if options.lr_drop_at is not None else int(0.8 * options.steps)
+    if options.lr_drop_at is not None:
+        drop = options.lr_drop_at
+    else:
+        assert options.steps is not None, "--steps is resolved before training"
+        drop = int(0.8 * options.steps)
     return options.lr if step < drop else min(options.lr, options.lr_drop_to)
 
 
@@ -322,6 +327,7 @@ def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict
     # No loss happens when, say, no patch of a subtyping batch holds a typed object.
     if losses:
         total = sum(losses.values())
+        assert isinstance(total, torch.Tensor)  # a sum of one or more loss tensors
         if scaler is not None:
             scaler.scale(total).backward()
             scaler.step(optimizer)
@@ -345,6 +351,8 @@ def train(options: TrainOptions) -> TrainResult:
     run, mode = RunDir.prepare(options.output, options.resume, options.overwrite)
     options = _run_options(run, mode, options)
     options.validate()
+    assert options.steps is not None  # validate() rejects a missing --steps
+    steps: int = options.steps
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
@@ -362,7 +370,7 @@ def train(options: TrainOptions) -> TrainResult:
     if mode == "resume":
         point = load_training(run.last)
         model, init = point.model, point.provenance.get("training", {}).get("init", {})
-        if point.state.step >= options.steps:
+        if point.state.step >= steps:
             raise InputError(f"{run.path}: already at step {point.state.step}; "
                              "give --steps larger than that to continue")
     else:
@@ -378,13 +386,15 @@ def train(options: TrainOptions) -> TrainResult:
 
     train_sets, val_sets = load_data(options, cfg.mpp, tasks)
     check_datasets([*train_sets.values(), *val_sets.values()], threads=max(1, options.workers))
+    # validate() checked --sampler against its choices ("mixed", "fixed").
+    sampler_mode = cast(SamplerMode, options.sampler)
     sampler = TaskSampler(SamplerConfig(
         sizes={t: len(ds) for t, ds in train_sets.items()}, batch_size=options.batch_size,
-        tissue_batch_size=options.tissue_batch_size, mode=options.sampler, tissue_prob=options.tissue_prob,
+        tissue_batch_size=options.tissue_batch_size, mode=sampler_mode, tissue_prob=options.tissue_prob,
         task_probs=options.task_probs, seed=options.seed))
     patch = PatchConfig(options.patch, options.tissue_patch, foreground_types_only=subtype_head is not None)
     builder = BatchBuilder(train_sets, sampler, patch,
-                           AugmentConfig() if options.augment else AugmentConfig.none(), options.steps)
+                           AugmentConfig() if options.augment else AugmentConfig.none(), steps)
 
     anchor = _anchor(options, model, init).to(device) if options.tune_deepest else None
     params = _trainable(model, subtype_head, options.freeze_encoder, options.tune_deepest)
@@ -426,7 +436,7 @@ def train(options: TrainOptions) -> TrainResult:
 
     timing: dict[str, list[float]] = {}
     final: dict[str, float] = {}
-    bar = _progress(options, options.steps, start)
+    bar = _progress(options, steps, start)
     step = start
     try:
         for batch in batch_loader(builder, start, options.workers):
@@ -475,7 +485,7 @@ def train(options: TrainOptions) -> TrainResult:
              **{f"samples_per_s_{k}": v for k, v in speeds.items()}})
     run.write_csv()
     _plot(run)
-    return TrainResult(run.path, options.steps, run.last, run.best if run.best.is_file() else None,
+    return TrainResult(run.path, steps, run.last, run.best if run.best.is_file() else None,
                        best, best_metrics, final, speeds)
 
 

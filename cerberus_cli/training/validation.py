@@ -26,6 +26,7 @@ from cerberus_cli.training.datasets import (
     IGNORE,
     InstanceItem,
     TaskDataset,
+    TissueItem,
 )
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
     out = {f"{task}_dice": float(np.mean(valid)) if valid else float("nan")}
     if pqs:
         out[f"{task}_pq"] = float(np.mean(pqs))
-    if total:
+    if type_head is not None and total:
         out[f"{type_head.name}_acc"] = correct / total
     return out
 
@@ -140,6 +141,7 @@ def evaluate_tissue(model: CerberusNet, ds: TaskDataset, device: torch.device | 
         images, labels = [], []
         for i in order[start:start + batch_size]:
             item = ds.load(i)
+            assert isinstance(item, TissueItem), f"{ds.path}: item {i} is not a tissue patch"
             img = item.image
             h, w = img.shape[:2]
             if h >= size and w >= size:
