@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from cerberus_cli.cli import is_quiet
 from cerberus_cli.cli.optgen import build, click_options
 from cerberus_cli.training.options import TrainOptions
+
+
+@contextmanager
+def _bar(show: bool) -> Iterator[Callable[[int, int, float], None] | None]:
+    """A rich progress bar on a terminal (stderr), fed by the trainer's progress callback."""
+    console = Console(stderr=True)
+    if not show or not console.is_terminal:
+        yield None
+        return
+    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"), console=console)
+    task = bar.add_task("train", total=None, info="")
+
+    def update(done: int, total: int, loss: float) -> None:
+        bar.update(task, completed=done, total=total, info="" if math.isnan(loss) else f"loss {loss:.3f}")
+
+    with bar:
+        yield update
 
 
 @click.command("train")
@@ -33,7 +57,8 @@ def train(output: str, **values: Any) -> None:
     from cerberus_cli.training import train as run_training
 
     options = build(TrainOptions, values, output=output)
-    result = run_training(options)
+    with _bar(options.progress and not is_quiet(click.get_current_context())) as progress:
+        result = run_training(options, progress)
     click.echo(f"run: {result.run_dir}")
     click.echo(f"last checkpoint: {result.last_checkpoint}")
     if result.best_checkpoint is not None:

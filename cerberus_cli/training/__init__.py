@@ -4,7 +4,9 @@ Modules, one job each:
 
 * ``formats/``   one reader per dataset format (Lizard, CoNIC, PanNuke, GlaS, CRAG,
   the generic instance layout, tissue class folders, phantom datasets)
-* ``datasets``   the common item types and format detection (``open_dataset``)
+* ``dataset_base`` the item types, ``TaskDataset`` and the image/label readers formats share
+* ``datasets``   format detection (``open_dataset``) and concatenation
+* ``datacheck``  every item read once before the first step, one line per bad file
 * ``splits``     patient/image-level split files and random splits
 * ``resample``   bringing images and label maps to the model resolution
 * ``augment``    geometric and colour augmentation
@@ -13,17 +15,27 @@ Modules, one job each:
 * ``batches``    batch assembly in worker processes
 * ``losses``     masked per-task losses
 * ``validation`` Dice, PQ and accuracies on held-out data (``evaluate_phantom``)
-* ``rundir``     the run directory: config, metrics, checkpoints, plot
+* ``model_init`` the network a run starts from; ``anchor`` the tune-deepest anchor loss
+* ``checkpoints`` one verified checkpoint file with the whole training state
+* ``tempfiles``  temporary names with host and pid; stale ones of dead runs removed
+* ``rundir``     the run directory: config, metrics, checkpoints; ``plot`` its plot
 * ``trainer``    ``train(TrainOptions)``, the one entry point of ``cerberus train``
 """
+
+from collections.abc import Callable
+from typing import Any
 
 from cerberus_cli.training.options import TrainOptions
 
 __all__ = ["TrainOptions", "train"]
 
 
-def train(options: TrainOptions):
-    """Run a training run (see :func:`cerberus_cli.training.trainer.train`)."""
+def train(options: TrainOptions, progress: Callable[[int, int, float], None] | None = None) -> Any:
+    """Run a training run (see :func:`cerberus_cli.training.trainer.train`).
+
+    ``progress(done, total, loss)`` is called after every step; nothing is printed.
+    Imported lazily so that ``import cerberus_cli.training`` does not import torch.
+    """
     from cerberus_cli.training.trainer import train as _train
 
-    return _train(options)
+    return _train(options, progress)

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -189,24 +189,6 @@ def _lr(options: TrainOptions, step: int) -> float:
     return options.lr if step < drop else min(options.lr, options.lr_drop_to)
 
 
-def _progress(options: TrainOptions, total: int, start: int):
-    if not options.progress or not sys.stderr.isatty():
-        return None
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[info]}"), transient=False)
-    bar.start()
-    bar.add_task("train", total=total, completed=start, info="")
-    return bar
-
-
 def _anchor(options: TrainOptions, model: CerberusNet, init: dict) -> BridgeAnchor:
     """The anchor of a tune_deepest stage: always the --init model's features, also on resume."""
     if not options.resume:
@@ -342,7 +324,11 @@ def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict
 
 # --- the loop ----------------------------------------------------------------------
 
-def train(options: TrainOptions) -> TrainResult:
+#: Progress of a training run: (steps done, total steps, last loss; NaN before the first).
+TrainProgress = Callable[[int, int, float], None]
+
+
+def train(options: TrainOptions, progress: TrainProgress | None = None) -> TrainResult:
     """Train (or resume, or subtype) a Cerberus model as ``options`` say.
 
     Raises:
@@ -436,49 +422,46 @@ def train(options: TrainOptions) -> TrainResult:
 
     timing: dict[str, list[float]] = {}
     final: dict[str, float] = {}
-    bar = _progress(options, steps, start)
+    if progress is not None:
+        progress(start, steps, math.nan)
     step = start
-    try:
-        for batch in batch_loader(builder, start, options.workers):
-            step = batch["step"]
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(options, step)
-            t0 = time.perf_counter()
-            losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
-                                amp_dtype if use_amp else None, options.tissue_bn, options.freeze_encoder,
-                                anchor, options.anchor_weight)
-            total = sum(losses.values())
-            timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
-            final = losses
-            done = step + 1
-            # Which steps are recorded depends on the step alone, so a resumed run's
-            # metrics.jsonl is an uninterrupted run's; the first step after a resume is
-            # shown, not recorded.
-            recorded = done % options.log_every == 0 or done == options.steps or done == 1
-            if recorded:
-                run.log({"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
-                         "loss": total, **{f"loss_{k}": v for k, v in final.items()}})
-            if recorded or done == start + 1:
-                log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], total,
-                         ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
-            if bar is not None:
-                bar.update(bar.task_ids[0], completed=done, info=f"loss {total:.3f}")
-            metrics: dict[str, float] = {}
-            if val_sets and (done % options.val_every == 0 or done == options.steps):
-                metrics = validate(model, val_sets, device, options.val_limit)
-                s = score(metrics)
-                run.log({"kind": "val", "step": done, "score": s, **metrics})
-                log.info("validation at step %d: %s", done,
-                         ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
-                if s > best or not math.isfinite(best):
-                    best, best_metrics = s, metrics
-                    save_model(model, run.best, _provenance(options, done, init, metrics, train_sets))
-            if done % options.checkpoint_every == 0 or done == options.steps:
-                checkpoint(done, metrics)
-                run.write_csv()
-    finally:
-        if bar is not None:
-            bar.stop()
+    for batch in batch_loader(builder, start, options.workers):
+        step = batch["step"]
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(options, step)
+        t0 = time.perf_counter()
+        losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
+                            amp_dtype if use_amp else None, options.tissue_bn, options.freeze_encoder,
+                            anchor, options.anchor_weight)
+        total = sum(losses.values())
+        timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
+        final = losses
+        done = step + 1
+        # Which steps are recorded depends on the step alone, so a resumed run's
+        # metrics.jsonl is an uninterrupted run's; the first step after a resume is
+        # shown, not recorded.
+        recorded = done % options.log_every == 0 or done == options.steps or done == 1
+        if recorded:
+            run.log({"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
+                     "loss": total, **{f"loss_{k}": v for k, v in final.items()}})
+        if recorded or done == start + 1:
+            log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], total,
+                     ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
+        if progress is not None:
+            progress(done, steps, float(total))
+        metrics: dict[str, float] = {}
+        if val_sets and (done % options.val_every == 0 or done == options.steps):
+            metrics = validate(model, val_sets, device, options.val_limit)
+            s = score(metrics)
+            run.log({"kind": "val", "step": done, "score": s, **metrics})
+            log.info("validation at step %d: %s", done,
+                     ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
+            if s > best or not math.isfinite(best):
+                best, best_metrics = s, metrics
+                save_model(model, run.best, _provenance(options, done, init, metrics, train_sets))
+        if done % options.checkpoint_every == 0 or done == options.steps:
+            checkpoint(done, metrics)
+            run.write_csv()
 
     speeds = {k: sampler.batch_size(k) * len(v) / sum(v) for k, v in timing.items() if sum(v) > 0}
     run.log({"kind": "summary", "step": options.steps,
