@@ -171,8 +171,11 @@ def swap_in(folder: Path, stem: str, staging: Path) -> None:
     """Make the staged set final (see the module docstring for the order of steps)."""
     new_record = json.loads(record_path(staging, stem).read_text())
     journal = AtomicPath(_journal(folder, stem), overwrite=True)
-    journal.tmp.write_text(json.dumps({"staging": staging.name}))
-    journal.commit()
+    try:
+        journal.tmp.write_text(json.dumps({"staging": staging.name}))
+        journal.commit()
+    finally:
+        journal.abort()  # interrupted before the rename: no partial journal is left
     _finish_swap(folder, stem, staging, new_record)
 
 
