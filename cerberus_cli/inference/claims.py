@@ -131,13 +131,13 @@ class Claim:
         if not self.owned():
             self.lost = True
             return False
-        tmp = self.folder / f".{self.stem}.claim.{host()}.{os.getpid()}.beat"
+        target = AtomicPath(self.path, overwrite=True)
         try:
-            tmp.write_text(self.content(time.time()))
-            os.replace(tmp, self.path)
+            target.tmp.write_text(self.content(time.time()))
+            target.commit()
         except OSError as exc:  # a full or briefly unreachable disk: try again next beat
             log.warning("%s: heartbeat not written (%s)", self.path, exc.strerror or exc)
-            tmp.unlink(missing_ok=True)
+            target.abort()
         return True
 
     def check(self) -> None:
