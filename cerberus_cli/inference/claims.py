@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.inference.commit import host, pid_alive
 
 log = logging.getLogger(__name__)
