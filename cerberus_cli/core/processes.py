@@ -1,11 +1,17 @@
-"""Worker processes that never outlive the run that started them."""
+"""Worker processes that never outlive the run that started them, and interrupts that
+arrive only where stopping is safe."""
 
 from __future__ import annotations
 
 import ctypes
 import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+from cerberus_cli.core.errors import Terminated
 
 _PR_SET_PDEATHSIG = 1
 
@@ -23,3 +29,43 @@ def die_with_parent(*_: Any) -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except OSError:
         pass
+
+
+class _Stop:
+    """A SIGINT/SIGTERM that arrived while stopping at once was not safe."""
+
+    signum: int | None = None
+
+
+def _record(signum: int, frame: Any) -> None:
+    _Stop.signum = signum
+
+
+def raise_if_stopped() -> None:
+    """Raise the deferred interrupt (KeyboardInterrupt or Terminated), if one arrived."""
+    signum, _Stop.signum = _Stop.signum, None
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    if signum == signal.SIGTERM:
+        raise Terminated()
+
+
+@contextmanager
+def deferred_stop() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the next :func:`raise_if_stopped` (or the end of the block).
+
+    Raising inside a blocking call lets background writers (e.g. zarr's I/O thread)
+    finish after the caller cleaned up, so files reappear in a removed folder. Code
+    that writes calls ``raise_if_stopped`` where stopping is safe. Outside the main
+    thread signals cannot be handled, and this is a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _record) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    raise_if_stopped()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.core.processes import die_with_parent
+from cerberus_cli.core.processes import deferred_stop, die_with_parent, raise_if_stopped
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
@@ -117,22 +117,24 @@ class Segmenter:
         tiles = plan_tiles(slide, mask, cfg.mpp, opts.tile, opts.margin)
         width, height = grid_size(slide, cfg.mpp)
         run.tiles, run.grid = len(tiles), (width, height)
-        work = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".work", dir=work_dir))
-        try:
-            store = MapStore.create(work / "maps.zarr", cfg, width, height, opts.tile)
-            tracker = ChunkTracker(tiles, store.width, store.height, opts.chunk, self.post_margin)
-            tissue = self._tissue_map(width, height)
-            sink.open(self.context(slide, key, tiles), slide)
-            run.timings["plan_s"] = time.perf_counter() - t_start
-            self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress)
-            t_fin = time.perf_counter()
-            sink.finish(SlideResult(run, tissue, store if opts.save_maps else None, mask))
-            run.timings["finalise_s"] = time.perf_counter() - t_fin
-        except BaseException:
-            sink.abort()
-            raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        with deferred_stop():
+            work = Path(tempfile.mkdtemp(prefix=f".{key}.", suffix=".work", dir=work_dir))
+            try:
+                store = MapStore.create(work / "maps.zarr", cfg, width, height, opts.tile)
+                tracker = ChunkTracker(tiles, store.width, store.height, opts.chunk, self.post_margin)
+                tissue = self._tissue_map(width, height)
+                sink.open(self.context(slide, key, tiles), slide)
+                run.timings["plan_s"] = time.perf_counter() - t_start
+                self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress)
+                t_fin = time.perf_counter()
+                sink.finish(SlideResult(run, tissue, store if opts.save_maps else None, mask))
+                run.timings["finalise_s"] = time.perf_counter() - t_fin
+                raise_if_stopped()
+            except BaseException:
+                sink.abort()
+                raise
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
         run.timings["total_s"] = time.perf_counter() - t_start
         return run
 
@@ -185,6 +187,7 @@ class Segmenter:
         done = 0
         try:
             for index, images, unreadable, suspect in batches:
+                raise_if_stopped()
                 self._note_damage(tiles, index, unreadable, suspect, run)
                 t = time.perf_counter()
                 maps = self.engine(images)
@@ -247,13 +250,20 @@ class _Consumer(threading.Thread):
         self.raise_if_failed()
 
     def stop(self) -> None:
+        """Stop after the tile at hand; returns once the thread writes no more.
+
+        Queued batches are dropped so the stop signal gets through at once: nothing may
+        be written into the slide's staging folder after its owner removes it.
+        """
         if self.is_alive():
             self.error = self.error or RuntimeError("stopped")
-            try:
-                self.queue.put_nowait(None)
-            except queue.Full:
-                pass
-            self.join(timeout=5)
+            while True:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            self.queue.put(None)
+            self.join()
 
     def run(self) -> None:
         try:
@@ -263,6 +273,8 @@ class _Consumer(threading.Thread):
                     break
                 tiles, maps = item
                 for i, tile in enumerate(tiles):
+                    if self.error is not None:
+                        break
                     self.store.write(tile, {k: v[i] for k, v in maps.prob.items()},
                                      {k: v[i] for k, v in maps.types.items()})
                     if self.tissue is not None and maps.tissue is not None:
