@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -95,17 +96,22 @@ def _print_summary(console: Console, summary: RunSummary) -> None:
 
 @click.command("segment")
 @click.argument("slides", nargs=-1)
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Output folder (created if needed).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False),
+              help="Output folder (created if needed) [required, except with --rerun: the "
+                   "record's folder].")
 @click.option("--manifest", type=click.Path(dir_okay=False),
               help="GDC manifest (id, filename columns) or CSV with path[,mpp].")
 @click.option("--slides-dir", type=click.Path(file_okay=False),
               help="Folder where manifest file names are found.")
+@click.option("--rerun", type=click.Path(dir_okay=False),
+              help="Re-run the slide of a commit record S.run.json with its recorded options "
+                   "(checked: same slide, mask and model); speed options may be given anew.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click_options(SegmentOptions)
 @click.pass_context
-def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str, manifest: str | None,
-            slides_dir: str | None, as_json: bool, **values: Any) -> None:
+def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str | None,
+            manifest: str | None, slides_dir: str | None, rerun: str | None, as_json: bool,
+            **values: Any) -> None:
     """Find nuclei (typed), glands (typed), lumina and tissue types in whole slides.
 
     SLIDES are slide files, folders (searched recursively) or glob patterns.
@@ -121,10 +127,26 @@ def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str, manifest:
       cerberus segment --manifest gdc_manifest.txt --slides-dir gdc/ -o out/ --device cuda
       cerberus segment slide.svs -o out/ --nuclei-threshold 0.6 --json
       cerberus segment slides/ -o out/ --shard slurm --status   # one Slurm array task
+      cerberus segment --rerun out/slide.run.json -o again/ --device cuda
     """
     from cerberus_cli.inference.runs import segment as run_segment
 
-    options = build(SegmentOptions, values)
+    if rerun is not None:
+        from cerberus_cli.inference.rerun import options_from_record
+
+        if slides or manifest or slides_dir:
+            raise click.UsageError("--rerun takes its slide from the record: give no SLIDES, "
+                                   "--manifest or --slides-dir")
+        given = {name: value for name, value in values.items()
+                 if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
+                                                       ParameterSource.ENVIRONMENT)}
+        slide, options = options_from_record(rerun, given)
+        slides = (str(slide),)
+        out_dir = out_dir or str(Path(rerun).parent)
+    else:
+        if out_dir is None:
+            raise click.UsageError("Missing option '-o' / '--out'.")
+        options = build(SegmentOptions, values)
     quiet = is_quiet(ctx)
     console = Console(stderr=True)
     events = _RichEvents(console, quiet)

@@ -99,6 +99,11 @@ _NOT_PROVENANCE = {"batch_size", "workers", "post_workers", "overwrite", "fail_f
                    "devices"}
 
 
+def is_result_option(name: str) -> bool:
+    """True when option ``name`` shapes results (False for speed and run-control options)."""
+    return name not in _NOT_PROVENANCE
+
+
 def result_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options that shape the results (post-processing and file layout included)."""
     return {k: v for k, v in options.items() if k not in _NOT_PROVENANCE}
