@@ -101,3 +101,15 @@ def test_probe_errors(tmp_path):
     one_line_error(run("probe", nolabel, "-o", tmp_path / "o7", *FAST), "nolabel.parquet")
     assert not any((tmp_path / f"o{i}").exists() for i in range(1, 8))
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_probe_refuses_a_feature_file_with_repeated_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    good = feats(tmp_path / "good.parquet", ["a", "b"] * 6, [f"g{i}" for i in range(12)])
+    table = pq.read_table(good)
+    twice = table.append_column("label", pa.array(["x"] * table.num_rows))
+    pq.write_table(twice.replace_schema_metadata(table.schema.metadata), tmp_path / "twice.parquet")
+    one_line_error(run("probe", tmp_path / "twice.parquet", "-o", tmp_path / "o", *FAST), "twice.parquet")
+    assert not (tmp_path / "o").exists()

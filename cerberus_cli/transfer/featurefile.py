@@ -84,7 +84,14 @@ def read_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, di
         InputError: not a feature file, or features that are NaN or infinite.
     """
     meta = read_meta(path)
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{path}: unreadable feature file ({str(exc).splitlines()[0]})") from None
+    names = table.column_names
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise InputError(f"{path}: column(s) {', '.join(duplicated)} appear more than once")
     col = table.column("features").combine_chunks()
     dim = int(meta.get("dim", 0))
     flat = col.values.to_numpy(zero_copy_only=False).astype(np.float32)
