@@ -121,10 +121,11 @@ def main() -> None:
               f"segment {total:.1f} s (process wall {rec['wall_s']:.1f} s), "
               f"end-to-end {kept_px / total / 1e6:.3f} output Mpx/s, "
               f"end-to-end / network-only = {total / net_only:.2f}, "
-              f"peak RSS main {rec['peak_memory']['rss_mib']:.0f} MiB, "
-              f"workers {rec['peak_memory']['children_rss_mib']:.0f} MiB")
+              f"peak RSS main {rec['peak_memory']['main_rss_mib']:.0f} MiB, "
+              f"post-processing worker {rec['peak_memory'].get('postprocess_worker_rss_mib', 0):.0f} MiB")
     small, large = results[args.size], results[2 * args.size]
-    print(f"peak RSS ratio (4x area): {large['peak_memory']['rss_mib'] / small['peak_memory']['rss_mib']:.2f}")
+    ratio = large["peak_memory"]["main_rss_mib"] / small["peak_memory"]["main_rss_mib"]
+    print(f"peak RSS ratio (4x area): {ratio:.2f}")
     rate = large["tiles"] * DEFAULT_TILE ** 2 / large["timings"]["total_s"]
     print(f"TCGA-sized slide (28,000 x 57,000 px at 0.5 um/px, 40% tissue), extrapolated: "
           f"{TCGA_PX / rate / 60:.1f} min")

@@ -35,18 +35,33 @@ def _uuids(folder: Path) -> list[str]:
 
 def test_rerun_reproduces_ids_and_options(first, tmp_path, phantom_slide):
     again = tmp_path / "again"
-    res = cli("--rerun", str(first), "-o", str(again), "--batch-size", "1")
+    # A speed option given anew: post-processing in a worker process this time.
+    res = cli("--rerun", str(first), "-o", str(again), "--batch-size", "1", "--post-workers", "1")
     assert res.exit_code == 0, res.output
     old, new = json.loads(first.read_text()), json.loads((again / "phantom.run.json").read_text())
     assert new["provenance"]["options"] == old["provenance"]["options"]
     assert new["provenance"]["options"]["post"]["nuclei_threshold"] == 0.6
     assert new["options"]["batch_size"] == 1 and new["options"]["overlay"] is False
+    assert new["options"]["post_workers"] == 1
     assert _uuids(again) == _uuids(first.parent) and _uuids(again)
     assert new["input"]["path"] == str(phantom_slide.resolve())
     # Default output: the record's own folder, where the same run is complete: skipped.
     before = first.stat().st_mtime_ns
     assert cli("--rerun", str(first)).exit_code == 0
     assert first.stat().st_mtime_ns == before
+
+
+def test_peak_memory_per_process_kind(first, tmp_path):
+    """Workers report their own peak RSS; without workers there is no worker figure."""
+    in_main = json.loads(first.read_text())["peak_memory"]
+    assert in_main["main_rss_mib"] > 0 and "postprocess_worker_rss_mib" not in in_main
+    assert "children_rss_mib" not in in_main and "rss_mib" not in in_main
+    res = cli("--rerun", str(first), "-o", str(tmp_path), "--post-workers", "1")
+    assert res.exit_code == 0, res.output
+    peak = json.loads((tmp_path / "phantom.run.json").read_text())["peak_memory"]
+    assert peak["main_rss_mib"] > 0 and 0 < peak["postprocess_worker_rss_mib"]
+    # A spawned worker holds no network: far less than the main process.
+    assert peak["postprocess_worker_rss_mib"] < peak["main_rss_mib"]
 
 
 def _tampered(record: Path, tmp_path: Path, change) -> Path:

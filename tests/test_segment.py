@@ -83,7 +83,7 @@ def test_run_record(result, phantom):
     assert rec["model"]["sha256"] and rec["options"]["tile"] == 208
     assert rec["objects"] == sum(sum(c.values()) for c in rec["counts"].values())
     assert {"network_s", "total_s", "tissue_mask_s"} <= set(rec["timings"])
-    assert rec["peak_memory"]["rss_mib"] > 0 and rec["versions"]["torch"]
+    assert rec["peak_memory"]["main_rss_mib"] > 0 and rec["versions"]["torch"]
 
 
 def test_objects_match_phantom_truth(result, phantom):

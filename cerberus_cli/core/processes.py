@@ -1,9 +1,10 @@
-"""Worker processes that never outlive the run that started them, and interrupts that
-arrive only where stopping is safe."""
+"""Worker processes that never outlive the run that started them, interrupts that
+arrive only where stopping is safe, and a process's own peak memory."""
 
 from __future__ import annotations
 
 import ctypes
+import resource
 import signal
 import sys
 import threading
@@ -14,6 +15,24 @@ from typing import Any
 from cerberus_cli.core.errors import Terminated
 
 _PR_SET_PDEATHSIG = 1
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process itself, MiB.
+
+    On Linux this is ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss`` carries the
+    parent's figure over fork and exec, so a spawned worker would report the size of
+    the process that started it. Elsewhere ``ru_maxrss`` (bytes on macOS, KiB else).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def die_with_parent(*_: Any) -> None:

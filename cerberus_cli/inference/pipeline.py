@@ -18,12 +18,17 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.core.processes import deferred_stop, die_with_parent, raise_if_stopped
+from cerberus_cli.core.processes import (
+    deferred_stop,
+    die_with_parent,
+    peak_rss_mib,
+    raise_if_stopped,
+)
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
@@ -203,6 +208,7 @@ class Segmenter:
             consumer.finish()
             run.timings["drain_s"] = time.perf_counter() - t_drain
             run.timings["postprocess_cpu_s"] = consumer.post_seconds
+            run.postprocess_worker_rss_mib = consumer.worker_rss_mib
         finally:
             consumer.stop()
         if progress:
@@ -226,10 +232,12 @@ class _Consumer(threading.Thread):
         self.planned = {(t.x, t.y) for t in tiles}
         self.tile_size = tiles[0].size if tiles else 1
         self.queue: queue.Queue = queue.Queue(maxsize=8)
-        self.pending: dict[int, Future[tuple[list[ObjectRecord], float]] | tuple[list[ObjectRecord], float]] = {}
+        self.pending: dict[int, Future[WindowResult] | WindowResult] = {}
         self.next_chunk = 0
         self.error: BaseException | None = None
         self.post_seconds = 0.0
+        #: largest peak RSS a post-processing worker reported (None: no workers)
+        self.worker_rss_mib: float | None = None
 
     def put(self, tiles: list[Tile], maps: BatchMaps) -> None:
         while True:
@@ -313,10 +321,11 @@ class _Consumer(threading.Thread):
                 if not block and not item.done():
                     return
                 item = item.result()
-            records, seconds = item
-            self.post_seconds += seconds
-            self.outputs.write(records)
-            self.run_stats.add(records)
+            self.post_seconds += item.seconds
+            if self.pool is not None:  # in the main process the figure is the main one
+                self.worker_rss_mib = max(self.worker_rss_mib or 0.0, item.peak_rss_mib)
+            self.outputs.write(item.records)
+            self.run_stats.add(item.records)
             del self.pending[self.next_chunk]
             self.next_chunk += 1
 
@@ -324,14 +333,25 @@ class _Consumer(threading.Thread):
 _STORES: dict[str, MapStore] = {}
 
 
+class WindowResult(NamedTuple):
+    """One post-processed chunk, as a worker reports it."""
+
+    records: list[ObjectRecord]
+    #: CPU seconds spent (CPU, not wall: contention must not inflate it)
+    seconds: float
+    #: peak resident memory of the process that did it, so far (MiB)
+    peak_rss_mib: float
+
+
 def process_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[tuple[int, int]],
                    config: dict[str, Any], options: PostprocessOptions, scale: float,
                    slide_mpp: float, key: str, extent: tuple[float, float, float, float] | None = None,
-                   ) -> tuple[list[ObjectRecord], float]:
+                   ) -> WindowResult:
     """Post-process one chunk window read from the map store (runs in a worker).
 
     ``extent`` is the slide in level-0 px: objects are clipped to it. Returns the
-    records and the CPU seconds spent (CPU, not wall: contention must not inflate it).
+    records, the CPU seconds spent and the process's own peak RSS: a worker's memory
+    is only measurable inside it (``RUSAGE_CHILDREN`` counts only children that ended).
     """
     c0 = time.process_time()
     cfg = ModelConfig.from_dict(config)
@@ -347,4 +367,4 @@ def process_window(store_path: str, tile: int, chunk: Chunk, valid_tiles: list[t
     maps = ChunkMaps(origin=(w.x0, w.y0), core=(chunk.core.x0, chunk.core.y0, chunk.core.x1, chunk.core.y1),
                      prob=prob, types=types, valid=valid, extent=extent)
     records = process_chunk(maps, cfg, options, scale, slide_mpp, key=key)
-    return records, time.process_time() - c0
+    return WindowResult(records, time.process_time() - c0, peak_rss_mib())

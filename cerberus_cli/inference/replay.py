@@ -32,7 +32,7 @@ import zarr
 
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore, subarray, subgroup
-from cerberus_cli.inference.pipeline import process_window
+from cerberus_cli.inference.pipeline import WindowResult, process_window
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.postprocess.chunks import required_margin
@@ -203,7 +203,7 @@ def replay_slide(
         tracker = ChunkTracker(tiles, store.width, store.height, chunk, margin_post)
         planned = {(t.x, t.y) for t in tiles}
         reads: list[Future | float] = []
-        pending: dict[int, Future | tuple[list[ObjectRecord], float]] = {}
+        pending: dict[int, Future[WindowResult] | WindowResult] = {}
         cfg_dict = config.to_dict()
         for t in tiles:
             if read_tiles:
@@ -222,8 +222,9 @@ def replay_slide(
                     else pool.submit(process_window, *args)
         for index in range(len(tracker.chunks)):
             item = pending.pop(index)
-            records, seconds = item.result() if isinstance(item, Future) else item
-            cpu["postprocess"] += seconds
+            done = item.result() if isinstance(item, Future) else item
+            records = done.records
+            cpu["postprocess"] += done.seconds
             c0 = time.process_time()
             writer.write(records)
             if canvas is not None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
-import resource
 import sys
 from importlib import metadata
 from typing import Any
+
+from cerberus_cli.core.processes import peak_rss_mib
 
 _PACKAGES = ("cerberus-cli", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless",
              "openslide-python", "openslide-bin", "tiffslide", "tifffile", "zarr", "shapely",
@@ -25,14 +26,15 @@ def versions() -> dict[str, str]:
     return out
 
 
-def peak_memory() -> dict[str, float]:
-    """Peak resident memory (MiB) of this process and of its finished children, and
-    peak CUDA memory when a GPU was used."""
-    to_mib = 1 / 1024  # ru_maxrss is KiB on Linux
-    out = {
-        "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * to_mib,
-        "children_rss_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * to_mib,
-    }
+def peak_memory(postprocess_worker_rss_mib: float | None = None) -> dict[str, float]:
+    """Peak memory (MiB) per process kind: the main process's resident memory, the largest
+    a post-processing worker reported (when they ran in workers) and peak CUDA memory
+    (when a GPU was used). Workers measure themselves: ``RUSAGE_CHILDREN`` would count
+    only children that have ended, and pool workers live on. Figures are peaks since
+    each process started (workers serve every slide of a run)."""
+    out = {"main_rss_mib": peak_rss_mib()}
+    if postprocess_worker_rss_mib is not None:
+        out["postprocess_worker_rss_mib"] = postprocess_worker_rss_mib
     try:
         import torch
 
@@ -47,9 +49,12 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def build_record(**sections: Any) -> dict[str, Any]:
-    """A run record with the standard sections plus ``sections``."""
+def build_record(postprocess_worker_rss_mib: float | None = None,
+                 **sections: Any) -> dict[str, Any]:
+    """A run record with the standard sections plus ``sections``; the worker figure
+    goes into ``peak_memory`` (see :func:`peak_memory`)."""
     from cerberus_cli.inference.commit import RECORD_FORMAT, RECORD_VERSION
 
     return {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, "finished": utc_now(),
-            "versions": versions(), "peak_memory": peak_memory(), **sections}
+            "versions": versions(), "peak_memory": peak_memory(postprocess_worker_rss_mib),
+            **sections}

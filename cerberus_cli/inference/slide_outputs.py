@@ -184,6 +184,7 @@ class SlideOutputs:
         files = {name: commit.file_digest(self.folder / name) for name in self._written.values()}
         status = "done with damage" if run.damage else "done"
         record = build_record(
+            postprocess_worker_rss_mib=run.postprocess_worker_rss_mib,
             status=status,
             run={"argv": sys.argv, "cwd": os.getcwd(), "host": commit.host(), "pid": os.getpid(),
                  "started": started},
