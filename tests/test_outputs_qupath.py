@@ -154,6 +154,12 @@ def _feature_problems(f: Any, where: str) -> list[str]:
             for k, v in meta.items():
                 if not isinstance(v, str):
                     out.append(f"{where}: metadata {k!r} is not a string (dropped or changed)")
+    # parseObject reads nucleusGeometry for cells only (createCellObject(roi, nucleusROI, ...)).
+    if "nucleusGeometry" in props:
+        if kind not in ("cell", "PathCellObject"):
+            out.append(f"{where}: nucleusGeometry on a {kind} is ignored (cells only)")
+        else:
+            out += _geometry_problems(props["nucleusGeometry"], f"{where}.nucleusGeometry")
     children = props.get("childObjects", props.get("children"))
     if children is not None:
         if not isinstance(children, list):
@@ -305,6 +311,10 @@ def test_checker_catches_what_qupath_drops():
     assert bad(measurements={"a": None})
     assert bad(metadata={"class_id": 3})
     assert bad(childObjects=[{"type": "Feature", "geometry": None}])
+    assert bad(nucleusGeometry=good["geometry"])  # a detection has no nucleus
+    assert bad(objectType="cell", nucleusGeometry={"type": "Polygon",
+                                                "coordinates": [[[0, 0], [1, 0], [0, 0]]]})
+    assert not bad(objectType="cell", nucleusGeometry=good["geometry"])
 
 
 def test_tissue_regions_and_object_writer_by_suffix(tmp_path):
@@ -345,3 +355,73 @@ def test_writer_option_flags_do_not_clash_with_segment():
                      "overwrite", "fail-fast"}
     ours = {f.name.replace("_", "-") for f in dataclasses.fields(WriterOptions)}
     assert ours and not ours & segment_flags
+
+
+def test_cells_mode_writes_qupath_cells(tmp_path):
+    recs = _slide_records()
+    mpp = 0.25
+    path = write_geojson(tmp_path / "c.geojson", recs, options=WriterOptions(nuclei_as="cell"),
+                         mpp=mpp)
+    doc = _load(path)
+    assert qupath_import_problems(doc) == []
+    cells = [f for f in doc["features"] if f["properties"]["objectType"] == "cell"]
+    nuclei = [r for r in recs if r.task == "nuclei"]
+    assert len(cells) == len(nuclei)
+    by_id = {r.uuid: r for r in nuclei}
+    shapes = []
+    for f in cells:
+        r = by_id[f["id"]]
+        cell = shapely.from_geojson(json.dumps(f["geometry"]))
+        nucleus = shapely.from_geojson(json.dumps(f["properties"]["nucleusGeometry"]))
+        assert cell.geom_type == "Polygon" and cell.is_valid
+        assert nucleus.equals_exact(r.geometry, 0.0071)
+        assert cell.buffer(0.02).contains(nucleus)  # the nucleus lies inside its cell
+        assert cell.within(r.geometry.buffer(5 / mpp + 0.02))  # grown by at most 5 um
+        assert f["properties"]["metadata"]["task"] == "nuclei"
+        assert ("classification" in f["properties"]) == (r.class_name != "no-label")
+        shapes.append(cell)
+    # Neighbours limit each other: cells overlap only where their nuclei do (these random
+    # nuclei overlap a little; a cell always holds its whole nucleus).
+    def overlap(geoms) -> float:
+        return sum(g.area for g in geoms) - shapely.union_all(geoms).area
+    assert overlap(shapes) <= 2 * overlap([r.geometry for r in nuclei]) + 1.0
+    assert sum(c.area for c in shapes) > 2 * sum(r.geometry.area for r in nuclei)
+    # Read back as nuclei, every other object as before.
+    df = read_objects(path).set_index("uuid")
+    for r in nuclei:
+        assert df.loc[r.uuid].geometry.equals_exact(r.geometry, 0.0071)
+    with pytest.raises(ValueError, match="mpp"):
+        QuPathGeoJSONWriter(tmp_path / "n.geojson", options=WriterOptions(nuclei_as="cell"))
+
+
+def test_cells_mode_options_are_checked():
+    from cerberus_cli.inference.options import SegmentOptions
+
+    with pytest.raises(InputError, match="--nuclei-as cell needs nucleus outlines"):
+        WriterOptions(nuclei_as="cell", nuclei_geometry="point")
+    with pytest.raises(InputError, match="--cell-expansion-um"):
+        WriterOptions(cell_expansion_um=-1.0)
+    with pytest.raises(InputError, match="--format geojson only"):
+        SegmentOptions(writer=WriterOptions(nuclei_as="cell"))
+
+
+def test_segment_cells_through_the_cli(phantom_slide, tmp_path):
+    from click.testing import CliRunner
+
+    from cerberus_cli.cli import main
+
+    res = CliRunner().invoke(main, [
+        "-q", "segment", str(phantom_slide), "-o", str(tmp_path), "--tile", "208", "--workers",
+        "0", "--post-workers", "0", "--batch-size", "2", "--no-overlay", "--format", "geojson",
+        "--nuclei-as", "cell", "--cell-expansion-um", "4"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    doc = _load(tmp_path / "phantom.geojson")
+    assert qupath_import_problems(doc) == []
+    kinds = [f["properties"]["objectType"] for f in doc["features"]]
+    assert "cell" in kinds and all(f["properties"]["metadata"]["task"] == "nuclei"
+                                   for f in doc["features"] if f["properties"]["objectType"] == "cell")
+    assert all("nucleusGeometry" in f["properties"] for f in doc["features"]
+               if f["properties"]["objectType"] == "cell")
+    record = json.loads((tmp_path / "phantom.run.json").read_text())
+    assert record["provenance"]["options"]["writer"]["nuclei_as"] == "cell"
+    assert record["provenance"]["options"]["writer"]["cell_expansion_um"] == 4

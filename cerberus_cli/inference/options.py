@@ -96,6 +96,8 @@ class SegmentOptions:
                 f"--tile + 2 * --margin = {self.tile + 2 * self.margin} px exceeds the "
                 f"{MAX_INPUT_PX} px network input limit")
         require(not self.gzip or self.format == "geojson", "--gzip applies to --format geojson only")
+        require(self.writer.nuclei_as == "detection" or self.format == "geojson",
+                "--nuclei-as cell applies to --format geojson only (QuPath cells)")
 
     def to_dict(self) -> dict[str, Any]:
         """Every option as plain JSON-able values (post-processing nested under ``post``)."""

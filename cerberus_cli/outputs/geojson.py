@@ -16,7 +16,11 @@ what QuPath (0.5 and later) imports without losing anything:
 * ``properties.metadata``: our own fields (``task``, ``class_id``, ``class_name``,
   ``probability``, ``parent_uuid``) as strings, the only form QuPath keeps;
 * ``properties.childObjects``: with ``lumina="nested"`` a gland carries its lumina,
-  so QuPath's hierarchy shows each lumen inside its gland.
+  so QuPath's hierarchy shows each lumen inside its gland;
+* with ``nuclei_as="cell"`` a nucleus is a QuPath cell: ``objectType`` ``cell``,
+  ``geometry`` the cell boundary (the nucleus grown by ``cell_expansion_um``, cut half
+  way to its neighbours: :mod:`.cells`), ``nucleusGeometry`` the nucleus. Cells need
+  their neighbours, so nuclei are then held until :meth:`QuPathGeoJSONWriter.close`.
 
 Coordinates are level-0 pixels, rounded to ``geojson_decimals`` (QuPath reduces
 them to 0.01 px on import anyway). Glands and lumina are held back until
@@ -105,8 +109,24 @@ def feature_geometries(records: Sequence[ObjectRecord], options: WriterOptions) 
     return [str(g) for g in shapely.to_geojson(geoms)]
 
 
-def _feature(record: ObjectRecord, geometry: str, children: Sequence[str] = ()) -> str:
-    props = json.dumps(feature_properties(record), ensure_ascii=False, allow_nan=False)
+def _rounded_geojson(geoms: Sequence[Any], options: WriterOptions) -> list[str]:
+    """GeoJSON text of shapely geometries, coordinates rounded as ``options`` says."""
+    arr = np.empty(len(geoms), dtype=object)
+    arr[:] = list(geoms)
+    if options.geojson_decimals >= 0:
+        d = options.geojson_decimals
+        arr = shapely.transform(arr, lambda c: np.round(c, d))
+    return [str(g) for g in shapely.to_geojson(arr)]
+
+
+def _feature(record: ObjectRecord, geometry: str, children: Sequence[str] = (),
+             nucleus: str | None = None) -> str:
+    fields = feature_properties(record)
+    if nucleus is not None:
+        fields["objectType"] = "cell"
+    props = json.dumps(fields, ensure_ascii=False, allow_nan=False)
+    if nucleus is not None:
+        props = props[:-1] + ', "nucleusGeometry": ' + nucleus + "}"
     if children:
         props = props[:-1] + ', "childObjects": [' + ", ".join(children) + "]}"
     return f'{{"type": "Feature", "id": "{record.uuid}", "geometry": {geometry}, ' \
@@ -123,8 +143,12 @@ class QuPathGeoJSONWriter:
     """
 
     def __init__(self, path: str | os.PathLike, gzip: bool = False, overwrite: bool = False,
-                 options: WriterOptions | None = None) -> None:
+                 options: WriterOptions | None = None, mpp: float | None = None) -> None:
         self.options = options or WriterOptions()
+        if self.options.nuclei_as == "cell" and not (mpp and mpp > 0):
+            raise ValueError("QuPath cells need the slide's um/px (mpp) to grow nuclei in um")
+        self.mpp = mpp
+        self._nuclei: list[ObjectRecord] = []
         self._target = AtomicPath(path, overwrite=overwrite)
         self.path = self._target.path
         self.count = 0
@@ -152,6 +176,8 @@ class QuPathGeoJSONWriter:
                 self._glands[rec.uuid] = rec
             elif self.options.lumina == "nested" and rec.task == "lumen":
                 self._lumina.append(rec)
+            elif self.options.nuclei_as == "cell" and rec.task == "nuclei":
+                self._nuclei.append(rec)
             else:
                 now.append(rec)
         if now:
@@ -181,11 +207,26 @@ class QuPathGeoJSONWriter:
             self._emit(features + orphans)
         self._glands, self._lumina = {}, []
 
+    def _flush_cells(self) -> None:
+        """Write the held nuclei as QuPath cells (boundaries need every neighbour)."""
+        from cerberus_cli.outputs.cells import cell_boundaries
+
+        nuclei = self._nuclei
+        if not nuclei:
+            return
+        assert self.mpp is not None  # checked when cells were asked for
+        geoms = [r.geometry for r in nuclei]
+        cells = cell_boundaries(geoms, self.options.cell_expansion_um / self.mpp)
+        self._emit([_feature(r, c, nucleus=n) for r, c, n in zip(
+            nuclei, _rounded_geojson(cells, self.options), _rounded_geojson(geoms, self.options))])
+        self._nuclei = []
+
     def close(self) -> Path:
         """Finish the FeatureCollection and move the file into place."""
         if self._target.done:
             return self.path
         try:
+            self._flush_cells()
             self._flush_nested()
             self._fh.write("\n]}\n")
             self._fh.close()
@@ -217,10 +258,12 @@ class QuPathGeoJSONWriter:
 
 def write_geojson(path: str | os.PathLike, records: Iterable[ObjectRecord],
                   gzip: bool | None = None, overwrite: bool = False,
-                  options: WriterOptions | None = None) -> Path:
-    """Write ``records`` as QuPath GeoJSON; gzip defaults to a ``.gz`` suffix."""
+                  options: WriterOptions | None = None, mpp: float | None = None) -> Path:
+    """Write ``records`` as QuPath GeoJSON; gzip defaults to a ``.gz`` suffix; ``mpp``
+    (level-0 um/px) is needed for cells."""
     if gzip is None:
         gzip = str(path).endswith(".gz")
-    with QuPathGeoJSONWriter(path, gzip=gzip, overwrite=overwrite, options=options) as writer:
+    with QuPathGeoJSONWriter(path, gzip=gzip, overwrite=overwrite, options=options,
+                             mpp=mpp) as writer:
         writer.write(records)
     return writer.path

@@ -42,15 +42,17 @@ def open_object_writer(path: str | os.PathLike, options: WriterOptions | None = 
     """A streaming writer for ``path``, GeoParquet or QuPath GeoJSON by its suffix.
 
     ``metadata`` (file metadata) and ``slide`` (the ``slide`` column) apply to
-    GeoParquet; GeoJSON carries neither, QuPath having no place for them.
+    GeoParquet; GeoJSON carries neither, QuPath having no place for them, but takes
+    the slide's um/px from ``metadata["slide"]["mpp"]`` (QuPath cells are grown in um).
     """
     name = Path(path).name
     if name.endswith(PARQUET_SUFFIX):
         return GeoParquetWriter(path, metadata, overwrite=overwrite, options=options,
                                 slide=slide)
     if name.endswith(GEOJSON_SUFFIXES):
+        mpp = ((metadata or {}).get("slide") or {}).get("mpp")
         return QuPathGeoJSONWriter(path, gzip=name.endswith(".gz"), overwrite=overwrite,
-                                   options=options)
+                                   options=options, mpp=mpp)
     raise ValueError(f"{path}: object files end in {PARQUET_SUFFIX} or "
                      f"{' or '.join(GEOJSON_SUFFIXES)}")
 

@@ -41,7 +41,8 @@ def read_objects(path: str | os.PathLike) -> gpd.GeoDataFrame:
     ``no-label``), missing measurements are NaN, the centroid is computed from the
     geometry, and a missing ``task`` is taken as ``nuclei`` for detections and
     ``gland`` for annotations. QuPath child objects (``childObjects``) are read too,
-    each linked to its parent by ``parent_uuid``.
+    each linked to its parent by ``parent_uuid``. A QuPath cell is read as its nucleus
+    (``nucleusGeometry``).
 
     Raises:
         InputError: the file is missing, not one of these formats, or malformed.
@@ -123,8 +124,10 @@ def _feature_row(feature: Any, path: Path, where: str, parent: str | None) -> di
     meas = props.get("measurements") or {}
     if isinstance(meas, list):  # older QuPath: [{"name": ..., "value": ...}]
         meas = {m.get("name"): m.get("value") for m in meas}
-    task = str(meta.get("task", "nuclei" if props.get("objectType") == "detection"
+    task = str(meta.get("task", "nuclei" if props.get("objectType") in ("detection", "cell")
                         else "gland"))
+    # A QuPath cell's object is its nucleus; the grown cell boundary is not read.
+    nucleus = props.get("nucleusGeometry") if props.get("objectType") == "cell" else None
     name = str(meta.get("class_name", cls.get("name", UNTYPED)))
     class_id = meta.get("class_id")
     prob = meta.get("probability", meas.get(PROBABILITY_NAME))
@@ -139,7 +142,7 @@ def _feature_row(feature: Any, path: Path, where: str, parent: str | None) -> di
         "area_um2": _float(meas.get(AREA_NAME)),
         "perimeter_um": _float(meas.get(PERIMETER_NAME)),
         "parent_uuid": meta.get("parent_uuid", parent),
-        "geometry": shape(feature["geometry"]),
+        "geometry": shape(nucleus or feature["geometry"]),
     }
 
 
