@@ -249,3 +249,25 @@ def test_unreadable_subfolder_is_reported(tmp_path, phantom_slide):
         assert res.exit_code == 1 and "folder cannot be read" in res.output
     finally:
         locked.chmod(0o755)
+
+
+def test_unreadable_subfolder_is_a_failed_input(tmp_path, monkeypatch):
+    """As root every folder is readable, so the listing error is injected."""
+    from cerberus_cli.inference import inputs
+
+    folder = tmp_path / "slides"
+    (folder / "locked").mkdir(parents=True)
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kw):
+        for root, dirs, files in real_walk(top, onerror=onerror, **kw):
+            if Path(root).name == "locked" and onerror is not None:
+                onerror(PermissionError(13, "Permission denied", root))
+                dirs[:] = []
+                continue
+            yield root, dirs, files
+
+    monkeypatch.setattr(inputs.os, "walk", walk)
+    found = inputs.collect_inputs([str(folder)])
+    assert [i.error for i in found] == [f"{folder / 'locked'}: folder cannot be read "
+                                        "(Permission denied); its slides were not found"]
