@@ -112,7 +112,8 @@ class _Textures:
             wgt = np.where(i0 == k, 1 - f, 0) + np.where((i0 + 1) % N_ORIENT == k, f, 0)
             out += resp * wgt.astype(np.float32)
         # Bilinear upsampling: full-res x sits at half-res x / 2.
-        up = np.empty((hh * 2, hw * 2), np.float32)
+        # zeros, not empty: the last odd row and column are never interpolated (cropped later)
+        up = np.zeros((hh * 2, hw * 2), np.float32)
         up[0::2, 0::2] = out
         up[0::2, 1:-1:2] = 0.5 * (out[:, :-1] + out[:, 1:])
         up[1:-1:2, :] = 0.5 * (up[0:-2:2, :] + up[2::2, :])
