@@ -211,6 +211,7 @@ class Segmenter:
             run.postprocess_worker_rss_mib = consumer.worker_rss_mib
         finally:
             consumer.stop()
+            del batches  # the loader's workers and queues go now, not at interpreter exit
         if progress:
             progress(len(tiles), len(tiles), run.objects)
 
