@@ -135,3 +135,24 @@ def test_manifests_gdc_and_csv(tmp_path):
     csv.write_text("path,mpp\na.svs,fast\n")
     with pytest.raises(InputError, match="line 2"):
         read_manifest(csv)
+
+
+def test_objects_off_the_tissue_mask_are_dropped():
+    import numpy as np
+    from shapely.geometry import box
+
+    from cerberus_cli.core.records import make_record
+    from cerberus_cli.inference.pipeline import TissueFilter
+    from cerberus_cli.slides import TissueMask
+
+    tissue = np.zeros((100, 100), bool)
+    tissue[:, :50] = True  # left half, mask at 4 um/px; slide at 0.5 um/px (8 px per cell)
+    keep = TissueFilter(TissueMask(tissue, 4.0), 0.5)
+
+    def at(x: float) -> object:
+        return make_record(box(x - 2, 100, x + 2, 104), "nuclei", 2, "epithelial", 1.0, 0.5)
+
+    inside, margin, outside = at(100.0), at(50 * 8 + 12), at(70 * 8)
+    assert keep([inside, margin, outside]) == [inside, margin]
+    assert TissueFilter(None, 0.5)([outside]) == [outside]
+    assert TissueFilter(TissueMask(np.ones((4, 4), bool), 4.0), 0.5)([outside]) == [outside]

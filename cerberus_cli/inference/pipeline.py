@@ -20,6 +20,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import cv2
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
@@ -130,7 +131,7 @@ class Segmenter:
                 tissue = self._tissue_map(width, height)
                 sink.open(self.context(slide, key, tiles), slide)
                 run.timings["plan_s"] = time.perf_counter() - t_start
-                self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress)
+                self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress, mask)
                 t_fin = time.perf_counter()
                 sink.finish(SlideResult(run, tissue, store if opts.save_maps else None, mask))
                 run.timings["finalise_s"] = time.perf_counter() - t_fin
@@ -176,12 +177,13 @@ class Segmenter:
 
     def _stream(self, slide: Slide, tiles: list[Tile], store: MapStore, tracker: ChunkTracker,
                 tissue: TissueMap | None, sink: ObjectSink, run: SlideStats, key: str,
-                progress: Progress | None) -> None:
+                progress: Progress | None, mask: TissueMask | None) -> None:
         opts = self.options
         scale = self.config.mpp / slide.mpp
         consumer = _Consumer(store, tracker, tissue, sink, run, tiles, self.pool(), self.config,
                              self.post_options, scale, slide.mpp, key=key,
-                             extent=(0.0, 0.0, float(slide.dimensions[0]), float(slide.dimensions[1])))
+                             extent=(0.0, 0.0, float(slide.dimensions[0]), float(slide.dimensions[1])),
+                             mask=mask)
         loader = make_loader(TileDataset(slide, tiles, self.config.mpp), opts.batch_size,
                              opts.workers, pin_memory=self.device.type == "cuda")
         # Fork the loader processes before the consumer thread exists.
@@ -223,13 +225,14 @@ class _Consumer(threading.Thread):
                  sink: ObjectSink, run: SlideStats, tiles: list[Tile],
                  pool: ProcessPoolExecutor | None, config: ModelConfig,
                  post_options: PostprocessOptions, scale: float, slide_mpp: float, key: str,
-                 extent: tuple[float, float, float, float]) -> None:
+                 extent: tuple[float, float, float, float], mask: TissueMask | None) -> None:
         super().__init__(daemon=True, name="cerberus-consumer")
         self.store, self.tracker, self.tissue = store, tracker, tissue
         self.outputs, self.run_stats, self.pool = sink, run, pool
         self.config, self.post_options = config, post_options
         self.scale, self.slide_mpp, self.key = scale, slide_mpp, key
         self.extent = extent
+        self.in_tissue = TissueFilter(mask, slide_mpp)
         self.planned = {(t.x, t.y) for t in tiles}
         self.tile_size = tiles[0].size if tiles else 1
         self.queue: queue.Queue = queue.Queue(maxsize=8)
@@ -325,10 +328,38 @@ class _Consumer(threading.Thread):
             self.post_seconds += item.seconds
             if self.pool is not None:  # in the main process the figure is the main one
                 self.worker_rss_mib = max(self.worker_rss_mib or 0.0, item.peak_rss_mib)
-            self.outputs.write(item.records)
-            self.run_stats.add(item.records)
+            records = self.in_tissue(item.records)
+            self.run_stats.outside_tissue += len(item.records) - len(records)
+            self.outputs.write(records)
+            self.run_stats.add(records)
             del self.pending[self.next_chunk]
             self.next_chunk += 1
+
+
+class TissueFilter:
+    """Keeps objects whose centroid lies on tissue (the mask grown by ``margin_um``).
+
+    Tiles that touch tissue also cover glass, dust and pen marks beside it; objects
+    found there are not tissue objects. Without a mask every object is kept.
+    """
+
+    def __init__(self, mask: TissueMask | None, slide_mpp: float, margin_um: float = 8.0) -> None:
+        self.grown: np.ndarray | None = None
+        if mask is None or bool(mask.mask.all()):
+            return
+        reach = max(1, int(round(margin_um / mask.mpp)))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))
+        self.grown = cv2.dilate(mask.mask.astype(np.uint8), kernel) > 0
+        self.scale = slide_mpp / mask.mpp  # level-0 px -> mask px
+
+    def __call__(self, records: list[ObjectRecord]) -> list[ObjectRecord]:
+        if self.grown is None or not records:
+            return records
+        h, w = self.grown.shape
+        xs = np.clip((np.array([r.centroid_x for r in records]) * self.scale).astype(int), 0, w - 1)
+        ys = np.clip((np.array([r.centroid_y for r in records]) * self.scale).astype(int), 0, h - 1)
+        keep = self.grown[ys, xs]
+        return [r for r, k in zip(records, keep) if k]
 
 
 _STORES: dict[str, MapStore] = {}

@@ -62,6 +62,8 @@ class SlideStats:
     grid: tuple[int, int] = (0, 0)
     #: network tiles whose pixels were damaged: position (model-resolution px), how
     damage: list[dict[str, Any]] = field(default_factory=list)
+    #: objects dropped because their centroid lay off the tissue mask (glass, dust, pen)
+    outside_tissue: int = 0
     #: largest peak RSS of a post-processing worker (MiB); None when they ran in the main process
     postprocess_worker_rss_mib: float | None = None
 

@@ -197,7 +197,7 @@ class SlideOutputs:
             options=segmenter.options.to_dict(),
             device={"device": str(segmenter.device), "precision": str(segmenter.dtype or "fp32")},
             tiles=run.tiles, grid=list(run.grid), tissue_fraction=run.tissue_fraction,
-            counts=run.counts, objects=run.objects,
+            counts=run.counts, objects=run.objects, outside_tissue=run.outside_tissue,
             damage={"tiles": len(run.damage), "unreadable": sum(d["unreadable"] for d in run.damage),
                     "implausible": sum(d["implausible"] for d in run.damage),
                     "positions": run.damage},
