@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 
 from cerberus_cli.slides import open_slide, read_scaled, scaled_size
-from tests._slide_fixtures import REAL_SLIDE
 
 
 @pytest.mark.parametrize("backend", ["auto", "openslide", "tiffslide"])
-def test_real_aperio_metadata(backend):
-    s = open_slide(REAL_SLIDE, backend=backend)
+def test_real_aperio_metadata(backend, real_slide):
+    s = open_slide(real_slide, backend=backend)
     assert s.vendor == "aperio"
     assert s.dimensions == (2220, 2967) and s.level_count == 1
     assert s.mpp == pytest.approx(0.499)
@@ -20,9 +19,9 @@ def test_real_aperio_metadata(backend):
     assert s.associated_image("macro").ndim == 3
 
 
-def test_real_backends_read_identical_pixels():
-    o = open_slide(REAL_SLIDE, backend="openslide")
-    t = open_slide(REAL_SLIDE, backend="tiffslide")
+def test_real_backends_read_identical_pixels(real_slide):
+    o = open_slide(real_slide, backend="openslide")
+    t = open_slide(real_slide, backend="tiffslide")
     for x, y, w, h in ((0, 0, 2220, 2967), (1000, 1500, 333, 257), (2100, 2900, 300, 300)):
         np.testing.assert_array_equal(o.read_level(0, x, y, w, h), t.read_level(0, x, y, w, h))
     a = read_scaled(o, 100, 100, 300, 200, 0.5)
