@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from cerberus_cli.cli import main
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.processes import host
 from cerberus_cli.inference import claims, commit
 from cerberus_cli.inference.shards import Shard, parse_shard, select, shard_of
 from cerberus_cli.inference.status import cohort_status, read_status
@@ -87,7 +88,7 @@ def test_one_claim_per_slide_and_dead_holders_are_taken_over(tmp_path):
         time.sleep(0.05)
     assert not claims.claim_path(tmp_path, "s").exists()
     # Same host, process gone: taken over at once.
-    _fake_claim(tmp_path, "s", commit.host(), _dead_pid(), time.time())
+    _fake_claim(tmp_path, "s", host(), _dead_pid(), time.time())
     assert isinstance(claims.acquire(tmp_path, "s", timeout=60), claims.Claim)
     # Another host: alive while it beats, taken over after its timeout.
     _fake_claim(tmp_path, "t", "elsewhere", 1, time.time())

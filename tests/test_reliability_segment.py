@@ -238,21 +238,9 @@ def test_header_only_manifest_and_bad_output_folders(tmp_path, phantom_slide):
     assert "Traceback" not in res.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
-def test_unreadable_subfolder_is_reported(tmp_path, phantom_slide):
-    folder = tmp_path / "slides"
-    locked = folder / "locked"
-    locked.mkdir(parents=True)
-    locked.chmod(0)
-    try:
-        res = run("segment", str(folder), "-o", str(tmp_path / "o"))
-        assert res.exit_code == 1 and "folder cannot be read" in res.output
-    finally:
-        locked.chmod(0o755)
-
 
 def test_unreadable_subfolder_is_a_failed_input(tmp_path, monkeypatch):
-    """As root every folder is readable, so the listing error is injected."""
+    """The listing error is injected: CI runs as root, and root reads every folder."""
     from cerberus_cli.inference import inputs
 
     folder = tmp_path / "slides"

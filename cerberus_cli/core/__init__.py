@@ -6,6 +6,8 @@
   and the object ids.
 - :mod:`.atomic`: write-then-rename, the one atomic-write primitive.
 - :mod:`.optionspec`: typed option fields that the CLI turns into click options.
+- :mod:`.hashing`: file content hashes; :mod:`.processes`: host and pid, workers that die
+  with their parent, interrupts held until a safe point, peak memory.
 
 Nothing here imports another cerberus_cli package.
 """

@@ -55,6 +55,14 @@ class AtomicPath:
         self.done = True
         return self.path
 
+    def write_text(self, text: str) -> Path:
+        """Write ``text`` and commit it; on any failure nothing (not even the temporary) is left."""
+        try:
+            self.tmp.write_text(text)
+            return self.commit()
+        finally:
+            self.abort()  # a no-op once committed
+
     def abort(self) -> None:
         """Remove the temporary output (a no-op after :meth:`commit`)."""
         if self.done:

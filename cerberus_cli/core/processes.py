@@ -1,11 +1,13 @@
 """Worker processes that never outlive the run that started them, interrupts that
-arrive only where stopping is safe, and a process's own peak memory."""
+arrive only where stopping is safe, a process's own peak memory, and who this process is (host, pid)."""
 
 from __future__ import annotations
 
 import ctypes
+import os
 import resource
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +17,24 @@ from typing import Any
 from cerberus_cli.core.errors import Terminated
 
 _PR_SET_PDEATHSIG = 1
+
+
+def host() -> str:
+    """This machine's short host name, as temporary names, claims and records carry it."""
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+def pid_alive(pid: int) -> bool:
+    """True when process ``pid`` exists on this host (a zombie counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def peak_rss_mib() -> float:

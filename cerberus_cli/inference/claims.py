@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cerberus_cli.core.atomic import AtomicPath
-from cerberus_cli.inference.commit import host, pid_alive
+from cerberus_cli.core.processes import host, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +132,10 @@ class Claim:
         if not self.owned():
             self.lost = True
             return False
-        target = AtomicPath(self.path, overwrite=True)
         try:
-            target.tmp.write_text(self.content(time.time()))
-            target.commit()
+            AtomicPath(self.path, overwrite=True).write_text(self.content(time.time()))
         except OSError as exc:  # a full or briefly unreachable disk: try again next beat
             log.warning("%s: heartbeat not written (%s)", self.path, exc.strerror or exc)
-            target.abort()
         return True
 
     def check(self) -> None:

@@ -17,12 +17,13 @@ import json
 import logging
 import os
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.hashing import file_sha256
+from cerberus_cli.core.processes import host, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,6 @@ RECORD_VERSION = 2
 _MIB = 1 << 20
 #: Age after which a partial file beside the outputs is a dead run's leftover.
 _PARTIAL_AGE_S = 600.0
-
-
-def host() -> str:
-    return socket.gethostname().split(".")[0] or "localhost"
 
 
 def record_path(folder: Path, stem: str) -> Path:
@@ -62,11 +59,7 @@ def file_digest(path: Path) -> dict[str, Any]:
             total += d["size"]
             h.update(f"{f.relative_to(path).as_posix()}\0{d['size']}\0{d['sha256']}\n".encode())
         return {"size": total, "sha256": h.hexdigest(), "folder": True}
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_MIB), b""):
-            h.update(block)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+    return {"size": path.stat().st_size, "sha256": file_sha256(path)}
 
 
 def _size(path: Path) -> int:
@@ -175,12 +168,7 @@ def _move(src: Path, dst: Path) -> None:
 def swap_in(folder: Path, stem: str, staging: Path) -> None:
     """Make the staged set final (see the module docstring for the order of steps)."""
     new_record = json.loads(record_path(staging, stem).read_text())
-    journal = AtomicPath(_journal(folder, stem), overwrite=True)
-    try:
-        journal.tmp.write_text(json.dumps({"staging": staging.name}))
-        journal.commit()
-    finally:
-        journal.abort()  # interrupted before the rename: no partial journal is left
+    AtomicPath(_journal(folder, stem), overwrite=True).write_text(json.dumps({"staging": staging.name}))
     _finish_swap(folder, stem, staging, new_record)
 
 
@@ -232,17 +220,6 @@ def _remove(path: Path) -> None:
             path.unlink()
         except FileNotFoundError:
             pass
-
-
-def pid_alive(pid: int) -> bool:
-    """True when process ``pid`` exists on this host (a zombie counts as alive)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def clean_stale(folder: Path) -> list[str]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.processes import host
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference import commit
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
@@ -186,7 +187,7 @@ class SlideOutputs:
         record = build_record(
             postprocess_worker_rss_mib=run.postprocess_worker_rss_mib,
             status=status,
-            run={"argv": sys.argv, "cwd": os.getcwd(), "host": commit.host(), "pid": os.getpid(),
+            run={"argv": sys.argv, "cwd": os.getcwd(), "host": host(), "pid": os.getpid(),
                  "started": started},
             provenance=provenance,
             files=files,
@@ -204,9 +205,7 @@ class SlideOutputs:
             timings={**{k: round(v, 3) for k, v in run.timings.items()}, "slide_s": round(seconds, 3)},
             outputs=dict(self._written),
         )
-        target = AtomicPath(self.record_path, overwrite=True)
-        target.tmp.write_text(json.dumps(record, indent=2))
-        target.commit()
+        AtomicPath(self.record_path, overwrite=True).write_text(json.dumps(record, indent=2))
         return {**self._written, "record": self.record_path.name}
 
     def commit(self) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.optionspec import opt
+from cerberus_cli.core.processes import host
 from cerberus_cli.inference import claims, commit
 from cerberus_cli.inference.inputs import read_manifest
 
@@ -49,13 +50,8 @@ def read_status(folder: Path, stem: str) -> dict[str, Any] | None:
 def write_status(folder: Path, stem: str, record: dict[str, Any]) -> None:
     """Replace a slide's status record atomically (readers see the old one or the new one)."""
     (folder / STATUS_DIR).mkdir(exist_ok=True)
-    target = AtomicPath(status_path(folder, stem), overwrite=True)
-    try:
-        target.tmp.write_text(json.dumps({"format": STATUS_FORMAT, "slide": stem, **record},
-                                         indent=2))
-        target.commit()
-    finally:
-        target.abort()
+    AtomicPath(status_path(folder, stem), overwrite=True).write_text(
+        json.dumps({"format": STATUS_FORMAT, "slide": stem, **record}, indent=2))
 
 
 class StatusBook:
@@ -73,7 +69,7 @@ class StatusBook:
         previous = read_status(self.folder, item.stem) or {}
         record = {"state": "running", "path": str(item.path.resolve()),
                   "attempts": int(previous.get("attempts", 0)) + 1,
-                  "host": commit.host(), "pid": os.getpid(), "start": time.time(), "end": None,
+                  "host": host(), "pid": os.getpid(), "start": time.time(), "end": None,
                   "duration_s": None, "error": None, "objects": None, "counts": None}
         self._started[item.stem] = record
         write_status(self.folder, item.stem, record)
@@ -87,7 +83,7 @@ class StatusBook:
         if record is None:  # failed before it was claimed (e.g. a missing file)
             previous = read_status(self.folder, item.stem) or {}
             record = {"path": str(item.path.resolve()), "attempts": int(previous.get("attempts", 0)) + 1,
-                      "host": commit.host(), "pid": os.getpid(), "start": time.time()}
+                      "host": host(), "pid": os.getpid(), "start": time.time()}
         end = time.time()
         record.update(state=state, end=end, duration_s=round(end - record["start"], 3),
                       error=error or None, objects=objects if state.startswith("done") else None,

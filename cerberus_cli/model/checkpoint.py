@@ -22,7 +22,6 @@ release format.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import pickle
 import re
@@ -36,6 +35,7 @@ import torch
 from cerberus_cli import __version__
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import CheckpointError
+from cerberus_cli.core.hashing import file_sha256
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.model.original import convert_state_dict, is_original_checkpoint
@@ -165,14 +165,6 @@ def _first_line(exc: BaseException) -> str:
     if not text or "weights_only" in text or len(text) > 160:
         return type(exc).__name__
     return text
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _contents(path: Path, obj: Any, config: ModelConfig | None

@@ -14,12 +14,12 @@ import logging
 import os
 import re
 import secrets
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.processes import host, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,7 @@ _LEGACY = re.compile(r"^\.(?P<name>.+)\.tmp(-(?P<pid>\d+))?$")
 
 def _host() -> str:
     # "~" separates the fields of a temporary name; host names never hold one.
-    return socket.gethostname().replace("~", "-") or "localhost"
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+    return host().replace("~", "-")
 
 
 class OwnedAtomicPath(AtomicPath):

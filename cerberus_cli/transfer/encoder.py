@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cerberus_cli.core.errors import CheckpointError, InputError
-from cerberus_cli.model.checkpoint import file_sha256
+from cerberus_cli.core.hashing import file_sha256
 from cerberus_cli.model.encoder import CHANNELS, ResNetEncoder
 
 #: Levels features can come from, shallowest first; ``bridge`` is the 1x1 conv (512->256)
