@@ -17,6 +17,15 @@ class ExitCode(IntEnum):
     TERMINATED = 143  #: SIGTERM (e.g. a Slurm time limit or preemption)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none).
+
+    Third-party errors can run to pages; a one-line error quotes only this.
+    """
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 class CerberusError(Exception):
     """An expected failure caused by input or environment, with a one-line message."""
 

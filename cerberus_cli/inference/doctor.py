@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cerberus_cli.core.errors import first_line
 from cerberus_cli.core.optionspec import opt
 from cerberus_cli.inference.run_record import versions
 
@@ -73,7 +74,7 @@ def _torch() -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 entry["free_mib"] = free // 2**20
             except RuntimeError as exc:  # a device held exclusively by another process
                 entry["free_mib"] = None
-                entry["error"] = str(exc).splitlines()[0]
+                entry["error"] = first_line(exc)
             devices.append(entry)
     return info, devices
 
@@ -95,7 +96,7 @@ def _slide_readers() -> dict[str, Any]:
         out["openslide_python"] = openslide.__version__
         out["openslide_library"] = getattr(openslide, "__library_version__", None)
     except (ImportError, OSError) as exc:  # OSError: the shared library is missing
-        out["openslide_error"] = str(exc).splitlines()[0]
+        out["openslide_error"] = first_line(exc)
     try:
         import tiffslide
 

@@ -123,11 +123,11 @@ class ChunkTracker:
                 core = Box(cx, cy, min(cx + chunk, width), min(cy + chunk, height))
                 window = Box(max(0, core.x0 - margin), max(0, core.y0 - margin),
                              min(width, core.x1 + margin), min(height, core.y1 + margin))
-                if not _tiles_in(core, size, planned):
+                if not tiles_in(core, size, planned):
                     continue
                 index = len(self.chunks)
                 self.chunks.append(Chunk(index, core, window))
-                needed = _tiles_in(window, size, planned)
+                needed = tiles_in(window, size, planned)
                 self._waiting[index] = len(needed)
                 for k in needed:
                     self._by_tile.setdefault(k, []).append(index)
@@ -142,7 +142,7 @@ class ChunkTracker:
         return ready
 
 
-def _tiles_in(box: Box, size: int, planned: set[tuple[int, int]]) -> list[tuple[int, int]]:
+def tiles_in(box: Box, size: int, planned: set[tuple[int, int]]) -> list[tuple[int, int]]:
     """Planned tiles (by origin) of a ``size`` grid that overlap ``box``."""
     xs = range(box.x0 // size * size, box.x1, size)
     ys = range(box.y0 // size * size, box.y1, size)

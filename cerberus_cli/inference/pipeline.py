@@ -34,11 +34,11 @@ from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.engine import BatchMaps, Engine
 from cerberus_cli.inference.loader import TileDataset, make_loader
 from cerberus_cli.inference.mapstore import (
-    Box,
     Chunk,
     ChunkTracker,
     MapStore,
     TissueMap,
+    tiles_in,
 )
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.sinks import (
@@ -300,18 +300,13 @@ class _Consumer(threading.Thread):
             self.error = exc
 
     def _submit(self, chunk: Chunk) -> None:
-        valid = [(x, y) for (x, y) in self._tiles_in(chunk.window)]
+        valid = tiles_in(chunk.window, self.tile_size, self.planned)
         args = (str(self.store.path), self.store.tile, chunk, valid, self.config.to_dict(),
                 self.post_options, self.scale, self.slide_mpp, self.key, self.extent)
         if self.pool is None:
             self.pending[chunk.index] = process_window(*args)
         else:
             self.pending[chunk.index] = self.pool.submit(process_window, *args)
-
-    def _tiles_in(self, box: Box) -> list[tuple[int, int]]:
-        s = self.tile_size
-        return [(x, y) for y in range(box.y0 // s * s, box.y1, s)
-                for x in range(box.x0 // s * s, box.x1, s) if (x, y) in self.planned]
 
     def _collect(self, block: bool) -> None:
         # Chunks are written in plan order so row groups follow the slide's raster.

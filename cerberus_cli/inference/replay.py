@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore, subarray, subgroup
+from cerberus_cli.inference.mapstore import ChunkTracker, MapStore, subarray, subgroup, tiles_in
 from cerberus_cli.inference.pipeline import WindowResult, process_window
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
@@ -216,7 +216,7 @@ def replay_slide(
             ready = tracker.tile_done(t)
             cpu["map_store"] += time.process_time() - c0
             for c in ready:
-                args = (str(store.path), store.tile, c, _tiles_in(c.window, tile, planned),
+                args = (str(store.path), store.tile, c, tiles_in(c.window, tile, planned),
                         cfg_dict, options, scale, slide_mpp, key, extent)
                 pending[c.index] = process_window(*args) if pool is None \
                     else pool.submit(process_window, *args)
@@ -252,10 +252,3 @@ def replay_slide(
     return ReplayResult(tiles=len(tiles), chunks=len(tracker.chunks), output_mpx=output_mpx,
                         core_mpx=core_mpx,
                         wall_s=wall, cpu_s=cpu, counts=counts, records=kept)
-
-
-def _tiles_in(box: Box, size: int, planned: set[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Planned tiles (by origin) overlapping ``box``: the valid part of a chunk window."""
-    return [(x, y) for y in range(box.y0 // size * size, box.y1, size)
-            for x in range(box.x0 // size * size, box.x1, size) if (x, y) in planned]
-

@@ -34,7 +34,7 @@ import torch
 
 from cerberus_cli import __version__
 from cerberus_cli.core.atomic import AtomicPath
-from cerberus_cli.core.errors import CheckpointError
+from cerberus_cli.core.errors import CheckpointError, first_line
 from cerberus_cli.core.hashing import file_sha256
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.network import CerberusNet
@@ -161,8 +161,8 @@ def _read(path: Path) -> Any:
 
 def _first_line(exc: BaseException) -> str:
     """The first line of an error message, without advice about unsafe loading."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if not text or "weights_only" in text or len(text) > 160:
+    text = first_line(exc)
+    if "weights_only" in text or len(text) > 160:
         return type(exc).__name__
     return text
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import InputError, first_line
 from cerberus_cli.core.optionspec import BACKENDS
 from cerberus_cli.slides.backends import (
     ArrayBackend,
@@ -43,11 +43,6 @@ def _open_backend(path: Path, name: str, kind: str | None) -> Backend:
     raise ValueError(f"unknown backend {name!r} (one of {', '.join(BACKENDS)})")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
 def check_tiff_complete(path: Path) -> None:
     """Raise :class:`InputError` when a TIFF's image data runs past its end.
 
@@ -67,7 +62,7 @@ def check_tiff_complete(path: Path) -> None:
                 if offsets.size:
                     end = max(end, int((offsets + counts).max()))
     except Exception as exc:
-        raise InputError(f"{path}: corrupt or truncated TIFF ({_first_line(exc)})") from None
+        raise InputError(f"{path}: corrupt or truncated TIFF ({first_line(exc)})") from None
     if end > size:
         raise InputError(
             f"{path}: truncated file: it has {size} bytes but its image data extends to "
@@ -185,7 +180,7 @@ class Slide:
         try:
             return reader.read(level, x, y, w, h)
         except TileReadError as exc:
-            first_error = _first_line(exc)
+            first_error = first_line(exc)
         # Salvage what can be read: retry tile by tile, white where a tile fails.
         tw, th = self.tile_sizes[level]
         out = np.full((h, w, 3), 255, np.uint8)
@@ -249,7 +244,7 @@ def open_slide(path: str | os.PathLike, backend: str = "auto", mpp: float | None
         try:
             candidate = _open_backend(p, name, kind)
         except Exception as exc:  # each library raises its own types
-            errors.append(f"{name}: {_first_line(exc)}")
+            errors.append(f"{name}: {first_line(exc)}")
             continue
         if reader is None:
             reader = candidate

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import InputError, first_line
 from cerberus_cli.model.config import (
     ModelConfig,
     cerberus_heads,
@@ -48,7 +48,7 @@ def load_imagenet_encoder(model: CerberusNet, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for non-checkpoint files
-        raise InputError(f"{path}: not a readable torch state dict: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"{path}: not a readable torch state dict: {first_line(exc)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

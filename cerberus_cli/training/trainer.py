@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import torch
 
-from cerberus_cli.core.errors import CerberusError, CheckpointError, InputError
+from cerberus_cli.core.errors import CerberusError, CheckpointError, InputError, first_line
 from cerberus_cli.core.vocabulary import TASKS, TISSUE
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.network import CerberusNet
@@ -397,7 +397,7 @@ def train(options: TrainOptions, progress: TrainProgress | None = None) -> Train
             optimizer.load_state_dict(state.optimizer)
         except (ValueError, KeyError, RuntimeError) as exc:
             raise CheckpointError(f"{run.last}: optimizer state does not fit the model: "
-                                  f"{str(exc).splitlines()[0]}") from None
+                                  f"{first_line(exc)}") from None
         if scaler is not None and state.scaler:
             scaler.load_state_dict(state.scaler)
         run.remove_stale()

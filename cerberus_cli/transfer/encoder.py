@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cerberus_cli.core.errors import CheckpointError, InputError
+from cerberus_cli.core.errors import CheckpointError, InputError, first_line
 from cerberus_cli.core.hashing import file_sha256
 from cerberus_cli.model.encoder import CHANNELS, ResNetEncoder
 
@@ -123,7 +123,7 @@ def load_torchvision_encoder(path: str | os.PathLike, mpp: float, stem_stride: i
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable state dict: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(f"{path}: not a readable state dict: {first_line(exc)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and _is_torchvision_state(obj["state_dict"]):
         obj = obj["state_dict"]
     if not _is_torchvision_state(obj):

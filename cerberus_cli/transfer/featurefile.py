@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cerberus_cli.core.atomic import AtomicPath
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import InputError, first_line
 
 FORMAT = "cerberus-cli/features"
 FORMAT_VERSION = 1
@@ -70,7 +70,7 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
     try:
         schema = pq.read_schema(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a non-Parquet file
-        raise InputError(f"{path}: not a Parquet feature file ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a Parquet feature file ({first_line(exc)})") from None
     raw = (schema.metadata or {}).get(META_KEY)
     if raw is None or "features" not in schema.names:
         raise InputError(f"{path}: not a cerberus feature file (no 'features' column or metadata)")
@@ -87,7 +87,7 @@ def read_features(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, di
     try:
         table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
-        raise InputError(f"{path}: unreadable feature file ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: unreadable feature file ({first_line(exc)})") from None
     names = table.column_names
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:

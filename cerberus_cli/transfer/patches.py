@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from torch.utils.data import Dataset
 
-from cerberus_cli.core.errors import CerberusError
+from cerberus_cli.core.errors import CerberusError, first_line
 
 
 def resample(img: np.ndarray, src_mpp: float, dst_mpp: float) -> np.ndarray:
@@ -129,8 +129,7 @@ class PatchDataset(Dataset):
             return i, None, str(exc)
         except Exception as exc:  # noqa: BLE001 - any reader library error, reported on one line
             where = self.rows[i].get("path") or self.rows[i].get("slide")
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return i, None, f"{where}: {first}"
+            return i, None, f"{where}: {first_line(exc)}"
 
 
 def collate(items: list[tuple[int, np.ndarray | None, str | None]]) -> list:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cerberus_cli.core.errors import CheckpointError, InputError
+from cerberus_cli.core.errors import CheckpointError, InputError, first_line
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.encoder import ResNetEncoder
@@ -84,7 +84,7 @@ def checked_encoder(spec: str | None, **kwargs: Any) -> Encoder:
     except RuntimeError as exc:
         found = re.search(r"size mismatch for [\w.]+", str(exc))
         raise CheckpointError(f"{spec}: not an encoder of a known layout "
-                              f"({found.group(0) if found else str(exc).splitlines()[0]})") from None
+                              f"({found.group(0) if found else first_line(exc)})") from None
 
 
 def initial_encoder(options: PretrainOptions) -> tuple[ResNetEncoder, str, int, dict[str, Any]]:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import InputError, first_line
 
 MODEL_FILE = "probe.skops"
 INFO_FILE = "probe.json"
@@ -41,7 +41,7 @@ def load_probe(folder: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
         info = json.loads(info_path.read_text())
         untrusted = sio.get_untrusted_types(file=model_path)
     except Exception as exc:  # noqa: BLE001 - zip/json/skops errors all mean a bad probe file
-        raise InputError(f"{model_path}: not a readable probe ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{model_path}: not a readable probe ({first_line(exc)})") from None
     bad = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
     if bad:
         raise InputError(f"{model_path}: refuses to load untrusted type(s) {', '.join(bad[:3])}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import InputError, first_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SPLITS = ("train", "val", "test")
@@ -68,7 +68,7 @@ def _read_table_file(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, sep="\t" if suffix in (".tsv", ".txt") else ",")
     except Exception as exc:  # noqa: BLE001 - pandas/pyarrow raise many types for a bad file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"{path}: not a readable table: {first}") from None
 
 
