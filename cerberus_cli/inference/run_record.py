@@ -9,6 +9,7 @@ from importlib import metadata
 from typing import Any
 
 from cerberus_cli.core.processes import peak_rss_mib
+from cerberus_cli.inference.commit import RECORD_FORMAT, RECORD_VERSION
 
 _PACKAGES = ("cerberus-cli", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless",
              "openslide-python", "openslide-bin", "tiffslide", "tifffile", "zarr", "shapely",
@@ -53,8 +54,6 @@ def build_record(postprocess_worker_rss_mib: float | None = None,
                  **sections: Any) -> dict[str, Any]:
     """A run record with the standard sections plus ``sections``; the worker figure
     goes into ``peak_memory`` (see :func:`peak_memory`)."""
-    from cerberus_cli.inference.commit import RECORD_FORMAT, RECORD_VERSION
-
     return {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, "finished": utc_now(),
             "versions": versions(), "peak_memory": peak_memory(postprocess_worker_rss_mib),
             **sections}
