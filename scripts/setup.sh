@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a virtual environment in .venv with cerberus-cli and its test tools.
+# Set up a virtual environment in .venv with cerberus (distribution cerberus-pathology), its
+# Ray extra and its test tools.
 # On a machine without an NVIDIA GPU the CPU build of torch is installed first, so
 # pip does not pull several GB of CUDA packages. Usage: scripts/setup.sh [VENV_DIR]
 set -euo pipefail
@@ -15,5 +16,5 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     "$VENV/bin/python" -m pip install -q torch==2.13.0  # CPU build
   fi
 fi
-"$VENV/bin/python" -m pip install -q -e ".[test]"
-echo "cerberus-cli installed in $VENV: $("$VENV/bin/cerberus" --version)"
+"$VENV/bin/python" -m pip install -q -e ".[test,ray]"
+echo "cerberus-pathology installed in $VENV: $("$VENV/bin/cerberus" --version)"

@@ -11,8 +11,8 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
+from cerberus_cli.model.bn_adapt import adapt_batchnorm, reestimate_batchnorm, target_statistics
 from cerberus_cli.model.encoder import ResNetEncoder
-from cerberus_cli.transfer.bn_adapt import adapt_batchnorm, target_statistics
 
 
 def run(*args: object) -> tuple[int, str]:
@@ -79,6 +79,23 @@ def test_bn_adaptation_keeps_eval_outputs_and_sets_target_statistics():
     conv = enc.conv1(x).transpose(0, 1).reshape(64, -1)
     assert torch.allclose(enc.bn1.running_mean, conv.mean(1), atol=1e-4)
     assert torch.allclose(enc.bn1.running_var, conv.var(1), atol=1e-4, rtol=1e-3)
+
+
+def test_bn_reestimation_takes_target_statistics_and_keeps_affine():
+    torch.manual_seed(0)
+    enc = ResNetEncoder("resnet18", 2)
+    enc.eval()
+    weight = enc.bn1.weight.clone()
+    target = [torch.rand(6, 3, 32, 32) * 0.4 + 0.5 for _ in range(2)]
+    before = enc(target[0])[-1].clone()
+    assert reestimate_batchnorm(enc, enc, target) > 0
+    assert not enc.training and enc.bn1.momentum == 0.1
+    assert torch.equal(enc.bn1.weight, weight)
+    conv = enc.conv1(torch.cat(target)).transpose(0, 1).reshape(64, -1)
+    assert torch.allclose(enc.bn1.running_mean, conv.mean(1), atol=1e-4)
+    assert torch.allclose(enc.bn1.running_var, conv.var(1), atol=1e-4, rtol=1e-3)
+    # Deeper layers see inputs normalised by the adapted layers before them.
+    assert not torch.allclose(before, enc(target[0])[-1], atol=1e-3)
 
 
 @pytest.mark.parametrize("case, message", [

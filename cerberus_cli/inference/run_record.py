@@ -11,7 +11,7 @@ from typing import Any
 from cerberus_cli.core.processes import peak_rss_mib
 from cerberus_cli.inference.commit import RECORD_FORMAT, RECORD_VERSION
 
-_PACKAGES = ("cerberus-cli", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless",
+_PACKAGES = ("cerberus-pathology", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless",
              "openslide-python", "openslide-bin", "tiffslide", "tifffile", "zarr", "shapely",
              "geopandas", "pyarrow")
 

@@ -34,9 +34,9 @@ import torch.nn.functional as F
 
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.model.bn_adapt import adapt_batchnorm
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.training.checkpoints import model_payload
-from cerberus_cli.transfer.bn_adapt import adapt_batchnorm
 from cerberus_cli.transfer.encoder import Encoder
 from cerberus_cli.transfer.finetune_heads import FinetuneNet
 from cerberus_cli.transfer.metrics import METRICS, group_bootstrap

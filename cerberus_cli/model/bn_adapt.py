@@ -75,3 +75,36 @@ def adapt_batchnorm(model: nn.Module, forward: Callable[[torch.Tensor], Any],
         bn.running_mean.copy_(mu_t.to(dtype))
         bn.running_var.copy_(var_t.to(dtype))
     return len(stats)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, forward: Callable[[torch.Tensor], Any],
+                         batches: Iterable[torch.Tensor]) -> int:
+    """Replace every BatchNorm2d's running statistics by those of the target ``batches``
+    (AdaBN: the affine parameters are kept, so eval-mode outputs *do* change: this is the
+    domain-shift fix for inference on a new scanner or stain; return how many layers).
+
+    Layers are re-estimated together in one cumulative pass per batch, each seeing the
+    inputs produced by the already-adapted layers before it (train-mode BN with
+    ``momentum=None`` is a cumulative average), so the result does not depend on order.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d) and m.track_running_stats]
+    saved = {bn: bn.momentum for bn in bns}
+    was_training = model.training
+    model.eval()
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    seen = 0
+    try:
+        for batch in batches:
+            forward(batch)
+            seen += 1
+    finally:
+        for bn, momentum in saved.items():
+            bn.momentum = momentum
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("batch-norm re-estimation needs at least one batch")
+    return len(bns)
