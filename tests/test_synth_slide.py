@@ -12,6 +12,7 @@ import pytest
 import shapely
 import tiffslide
 from click.testing import CliRunner
+from skimage.draw import polygon as draw_polygon
 
 import cerberus_cli.synthetic.slide as slide_mod
 from cerberus_cli.cli import main
@@ -74,11 +75,14 @@ def test_truth_matches_the_label_rasters(svs):
         mask = np.zeros((H, W), np.uint8)
         for geom in sel.geometry:
             for poly in getattr(geom, "geoms", [geom]):
-                pts = np.round((np.asarray(poly.exterior.coords) - 0.5) * 16).astype(np.int32)
-                cv2.fillPoly(mask, [pts], 1, shift=4)
+                xy = np.asarray(poly.exterior.coords) - 0.5   # pixel centres at integers
+                rr, cc = draw_polygon(xy[:, 1], xy[:, 0], mask.shape)
+                mask[rr, cc] = 1
         inter = np.sum((mask > 0) & ref)
         union = np.sum((mask > 0) | ref)
         assert inter / union > 0.97, task
+        # Same area as the polygons: the rasters are not grown by their outlines.
+        assert abs(ref.sum() / sel.geometry.area.sum() - 1) < 0.02, task
     # Nuclei: one record per raster object, no duplicates across the block seam.
     n_raster = len(np.unique(lab.nucleus)) - 1
     n_truth = int(np.sum(truth.task == "nuclei"))
