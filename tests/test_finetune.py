@@ -125,3 +125,43 @@ def test_bad_input_is_one_line_and_leaves_nothing(signet, tmp_path, tiny_model, 
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], text
     assert not out.exists() and not list(tmp_path.glob("out*"))
+
+
+def test_head_standardises_badly_scaled_features_and_learns_them():
+    from cerberus_cli.transfer.finetune_heads import fit_standardisation, make_head
+
+    # Pooled features of a trained encoder: large offsets, tiny and uneven spreads.
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(64) % 2
+    x = torch.randn(64, 512, generator=gen) * 0.02 + 3.0
+    x[:, 7] += 0.05 * (2 * y - 1)
+    head = make_head("linear", 2)
+    fit_standardisation(head, x)
+    assert torch.allclose(head[0].mean, x.mean(0)) and torch.allclose(head[0].std, x.std(0))
+    z = head[0](x)
+    assert torch.allclose(z.mean(0), torch.zeros(512), atol=1e-4)
+    opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)
+    for _ in range(30):
+        loss = torch.nn.functional.cross_entropy(head(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float((head(x).argmax(1) == y).float().mean()) == 1.0
+    # The statistics are buffers of the head: they are saved with it.
+    assert {"0.mean", "0.std"} <= set(head.state_dict())
+
+
+def test_full_finetune_keeps_batchnorm_statistics_unless_asked(signet, tmp_path, tiny_model):
+    from cerberus_cli.model.checkpoint import load_checkpoint
+
+    before = load_checkpoint(tiny_model).model.encoder.bn1.running_mean.clone()
+    for flags, same in (((), True), (("--bn-train",), False)):
+        out = tmp_path / f"bn{len(flags)}"
+        code, text = run("finetune", signet, "-o", out, "--model", tiny_model, "--mode", "full",
+                         "--epochs", 1, "--lr-grid", "0.001", "--batch-size", 8, "--patch-px", 32,
+                         "--bootstrap", 0, "--device", "cpu", *flags)
+        assert code == 0, text
+        after = load_checkpoint(out / "model.pt").model.encoder.bn1.running_mean
+        assert torch.equal(before, after) is same
+        weights = torch.load(out / "model.pt", weights_only=True)["classifier"]["state_dict"]
+        assert weights["0.std"].min() > 0

@@ -7,6 +7,11 @@ trained for ``epochs`` epochs; after each epoch it is scored on the ``val`` spli
 only that model ever sees the ``test`` split. Test metrics are averaged over seeds with
 percentile intervals from a bootstrap over test groups.
 
+Every head opens with a standardising layer fitted on the training patches' pooled
+features (of the encoder as training starts, after any BN adaptation). In ``full`` mode
+batch-norm layers keep their running statistics while the encoder trains unless
+``bn_train`` is set: batch statistics of small batches drift from the evaluation ones.
+
 In ``frozen`` mode the encoder is in eval mode throughout, so its pooled features are
 computed once per split (no augmentation) and only the head trains on them.
 
@@ -38,7 +43,7 @@ from cerberus_cli.model.bn_adapt import adapt_batchnorm
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.training.checkpoints import model_payload
 from cerberus_cli.transfer.encoder import Encoder
-from cerberus_cli.transfer.finetune_heads import FinetuneNet
+from cerberus_cli.transfer.finetune_heads import FinetuneNet, fit_standardisation
 from cerberus_cli.transfer.metrics import METRICS, group_bootstrap
 from cerberus_cli.transfer.metrics import metrics as score
 from cerberus_cli.transfer.patches import PatchReader
@@ -72,6 +77,14 @@ def _logits(net: FinetuneNet, split: SplitData, batch: int, device: torch.device
                       for i in range(0, len(split), batch)]).float().cpu()
 
 
+def freeze_batchnorm(module: torch.nn.Module) -> None:
+    """Put every batch-norm layer of ``module`` in eval mode (running statistics used and
+    kept; affine parameters still train)."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
 def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed: int, lr: float,
                device: torch.device, frozen_feats: dict[str, torch.Tensor] | None,
                on_epoch: Callable[[dict[str, Any]], None]) -> tuple[FinetuneNet, float, float, int]:
@@ -85,6 +98,10 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
     if options.bn_adapt and options.mode == "full":
         parts = epoch_batches(len(train), batch, seed, 0)[:options.bn_adapt]  # epochs count from 1
         adapt_batchnorm(net.encoder, lambda x: net.pooled(x), (_tensor(train.images[p], device) for p in parts))
+    # The head standardises its input with statistics of the (adapted) encoder's training
+    # features: without it SGD underfits the uneven scales of pooled features.
+    fit_standardisation(net.head, frozen_feats["train"] if frozen_feats is not None
+                        else _features(net, train, batch, device))
     frozen = options.mode == "frozen"
     params = list(net.head.parameters()) if frozen else list(net.parameters())
     optimizer = torch.optim.SGD(params, lr=lr, momentum=options.momentum, weight_decay=options.weight_decay)
@@ -96,6 +113,8 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
         warm = frozen or epoch <= options.warmup_epochs
         net.train()
         net.encoder.train(not warm)
+        if not warm and not options.bn_train:
+            freeze_batchnorm(net.encoder)
         for p in net.encoder.parameters():
             p.requires_grad_(not warm)
         total, seen = 0.0, 0

@@ -108,6 +108,9 @@ class FinetuneOptions:
     weight_decay: float = opt(0.0, "SGD weight decay.")
     seeds: int = opt(1, "Repeats with seeds 0..N-1 (head init, batch order); test metrics are "
                      "averaged over seeds.")
+    bn_train: bool = opt(False, "Full mode: batch-norm layers use batch statistics while the "
+                         "encoder trains (default: their running statistics stay fixed, "
+                         "which small batches of a small target set need).")
     bn_adapt: int = opt(0, "Before training, re-estimate batch-norm statistics on this many "
                         "training batches (eval-mode outputs unchanged; 0: off).")
     patch_px: int = opt(224, "Patch side in px at the encoder's mpp.")
