@@ -17,7 +17,9 @@ def export_encoder(model: str | None, output: str, **kwargs) -> None:
     """Write MODEL's encoder as a torchvision ResNet state dict (conv1.weight,
     layer1.0.conv1.weight, ...; no fc) with a JSON sidecar giving the stem stride,
     input normalisation and mpp, e.g. as the backbone of a RetinaNet or FPN detector.
-    MODEL is a registry name or checkpoint file [default: the bundled model].
+    MODEL is a registry name, checkpoint file (e.g. of pretrain or finetune), torchvision
+    ResNet18/34/50 state dict or multitask-dipath release checkpoint (ResNet)
+    [default: the bundled model].
 
     \b
     Examples:

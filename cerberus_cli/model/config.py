@@ -62,7 +62,7 @@ class HeadSpec:
 class ModelConfig:
     """Everything needed to build a network and use it on slides."""
 
-    encoder: Literal["resnet18", "resnet34"] = "resnet34"
+    encoder: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
     stem_stride: int = 1
     heads: tuple[HeadSpec, ...] = ()
     mpp: float = 0.5
@@ -70,8 +70,11 @@ class ModelConfig:
     name: str = "cerberus"
 
     def __post_init__(self) -> None:
-        if self.encoder not in ("resnet18", "resnet34"):
-            raise ValueError(f"unknown encoder {self.encoder!r} (resnet18 or resnet34)")
+        if self.encoder not in ("resnet18", "resnet34", "resnet50"):
+            raise ValueError(f"unknown encoder {self.encoder!r} (resnet18, resnet34 or resnet50)")
+        if self.encoder == "resnet50" and self.heads:
+            # The decoders and tissue head are built for the 512 channels of ResNet18/34.
+            raise ValueError("resnet50 models are encoder-only (transfer learning): no heads")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
         names = [h.name for h in self.heads]

@@ -1,8 +1,10 @@
 """The encoder as a feature extractor: which levels exist, how to load one, how to run it.
 
 An :class:`Encoder` is the ResNet trunk of a Cerberus model (plus its 1x1 bridge when the
-model has decoders), or a plain torchvision-layout ResNet state dict (ImageNet or another
-encoder), or a seeded random initialisation of a model's architecture (a baseline).
+model has decoders), or a plain torchvision-layout ResNet18/34/50 state dict (ImageNet or
+another encoder; also the release checkpoints of Mormont et al.'s multitask-dipath, whose
+keys are ``features.*`` for the trunk and ``heads.*`` for the task heads), or a seeded
+random initialisation of a model's architecture (a baseline).
 It maps uint8 RGB batches to the feature maps of the requested levels.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +23,18 @@ from torch import nn
 
 from cerberus_cli.core.errors import CheckpointError, InputError, first_line
 from cerberus_cli.core.hashing import file_sha256
-from cerberus_cli.model.encoder import CHANNELS, ResNetEncoder
+from cerberus_cli.model.encoder import CHANNELS, LAYERS, ResNetEncoder, encoder_channels
 
 #: Levels features can come from, shallowest first; ``bridge`` is the 1x1 conv (512->256)
 #: every decoder reads.
 LEVELS = ("stem", "layer1", "layer2", "layer3", "layer4", "bridge")
 LEVEL_CHANNELS = dict(zip(LEVELS, (*CHANNELS, 256)))
+
+
+def level_channels(arch: str) -> dict[str, int]:
+    """Channels of every level of encoder ``arch`` (``bridge``: the Cerberus 1x1 conv)."""
+    return dict(zip(LEVELS, (*encoder_channels(arch), 256)))
+
 #: Down-sampling of each level relative to a stride-1 stem.
 LEVEL_SCALE = {"stem": 1, "layer1": 2, "layer2": 4, "layer3": 8, "layer4": 16, "bridge": 16}
 DEFAULT_LAYERS = ("layer2", "layer3", "layer4")
@@ -51,6 +60,10 @@ class Encoder:
     sha256: str
     source: str
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def level_channels(self) -> dict[str, int]:
+        """Channels of each level of this encoder."""
+        return level_channels(self.arch)
 
     def levels(self) -> tuple[str, ...]:
         """Levels this encoder can give (``bridge`` only for Cerberus models with decoders)."""
@@ -112,12 +125,32 @@ def _is_torchvision_state(obj: Any) -> bool:
         for k in obj)
 
 
+def _is_mtdp_state(obj: Any) -> bool:
+    """Keys of a multitask-dipath release checkpoint: ``features.*`` (+ ``heads.*``)."""
+    return isinstance(obj, dict) and bool(obj) and all(
+        isinstance(k, str) and k.removeprefix("module.").startswith(("features.", "heads."))
+        for k in obj) and any(isinstance(k, str) and "features." in k for k in obj)
+
+
+def resnet_arch(state: dict[str, Any]) -> str | None:
+    """resnet18, resnet34 or resnet50 from the block layout of a torchvision-style state
+    dict (fc and heads already removed), or None when it is none of them."""
+    bottleneck = "layer1.0.conv3.weight" in state
+    counts = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")})
+                   for i in range(1, 5))
+    for arch, blocks in LAYERS.items():
+        if blocks == counts and bottleneck == (arch == "resnet50"):
+            return arch
+    return None
+
+
 def load_torchvision_encoder(path: str | os.PathLike, mpp: float, stem_stride: int = 2,
                              normalisation: str = "imagenet") -> Encoder:
-    """A torchvision-layout ResNet18/34 state dict file as an :class:`Encoder`.
+    """A torchvision-layout ResNet18/34/50 state dict file as an :class:`Encoder`.
 
-    ``module.`` and ``features.`` prefixes (DataParallel, Mormont et al.'s release) are
-    stripped and ``fc.*`` / ``heads.*`` ignored; every other tensor must match.
+    ``module.`` and ``features.`` prefixes (DataParallel, Mormont et al.'s multitask-dipath
+    release) are stripped and ``fc.*`` / ``heads.*`` ignored; every other tensor must
+    match exactly (names and shapes).
     """
     path = Path(path)
     try:
@@ -126,6 +159,10 @@ def load_torchvision_encoder(path: str | os.PathLike, mpp: float, stem_stride: i
         raise CheckpointError(f"{path}: not a readable state dict: {first_line(exc)}") from None
     if isinstance(obj, dict) and "state_dict" in obj and _is_torchvision_state(obj["state_dict"]):
         obj = obj["state_dict"]
+    mtdp = _is_mtdp_state(obj)
+    if mtdp and not _is_torchvision_state(obj):
+        raise CheckpointError(f"{path}: a multitask-dipath checkpoint of a non-ResNet encoder "
+                              "(e.g. densenet121); only its ResNet checkpoints load")
     if not _is_torchvision_state(obj):
         raise CheckpointError(f"{path}: not a torchvision ResNet state dict (no conv1.weight)")
     state = {}
@@ -133,14 +170,22 @@ def load_torchvision_encoder(path: str | os.PathLike, mpp: float, stem_stride: i
         k = k.removeprefix("module.").removeprefix("features.")
         if not k.startswith(("fc.", "heads.")):
             state[k] = v
-    arch = "resnet34" if "layer3.5.conv1.weight" in state else "resnet18"
+    arch = resnet_arch(state)
+    if arch is None:
+        raise CheckpointError(f"{path}: not a ResNet18/34/50 state dict (its blocks match none)")
     trunk = ResNetEncoder(arch, stem_stride)
-    result = trunk.load_state_dict(state, strict=False)
+    try:
+        result = trunk.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        found = re.search(r"size mismatch for [\w.]+", str(exc))
+        raise CheckpointError(f"{path}: not a {arch} state dict "
+                              f"({found.group(0) if found else first_line(exc)})") from None
     if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"{path}: not a ResNet18/34 state dict (missing "
+        raise CheckpointError(f"{path}: not a {arch} state dict (missing "
                               f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]})")
+    kind = "multitask-dipath release checkpoint" if mtdp else "torchvision state dict"
     return Encoder(trunk.eval(), None, arch, stem_stride, mpp, normalisation, path.stem,
-                   file_sha256(path), str(path), {"provenance_of_model": "torchvision state dict"})
+                   file_sha256(path), str(path), {"provenance_of_model": kind})
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -182,7 +227,7 @@ def load_encoder(spec: str | None, *, random_seed: int | None = None,
             obj = torch.load(spec, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - the checkpoint loader gives the one-line reason
             obj = None
-        if _is_torchvision_state(obj) or (isinstance(obj, dict) and "state_dict" in obj
+        if _is_torchvision_state(obj) or _is_mtdp_state(obj) or (isinstance(obj, dict) and "state_dict" in obj
                                          and _is_torchvision_state(obj["state_dict"])
                                          and "format" not in obj):
             if random_seed is not None:

@@ -2,10 +2,15 @@
 
 ``encoder.pt`` holds a plain state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...;
 no ``fc``), loadable with ``torch.load(weights_only=True)`` into
-``torchvision.models.resnet18/34`` (``strict=False`` for the missing ``fc``) or a
+``torchvision.models.resnet18/34/50`` (``strict=False`` for the missing ``fc``) or a
 detectron2/mmdet ResNet backbone. ``encoder.json`` beside it says what the weights
 expect: stem stride (1 for the reference Cerberus model, where torchvision uses 2),
 input normalisation, resolution (mpp) and where they came from.
+
+The source is anything ``features`` reads: a registry name, a checkpoint (e.g. a
+``pretrain`` or ``finetune`` result), a torchvision-layout state dict or a
+multitask-dipath release checkpoint; exporting an exported encoder gives the same
+tensors and sidecar settings back.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import torch
 from cerberus_cli import __version__
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.model.registry import load_model
 from cerberus_cli.transfer.encoder import NORMALISATIONS, sidecar_path
 from cerberus_cli.transfer.options import ExportOptions
 
@@ -38,23 +42,24 @@ def export_encoder(model_spec: str | None, output: str | os.PathLike,
     out = Path(output)
     if out.suffix not in (".pt", ".pth"):
         raise InputError(f"{out}: the encoder file name must end in .pt or .pth")
-    loaded = load_model(model_spec)
-    cfg = loaded.config
-    state = encoder_state(loaded.model.encoder)
-    mean, std = NORMALISATIONS["rgb/255"]
+    from cerberus_cli.transfer.pretrain import checked_encoder
+
+    encoder = checked_encoder(model_spec)
+    stem = encoder.stem_stride
+    state = encoder_state(encoder.trunk)
+    mean, std = NORMALISATIONS[encoder.normalisation]
     side: dict[str, Any] = {
         "format": "cerberus-cli/encoder",
         "format_version": 1,
-        "arch": cfg.encoder,
+        "arch": encoder.arch,
         "key_layout": "torchvision.models.resnet (no fc)",
-        "stem_stride": cfg.stem_stride,
-        "normalisation": "rgb/255",
+        "stem_stride": stem,
+        "normalisation": encoder.normalisation,
         "input": {"channels": "RGB", "scale": "value / 255", "mean": list(mean), "std": list(std)},
-        "mpp": cfg.mpp,
-        "feature_strides": {"layer1": 2 * cfg.stem_stride,
-                            "layer2": 4 * cfg.stem_stride, "layer3": 8 * cfg.stem_stride,
-                            "layer4": 16 * cfg.stem_stride},
-        "source_model": {"name": cfg.name, "sha256": loaded.sha256, "file": str(loaded.source)},
+        "mpp": encoder.mpp,
+        "feature_strides": {"layer1": 2 * stem, "layer2": 4 * stem, "layer3": 8 * stem,
+                            "layer4": 16 * stem},
+        "source_model": {"name": encoder.name, "sha256": encoder.sha256, "file": encoder.source},
         "tensors": len(state),
         "package_version": __version__,
     }

@@ -16,10 +16,13 @@ from cerberus_cli.transfer.pooling import global_pool
 Progress = Callable[[int, int], None]
 
 
-def level_dims(layers: tuple[str, ...], pooling: str) -> dict[str, int]:
-    """Feature dimension each level contributes."""
+def level_dims(layers: tuple[str, ...], pooling: str,
+               channels: dict[str, int] | None = None) -> dict[str, int]:
+    """Feature dimension each level contributes (``channels``: of the encoder's levels,
+    :meth:`Encoder.level_channels`; default those of ResNet18/34)."""
     per = 2 if pooling == "avgmax" else 1
-    return {name: LEVEL_CHANNELS[name] * per for name in layers}
+    channels = channels or LEVEL_CHANNELS
+    return {name: channels[name] * per for name in layers}
 
 
 def to_tensor(patches: list[np.ndarray], device: torch.device) -> torch.Tensor:

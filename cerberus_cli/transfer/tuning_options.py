@@ -15,7 +15,7 @@ from cerberus_cli.core.optionspec import (
     require,
 )
 
-ARCHS = ("resnet18", "resnet34")
+ARCHS = ("resnet18", "resnet34", "resnet50")
 HEADS = ("linear", "cerberus")
 MODES = ("frozen", "full")
 
@@ -39,7 +39,8 @@ class PretrainOptions:
         "column (PATH); repeat for more tasks.", multiple=True, parse=_specs,
         metavar="[TASK=]PATH")
     init: str = opt("random", "Start from 'random' weights (--arch), a model (registry name or "
-                    "checkpoint) or a torchvision-layout ResNet18/34 state dict file.")
+                    "checkpoint), a torchvision-layout ResNet18/34/50 state dict file or a "
+                    "multitask-dipath release checkpoint (ResNet).")
     arch: str = opt("resnet18", "Encoder of a random start.", choices=ARCHS)
     stem_stride: int = opt(2, "Stem stride of a random start (the reference Cerberus model: 1).")
     mpp: float = opt(0.5, "um/px the encoder works at (patches are resampled to it).")
