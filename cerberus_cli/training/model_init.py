@@ -66,12 +66,27 @@ def load_imagenet_encoder(model: CerberusNet, path: str | Path) -> None:
     model.encoder.load_state_dict(state)
 
 
-def model_from_checkpoint(spec: str, extra_heads: list[str]) -> tuple[CerberusNet, dict]:
-    """Load a model to start from, adding ``extra_heads`` (new, randomly initialised)."""
+def model_from_checkpoint(spec: str, extra_heads: list[str], tasks: list[str] | None = None,
+                          tissue_patch: int | None = None) -> tuple[CerberusNet, dict]:
+    """Load a model to start from, adding ``extra_heads`` (new, randomly initialised).
+
+    An encoder-only model (a ``cerberus pretrain`` or ``finetune`` result) gets fresh
+    decoders and heads for ``tasks`` around its encoder (weights, stem stride and mpp).
+    """
     from cerberus_cli.model.registry import load_model
 
     loaded = load_model(spec)
     cfg = loaded.config
+    if not cfg.heads and tasks:
+        if cfg.encoder not in ("resnet18", "resnet34"):
+            raise InputError(f"{spec}: a {cfg.encoder} encoder cannot start a Cerberus model "
+                             "(its decoders need resnet18 or resnet34)")
+        heads = tuple(h for h in cerberus_heads() if h.name in heads_for_tasks(tasks) + extra_heads)
+        fresh = replace(cfg, heads=heads, tissue_patch_px=tissue_patch or cfg.tissue_patch_px)
+        model = CerberusNet(fresh)
+        model.encoder.load_state_dict(loaded.model.encoder.state_dict())
+        return model, {"init": spec, "init_sha256": loaded.sha256, "added_heads": [h.name for h in heads],
+                       "encoder_only": True}
     add = [h for h in cerberus_heads() if h.name in extra_heads and h.name not in [x.name for x in cfg.heads]]
     for h in add:
         if h.kind == "type" and h.parent not in [x.name for x in cfg.heads]:
@@ -100,4 +115,4 @@ def build_model(arch: str, init: str, tasks: list[str], tissue_patch: int,
             return model, {"init": "imagenet", "imagenet_weights": Path(imagenet_weights).name}
         return model, {"init": "random", "seed": seed}
     torch.manual_seed(seed)  # for any heads added below
-    return model_from_checkpoint(init, extra_heads or [])
+    return model_from_checkpoint(init, extra_heads or [], tasks, tissue_patch)
