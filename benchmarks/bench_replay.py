@@ -12,8 +12,8 @@ tile reads, map store, chunk post-processing, GeoParquet + overlay writing) in a
 fresh process with 1 and 2 worker processes, and prints output megapixels (the
 network's kept pixels) per CPU-second of every stage and per wall-second.
 
-``--baseline REV`` also replays with the post-processing modules of git revision
-REV (the rest of the tree as it is now), interleaved with the current ones in the
+``--baseline REV`` also replays with the post-processing and map-store modules of
+git revision REV (the rest of the tree as it is now), interleaved with the current ones in the
 same run, and checks that both give the same objects (UUIDs, classes,
 probabilities, parents and WKB geometries, row for row).
 """
@@ -31,9 +31,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The post-processing modules a baseline revision supplies.
+#: The modules of the CPU side a baseline revision supplies (post-processing, map store).
 POST_FILES = ("cerberus_cli/postprocess/instances.py", "cerberus_cli/postprocess/polygons.py",
-              "cerberus_cli/postprocess/chunks.py", "cerberus_cli/postprocess/types.py")
+              "cerberus_cli/postprocess/chunks.py", "cerberus_cli/postprocess/types.py",
+              "cerberus_cli/inference/mapstore.py")
 
 
 def prepare(cache: Path, size: int, seed: int, model: str | None) -> tuple[Path, Path, dict]:

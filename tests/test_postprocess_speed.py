@@ -275,3 +275,20 @@ def test_whole_chunk_records_unchanged_by_foreground_only_work():
     assert [(r.uuid, r.geometry.wkb, r.class_id, r.probability, r.parent_uuid) for r in a] == \
         [(r.uuid, r.geometry.wkb, r.class_id, r.probability, r.parent_uuid) for r in b]
     assert len(a) > 300
+
+
+def test_masked_watershed_equals_the_public_watershed():
+    """Heights given only on the mask, markers partly outside it, equal heights in plateaus."""
+    from cerberus_cli.postprocess.instances import masked_watershed
+
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        image = np.round(rng.random((90, 120)) * 8) / 8  # many ties
+        mask = cv2.dilate((rng.random((90, 120)) > 0.7).astype(np.uint8), _ellipse(3)) > 0
+        markers = np.zeros((90, 120), np.int32)
+        pts = rng.integers(0, [90, 120], (40, 2))
+        markers[pts[:, 0], pts[:, 1]] = np.arange(1, 41)
+        ys, xs = np.nonzero(mask)
+        got = masked_watershed(image[ys, xs], ys, xs, markers, mask)
+        want = watershed(image, markers, mask=mask)
+        assert got.dtype == np.int32 and (got == want).all() and got.max() > 0

@@ -54,3 +54,33 @@ def test_replay_writes_the_same_objects_with_and_without_workers(tmp_path):
     # Every object inside the 600 x 500 slide, though the maps reach 720 x 576.
     bounds = shapely.bounds(shapely.from_wkb(a["geometry"].to_numpy(zero_copy_only=False)))
     assert bounds[:, :2].min() >= 0 and bounds[:, 2].max() <= 600 and bounds[:, 3].max() <= 500
+
+
+def test_map_store_chunk_files_read_and_write_as_zarr(tmp_path):
+    """Tiles written as chunk files read back through zarr, and windows read as zarr's."""
+    from cerberus_cli.inference.mapstore import Box, MapStore
+    from cerberus_cli.inference.tiles import Tile
+
+    cfg = reference_config().with_heads(["nuclei", "nuclei_type"])
+    store = MapStore.create(tmp_path / "m.zarr", cfg, 200, 150, tile=64)
+    assert all(f is not None for f in store._files.values())
+    rng = np.random.default_rng(2)
+    full = {"prob/nuclei": np.zeros((2, 192, 256), np.uint8),
+            "type/nuclei_type": np.zeros((192, 256), np.uint8)}
+    for ty in range(3):
+        for tx in range(4):
+            if (tx + ty) % 3 == 0:  # some tiles never written: they read as zeros
+                continue
+            p = rng.integers(0, 256, (2, 64, 64), dtype=np.uint8)
+            t = rng.integers(0, 7, (64, 64), dtype=np.uint8)
+            full["prob/nuclei"][:, ty * 64:ty * 64 + 64, tx * 64:tx * 64 + 64] = p
+            full["type/nuclei_type"][ty * 64:ty * 64 + 64, tx * 64:tx * 64 + 64] = t
+            store.write(Tile(tx * 64, ty * 64, 64, 8), {"nuclei": p}, {"nuclei_type": t})
+    group = zarr.open_group(str(tmp_path / "m.zarr"), mode="r")
+    for name, want in full.items():
+        assert (np.asarray(group[name][...]) == want).all()
+    again = MapStore.open(tmp_path / "m.zarr")
+    for box in (Box(0, 0, 256, 192), Box(30, 5, 170, 150), Box(64, 64, 128, 128)):
+        prob, types = again.read(box)
+        assert (prob["nuclei"] == full["prob/nuclei"][:, box.y0:box.y1, box.x0:box.x1]).all()
+        assert (types["nuclei_type"] == full["type/nuclei_type"][box.y0:box.y1, box.x0:box.x1]).all()

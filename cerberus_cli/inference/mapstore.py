@@ -4,7 +4,13 @@ Memory stays bounded whatever the slide size: tiles are written as they come fro
 the network (one zarr chunk per tile, so writers never share a chunk) and
 post-processing reads back only one chunk window at a time. Probabilities are
 stored as uint8 (1/255 steps, far below any threshold's sensitivity) and types as
-uint8 class ids.
+uint8 class ids. Chunks are compressed with LZ4 without a shuffle filter: on uint8
+maps bit-shuffling costs twice the CPU for larger chunks (benchmarks/replay.md).
+
+Whole tiles are whole zarr chunks, so the store writes and reads them as chunk
+files in the Zarr v3 layout itself (:class:`ChunkFiles`): zarr's own indexing
+costs ~4 ms of CPU per chunk written, twenty times the encoding. Anything
+reading the store through zarr (``--save-maps``) sees the same array.
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numcodecs
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, BytesCodec
+from zarr.storage import LocalStore
 
 from cerberus_cli.inference.tiles import Tile
 from cerberus_cli.model.config import ModelConfig
 
-_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="bitshuffle")
+_CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")
+#: The same compression for chunk files written directly (uint8: type size 1).
+_BLOSC = numcodecs.Blosc(cname="lz4", clevel=1, shuffle=numcodecs.Blosc.NOSHUFFLE)
 
 
 def subarray(group: zarr.Group, name: str) -> zarr.Array:
@@ -32,6 +42,72 @@ def subarray(group: zarr.Group, name: str) -> zarr.Array:
 def subgroup(group: zarr.Group, name: str) -> zarr.Group:
     """The group ``name`` of a map store (zarr types a member as array or group)."""
     return cast(zarr.Group, group[name])
+
+
+class ChunkFiles:
+    """Whole chunks of one zarr v3 array of a local store, as files.
+
+    Only for uint8 arrays whose codecs are exactly bytes + Blosc (what
+    :meth:`MapStore.create` makes); :meth:`of` returns None for anything else,
+    and callers then go through zarr. Missing chunk files read as the fill
+    value 0, as in zarr.
+    """
+
+    def __init__(self, array: zarr.Array, root: Path) -> None:
+        self.array = array
+        self.root = root
+        self.chunks = tuple(int(c) for c in array.chunks)
+        self._dirs: set[Path] = set()
+
+    @classmethod
+    def of(cls, array: zarr.Array) -> ChunkFiles | None:
+        """Direct chunk access to ``array``, or None where zarr must do it."""
+        meta = array.metadata
+        store = array.store_path.store
+        codecs: tuple[Any, ...] = tuple(getattr(meta, "codecs", ()))
+        if (not isinstance(store, LocalStore) or array.dtype != np.uint8
+                or getattr(meta, "fill_value", None) != 0 or len(codecs) != 2
+                or not isinstance(codecs[0], BytesCodec) or not isinstance(codecs[1], BloscCodec)):
+            return None
+        return cls(array, Path(store.root) / array.store_path.path)
+
+    def path(self, index: tuple[int, ...]) -> Path:
+        """The file of the chunk at grid position ``index``."""
+        return self.root / self.array.metadata.encode_chunk_key(index)
+
+    def put(self, index: tuple[int, ...], data: np.ndarray) -> None:
+        """Write one whole chunk (an all-zero chunk is left out, as zarr does)."""
+        if not data.any():
+            return
+        path = self.path(index)
+        if path.parent not in self._dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(path.parent)
+        path.write_bytes(_BLOSC.encode(np.ascontiguousarray(data)))
+
+    def get(self, index: tuple[int, ...]) -> np.ndarray | None:
+        """One whole chunk, or None where it was never written (all zero)."""
+        try:
+            raw = self.path(index).read_bytes()
+        except FileNotFoundError:
+            return None
+        return np.frombuffer(_BLOSC.decode(raw), np.uint8).reshape(self.chunks)
+
+    def read(self, box: Box) -> np.ndarray:
+        """The array inside ``box`` (last two axes; leading axes whole)."""
+        th, tw = self.chunks[-2:]
+        lead = self.chunks[:-2]
+        out = np.zeros(lead + (box.y1 - box.y0, box.x1 - box.x0), np.uint8)
+        for cy in range(box.y0 // th, -(-box.y1 // th)):
+            for cx in range(box.x0 // tw, -(-box.x1 // tw)):
+                chunk = self.get((0,) * len(lead) + (cy, cx))
+                if chunk is None:
+                    continue
+                y0, x0 = max(box.y0, cy * th), max(box.x0, cx * tw)
+                y1, x1 = min(box.y1, (cy + 1) * th), min(box.x1, (cx + 1) * tw)
+                out[..., y0 - box.y0:y1 - box.y0, x0 - box.x0:x1 - box.x0] = \
+                    chunk[..., y0 - cy * th:y1 - cy * th, x0 - cx * tw:x1 - cx * tw]
+        return out
 
 
 @dataclass(frozen=True)
@@ -67,6 +143,8 @@ class MapStore:
         self.mpp = float(attrs["mpp"])
         self.instance_heads = sorted(subgroup(group, "prob").array_keys()) if "prob" in group else []
         self.type_heads = sorted(subgroup(group, "type").array_keys()) if "type" in group else []
+        names = [f"prob/{n}" for n in self.instance_heads] + [f"type/{n}" for n in self.type_heads]
+        self._files = {n: ChunkFiles.of(subarray(group, n)) for n in names}
 
     @classmethod
     def create(cls, path: str | Path, config: ModelConfig, width: int, height: int,
@@ -91,18 +169,34 @@ class MapStore:
     def write(self, tile: Tile, prob: dict[str, np.ndarray], types: dict[str, np.ndarray]) -> None:
         """Store one tile's maps (each exactly one zarr chunk)."""
         ys, xs = slice(tile.y, tile.y + tile.size), slice(tile.x, tile.x + tile.size)
+        whole = tile.size == self.tile and tile.x % self.tile == 0 and tile.y % self.tile == 0
+        at = (tile.y // self.tile, tile.x // self.tile)
         for name, arr in prob.items():
-            subarray(self.group, f"prob/{name}")[:, ys, xs] = arr
+            files = self._files.get(f"prob/{name}")
+            if whole and files is not None and arr.shape == files.chunks:
+                files.put((0,) + at, arr)
+            else:
+                subarray(self.group, f"prob/{name}")[:, ys, xs] = arr
         for name, arr in types.items():
-            subarray(self.group, f"type/{name}")[ys, xs] = arr
+            files = self._files.get(f"type/{name}")
+            if whole and files is not None and arr.shape == files.chunks:
+                files.put(at, arr)
+            else:
+                subarray(self.group, f"type/{name}")[ys, xs] = arr
 
     def read(self, box: Box) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """Probabilities and types inside ``box`` (must lie within the store)."""
-        ys, xs = slice(box.y0, box.y1), slice(box.x0, box.x1)
-        prob = {n: cast(np.ndarray, subarray(self.group, f"prob/{n}")[:, ys, xs])
-                for n in self.instance_heads}
-        types = {n: cast(np.ndarray, subarray(self.group, f"type/{n}")[ys, xs]) for n in self.type_heads}
+        prob = {n: self._read(f"prob/{n}", box) for n in self.instance_heads}
+        types = {n: self._read(f"type/{n}", box) for n in self.type_heads}
         return prob, types
+
+    def _read(self, name: str, box: Box) -> np.ndarray:
+        files = self._files.get(name)
+        if files is not None:
+            return files.read(box)
+        array = subarray(self.group, name)
+        region = (slice(None),) * (array.ndim - 2) + (slice(box.y0, box.y1), slice(box.x0, box.x1))
+        return cast(np.ndarray, array[region])
 
 
 class ChunkTracker:

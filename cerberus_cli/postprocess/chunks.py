@@ -38,6 +38,7 @@ from cerberus_cli.core.vocabulary import INSTANCE_TASKS, LUMEN_CLASSES
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.postprocess.instances import (
     as_probability,
+    foreground,
     gland_instances,
     lumen_instances,
     nuclei_instances,
@@ -145,7 +146,7 @@ class _Objects:
     def of(labels: np.ndarray, origin: tuple[int, int], cut_sides: tuple[bool, ...]) -> _Objects:
         # Everything per object comes from the foreground pixels (a fraction of
         # the chunk), listed once in raster order.
-        fg = np.flatnonzero(labels)
+        fg = foreground(labels)
         lab = labels.ravel()[fg]
         count = int(lab.max()) + 1 if lab.size else 1
         ys, xs = np.divmod(fg, labels.shape[1])
