@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.synthetic.nucleus_patches import SynthNucleiOptions
 from cerberus_cli.synthetic.options import SynthSlideOptions, SynthTilesOptions
 from cerberus_cli.synthetic.signet_options import SynthSignetOptions
 
@@ -108,3 +109,29 @@ def signet(out_dir: str, **values: Any) -> None:
                                      overwrite=o.overwrite,
                                      progress=lambda i, n: bar.update(job, completed=i, total=n))
     click.echo(f"wrote {o.count} patches and {table}")
+
+
+@synth.command("nuclei")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Dataset folder to create (nuclei.csv + images/).")
+@click_options(SynthNucleiOptions)
+def nuclei(out_dir: str, **values: Any) -> None:
+    """Write the patch task "type of the nucleus in the centre" (epithelial, lymphocyte,
+    plasma, connective, ...), cut from phantom tiles around each typed nucleus.
+
+    nuclei.csv has path, label, group (the patches of one tile) and split (whole groups).
+
+    \b
+    Example:
+      cerberus synth nuclei -o nuclei/ --count 600 --seed 1
+      cerberus pretrain -o runs/pre --data nuclei=nuclei/nuclei.csv --data signet=signet/signet.csv
+    """
+    from cerberus_cli.synthetic.nucleus_patches import write_nucleus_dataset
+
+    o = build(SynthNucleiOptions, values)
+    with _progress() as bar:
+        job = bar.add_task("rendering patches", total=None)
+        table = write_nucleus_dataset(out_dir, count=o.count, seed=o.seed, size=o.size,
+                                      per_tile=o.per_tile, overwrite=o.overwrite,
+                                      progress=lambda i, n: bar.update(job, completed=i, total=n))
+    click.echo(f"wrote {table}")

@@ -28,6 +28,7 @@ import csv
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -87,9 +88,11 @@ def freeze_batchnorm(module: torch.nn.Module) -> None:
 
 def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed: int, lr: float,
                device: torch.device, frozen_feats: dict[str, torch.Tensor] | None,
-               on_epoch: Callable[[dict[str, Any]], None]) -> tuple[FinetuneNet, float, float, int]:
+               on_epoch: Callable[[dict[str, Any]], None],
+               clock: list[float] | None = None) -> tuple[FinetuneNet, float, float, int]:
     """Train one (seed, lr); return the network at its best val epoch, that epoch's val
-    score and loss, and the epoch."""
+    score and loss, and the epoch. ``clock`` ([seconds, samples]) accumulates the time
+    spent in training batches and the samples they held."""
     torch.manual_seed(seed)
     net = FinetuneNet(copy.deepcopy(encoder.trunk), options.head, len(task.classes),
                       encoder.normalisation).to(device)
@@ -118,6 +121,7 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
         for p in net.encoder.parameters():
             p.requires_grad_(not warm)
         total, seen = 0.0, 0
+        t0 = time.perf_counter()
         for idx in epoch_batches(len(train), batch, seed, epoch):
             if frozen_feats is not None:
                 logits = net.head(frozen_feats["train"][idx])
@@ -138,6 +142,9 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
             optimizer.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
+        if clock is not None:
+            clock[0] += time.perf_counter() - t0
+            clock[1] += seen
         logits = _logits(net, val, batch, device, None if frozen_feats is None else frozen_feats["val"])
         val_loss = float(F.cross_entropy(logits, torch.from_numpy(val.labels)))
         m = score(val.labels, logits.argmax(1).numpy(), logits.numpy())
@@ -198,13 +205,14 @@ def finetune(table: str, out_dir: str | os.PathLike, options: FinetuneOptions,
             progress(len(rows), total, row)
 
     chosen = []
+    clock = [0.0, 0.0]
     preds, scores = [], []
     model0: FinetuneNet | None = None
     for seed in range(options.seeds):
         best: tuple[float, float, float, int, FinetuneNet] | None = None
         for lr in options.lr_grid:
             net, val_score, val_loss, epoch = _train_one(encoder, task, options, seed, lr, device,
-                                                         frozen_feats, on_epoch)
+                                                         frozen_feats, on_epoch, clock)
             if best is None or (val_score, -val_loss) > (best[0], -best[1]):
                 best = (val_score, val_loss, lr, epoch, net)
         assert best is not None
@@ -222,6 +230,7 @@ def finetune(table: str, out_dir: str | os.PathLike, options: FinetuneOptions,
         "head": options.head, "mode": options.mode, "bn_adapt": options.bn_adapt, "chosen": chosen,
         "n_train": len(task.train), "n_val": len(task.splits["val"]),
         "n_test": len(task.splits["test"]) if "test" in task.splits else 0,
+        "train_samples_per_s": clock[1] / clock[0] if clock[0] else None,
         "options": {k: v for k, v in asdict(options).items()},
         "protocol": "epoch and learning rate chosen per seed on val (balanced accuracy, then val "
                     "loss); test scored once per seed; intervals: bootstrap over test groups",
