@@ -120,6 +120,8 @@ def test_shell_examples_parse():
         res = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert res.returncode == 0, f"{script.name}: {res.stderr}"
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
+    res = subprocess.run([str(ROOT / "scripts" / "build_image.sh"), "--engine", "lxc"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.strip() == "error: --engine must be docker, podman or rootfs, not 'lxc'"
 
 
 def test_nextflow_pipeline_declares_its_settings():
