@@ -26,6 +26,7 @@ import zarr
 from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
+from cerberus_cli.core.vocabulary import TISSUE_TYPES, ClassSpec
 from cerberus_cli.inference.tiles import Tile
 from cerberus_cli.model.config import ModelConfig
 
@@ -250,9 +251,12 @@ class TissueMap:
     the window whose centre is nearest its own, from the tile that owns the cell.
     """
 
-    def __init__(self, width: int, height: int, stride: int, crop: int, grid_mpp: float) -> None:
+    def __init__(self, width: int, height: int, stride: int, crop: int, grid_mpp: float,
+                 specs: tuple[ClassSpec, ...] = TISSUE_TYPES) -> None:
         self.stride = stride
         self.crop = crop
+        #: The classes of the map (the tissue types, or a fine-tuned classifier's).
+        self.specs = specs
         #: um/px of one cell of the tissue map.
         self.mpp = stride * grid_mpp
         self.shape = (math.ceil(height / stride), math.ceil(width / stride))

@@ -49,6 +49,7 @@ from cerberus_cli.inference.sinks import (
 )
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.checkpoint import LoadedModel
+from cerberus_cli.model.classifier import attach_classifier
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.device import (
     prepare_model,
@@ -75,6 +76,9 @@ class Segmenter:
     """A loaded model prepared once for many slides."""
 
     def __init__(self, loaded: LoadedModel, options: SegmentOptions) -> None:
+        # A fine-tuned classifier (cerberus finetune) becomes the tissue-kind head: its
+        # class map is written as the tissue map is, with its own class names.
+        loaded = attach_classifier(loaded)
         self.loaded = loaded
         self.config: ModelConfig = loaded.config
         self.options = options
@@ -173,7 +177,7 @@ class Segmenter:
         if not heads:
             return None
         return TissueMap(width, height, self.config.total_stride, self.config.tissue_crop,
-                         self.config.mpp)
+                         self.config.mpp, heads[0].classes)
 
     def _stream(self, slide: Slide, tiles: list[Tile], store: MapStore, tracker: ChunkTracker,
                 tissue: TissueMap | None, sink: ObjectSink, run: SlideStats, key: str,
@@ -300,6 +304,10 @@ class _Consumer(threading.Thread):
             self.error = exc
 
     def _submit(self, chunk: Chunk) -> None:
+        if not self.config.heads_of_kind("instance"):
+            # A classifier-only model (cerberus finetune): a class map, no objects.
+            self.pending[chunk.index] = WindowResult([], 0.0, 0.0)
+            return
         valid = tiles_in(chunk.window, self.tile_size, self.planned)
         args = (str(self.store.path), self.store.tile, chunk, valid, self.config.to_dict(),
                 self.post_options, self.scale, self.slide_mpp, self.key, self.extent)

@@ -156,7 +156,7 @@ class SlideOutputs:
 
         assert self._context is not None
         zarr_path, png_path = write_tissue_map(self.tissue_zarr, self.tissue_png, tissue.classes,
-                                               tissue.mpp, overwrite=True)
+                                               tissue.mpp, specs=tissue.specs, overwrite=True)
         self._written["tissue_map"] = zarr_path.name
         self._written["tissue_png"] = png_path.name
         if self.options.tissue_polygons:

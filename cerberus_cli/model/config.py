@@ -72,9 +72,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.encoder not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"unknown encoder {self.encoder!r} (resnet18, resnet34 or resnet50)")
-        if self.encoder == "resnet50" and self.heads:
-            # The decoders and tissue head are built for the 512 channels of ResNet18/34.
-            raise ValueError("resnet50 models are encoder-only (transfer learning): no heads")
+        if self.encoder == "resnet50" and any(h.kind != "tissue" for h in self.heads):
+            # The decoders are built for the 512 channels of ResNet18/34.
+            raise ValueError("resnet50 models carry no segmentation heads (transfer learning only)")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
         names = [h.name for h in self.heads]

@@ -18,7 +18,9 @@ computed once per split (no augmentation) and only the head trains on them.
 Outputs (a folder, written under a temporary name and renamed when complete):
 ``report.json``, ``epochs.csv`` (seed, lr, epoch, train loss, val loss and metrics) and
 ``model.pt``: seed 0's chosen network as an encoder-only Cerberus checkpoint (readable by
-``features``/``probe``/``train --init``) with the head under ``classifier``.
+``features``/``probe``/``train --init``) with the head under ``classifier`` (kind, classes,
+task, patch side, input normalisation, weights), which ``segment`` applies over slides as
+a class map (:mod:`cerberus_cli.model.classifier`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import torch.nn.functional as F
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.bn_adapt import adapt_batchnorm
+from cerberus_cli.model.classifier import CLASSIFIER_KEY
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.training.checkpoints import model_payload
 from cerberus_cli.transfer.encoder import Encoder
@@ -50,7 +53,7 @@ from cerberus_cli.transfer.metrics import metrics as score
 from cerberus_cli.transfer.patches import PatchReader
 from cerberus_cli.transfer.pretrain import checked_encoder, encoder_model
 from cerberus_cli.transfer.sampling import epoch_batches, flip_rotate
-from cerberus_cli.transfer.taskdata import SplitData, TaskData, load_task, task_tables
+from cerberus_cli.transfer.taskdata import TASK_NAME, SplitData, TaskData, load_task, task_tables
 from cerberus_cli.transfer.tuning_options import FinetuneOptions
 
 #: ``progress(done, total, row)``: after every epoch of every (seed, lr); never prints.
@@ -163,7 +166,9 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
 
 def load_finetune_task(table: str, options: FinetuneOptions, encoder: Encoder) -> TaskData:
     """The one task of ``table``, checked, with its patches read at the encoder's mpp."""
-    tables = task_tables([(None, table)] if _has_task_column(table) else [("task", table)],
+    stem = Path(table).stem
+    name = stem if TASK_NAME.match(stem) else "task"  # the class map's name in segment
+    tables = task_tables([(None, table)] if _has_task_column(table) else [(name, table)],
                          options.group_regex, options.allow_group_overlap)
     if len(tables) != 1:
         raise InputError(f"{table}: holds {len(tables)} tasks ({', '.join(tables)}); fine-tune one at a time")
@@ -257,8 +262,8 @@ def finetune(table: str, out_dir: str | os.PathLike, options: FinetuneOptions,
         model = encoder_model(model0.encoder.cpu(), encoder.arch, encoder.stem_stride, encoder.mpp,
                               f"finetune-{task.name}")
         payload = model_payload(model, {"finetune": {k: report[k] for k in ("task", "encoder", "head", "mode")}})
-        payload["classifier"] = {"kind": options.head, "classes": task.classes,
-                                 "normalisation": encoder.normalisation,
+        payload[CLASSIFIER_KEY] = {"kind": options.head, "classes": task.classes, "task": task.name,
+                                 "patch_px": options.patch_px, "normalisation": encoder.normalisation,
                                  "state_dict": {k: v.detach().cpu() for k, v in model0.head.state_dict().items()}}
         torch.save(payload, target.tmp / "model.pt")
         target.commit()
