@@ -14,8 +14,9 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -31,7 +32,7 @@ from cerberus_cli.core.processes import (
     raise_if_stopped,
 )
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.engine import BatchMaps, Engine
+from cerberus_cli.inference.engine import BatchMaps, Engine, inference_network
 from cerberus_cli.inference.loader import TileDataset, make_loader
 from cerberus_cli.inference.mapstore import (
     Chunk,
@@ -46,6 +47,13 @@ from cerberus_cli.inference.sinks import (
     SlideContext,
     SlideResult,
     SlideStats,
+)
+from cerberus_cli.inference.slide_adapt import (
+    STAIN_FIT_TILES,
+    adapted_batchnorm,
+    normalise_batch,
+    read_tiles,
+    sample_tiles,
 )
 from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
 from cerberus_cli.model.checkpoint import LoadedModel
@@ -62,6 +70,7 @@ from cerberus_cli.postprocess.chunks import (
     process_chunk,
     required_margin,
 )
+from cerberus_cli.slides.stain_norm import StainNormaliser
 
 if TYPE_CHECKING:
     from cerberus_cli.slides import Slide, TissueMask
@@ -89,12 +98,15 @@ class Segmenter:
                              f"stride {stride} (e.g. --tile {options.tile - side % stride})")
         self.device = resolve_device(options.device)
         self.dtype = resolve_precision(options.precision, self.device)
-        model = prepare_model(loaded.model, self.device, options.channels_last, options.compile)
-        self.engine = Engine(model, self.config, self.device, self.dtype, options.margin,
-                             options.tile, options.channels_last)
+        #: The float network as loaded (batch-norm adaptation works on it); the engine
+        #: runs its faster form (folded batch-norm, int8, compiled: --fold-bn, --quantize).
+        self.network = prepare_model(loaded.model, self.device, options.channels_last)
+        self.engine = Engine(self._inference_network(), self.config, self.device, self.dtype,
+                             options.margin, options.tile, options.channels_last)
         self.post_options = options.post
         self.post_margin = required_margin(self.post_options)
         self._pool: ProcessPoolExecutor | None = None
+        self.stain = StainNormaliser("none")
 
     def pool(self) -> ProcessPoolExecutor | None:
         """The post-processing processes, started once and kept for every slide."""
@@ -135,7 +147,8 @@ class Segmenter:
                 tissue = self._tissue_map(width, height)
                 sink.open(self.context(slide, key, tiles), slide)
                 run.timings["plan_s"] = time.perf_counter() - t_start
-                self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress, mask)
+                with self._adapted(slide, tiles, run):
+                    self._stream(slide, tiles, store, tracker, tissue, sink, run, key, progress, mask)
                 t_fin = time.perf_counter()
                 sink.finish(SlideResult(run, tissue, store if opts.save_maps else None, mask))
                 run.timings["finalise_s"] = time.perf_counter() - t_fin
@@ -147,6 +160,41 @@ class Segmenter:
                 shutil.rmtree(work, ignore_errors=True)
         run.timings["total_s"] = time.perf_counter() - t_start
         return run
+
+    @contextmanager
+    def _adapted(self, slide: Slide, tiles: list[Tile], run: SlideStats) -> Iterator[None]:
+        """Fit --stain-norm and --adapt-bn on the slide's own tiles for the block."""
+        opts = self.options
+        self.stain = StainNormaliser(opts.stain_norm)
+        if not tiles or (opts.adapt_bn == 0 and opts.stain_norm == "none"):
+            yield
+            return
+        t0 = time.perf_counter()
+        images = read_tiles(slide, sample_tiles(tiles, max(opts.adapt_bn, STAIN_FIT_TILES)), self.config.mpp)
+        if opts.stain_norm != "none":
+            self.stain.fit(images)
+            images = [self.stain(im) for im in images]
+        if opts.adapt_bn == 0:
+            run.timings["adapt_s"] = time.perf_counter() - t0
+            yield
+            return
+        images = [images[i] for i in np.unique(np.linspace(0, len(images) - 1, opts.adapt_bn).round().astype(int))]
+        tissue = "dense" if self.config.heads_of_kind("tissue") else None
+        with adapted_batchnorm(self.network, images, opts.batch_size, self.device, tissue,
+                               opts.channels_last):
+            own = self.engine.model
+            self.engine.model = self._inference_network()  # with the slide's statistics
+            run.timings["adapt_s"] = time.perf_counter() - t0
+            try:
+                yield
+            finally:
+                self.engine.model = own
+
+    def _inference_network(self) -> Any:
+        opts = self.options
+        return inference_network(self.network, self.config, self.device,
+                                 channels_last=opts.channels_last, fold_bn=opts.fold_bn,
+                                 quantize=opts.quantize, compile=opts.compile)
 
     def context(self, slide: Slide, key: str, tiles: Sequence[Tile] = ()) -> SlideContext:
         """The slide, model and result-shaping options a sink records."""
@@ -201,7 +249,7 @@ class Segmenter:
                 raise_if_stopped()
                 self._note_damage(tiles, index, unreadable, suspect, run)
                 t = time.perf_counter()
-                maps = self.engine(images)
+                maps = self.engine(normalise_batch(self.stain, images))
                 t_net += time.perf_counter() - t
                 consumer.put([tiles[i] for i in index.tolist()], maps)
                 done += len(index)
