@@ -159,3 +159,24 @@ def test_resnet50_pretrains_and_finetunes(r50, tmp_path):
     assert code == 0, text
     head = torch.load(tmp_path / "ft/model.pt", weights_only=True)["classifier"]["state_dict"]
     assert head["1.weight"].shape == (2, 2048)
+
+
+def test_features_of_a_resnet50_file_are_its_pooled_levels(r50, tmp_path):
+    import cv2
+    import numpy as np
+
+    from cerberus_cli.synthetic.signet import write_signet_dataset
+    from cerberus_cli.transfer.featurefile import read_features
+
+    path, _ = r50
+    table = write_signet_dataset(tmp_path / "sig", count=4, seed=2, size=32)
+    out = tmp_path / "f.parquet"
+    code, text = run("features", table, "--model", path, "-o", out, "--patch-px", 32, "--workers", 0,
+                     "--layers", "layer3,layer4")
+    assert code == 0, text
+    cols, X, _ = read_features(out)
+    assert X.shape == (4, 1024 + 2048)
+    img = cv2.imread(str(table.parent / cols["path"][0]))[:, :, ::-1].copy()
+    maps = load_encoder(str(path)).maps(torch.from_numpy(img).permute(2, 0, 1)[None], ("layer3", "layer4"))
+    want = torch.cat([maps["layer3"].mean((2, 3)), maps["layer4"].mean((2, 3))], 1)[0].numpy()
+    assert np.allclose(X[0], want, atol=1e-4)

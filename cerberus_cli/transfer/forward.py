@@ -63,7 +63,9 @@ class PooledForward:
 
 def pooled_features(items: Iterable[list[tuple[int, np.ndarray]]], total: int, dim: int,
                     forward: PooledForward, progress: Progress | None = None) -> np.ndarray:
-    """Features (total, dim) from batches of ``(row index, patch)``."""
+    """Features (total, dim) from batches of ``(row index, patch)``; ``dim`` is taken
+    from the encoder's own level widths (ResNet50 levels are wider than ResNet18/34's)."""
+    dim = sum(level_dims(forward.layers, forward.pooling, forward.encoder.level_channels()).values())
     feats = np.zeros((total, dim), np.float32)
     done = 0
     for batch in items:
