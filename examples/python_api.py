@@ -2,11 +2,12 @@
 
     python examples/python_api.py SLIDES_DIR OUT_DIR [--device cuda] [--model M] [--mask M]
 
-Each slide is one call of ``cerberus_cli.segment`` with the same ``SegmentOptions`` (the
-model is loaded per call; one call with every slide loads it once). A slide whose outputs
-are already complete in OUT_DIR is skipped, so the script can simply run again. The
-object files are then read twice: per slide with geopandas, and all at once with a DuckDB
-query over the GeoParquet files. The exit status is 1 when a slide failed.
+The slides go to one ``cerberus_cli.segment`` call, which loads the model once (a loop
+of one call per slide works too, loading it each time) and reports each slide as it
+finishes through a ``RunEvents`` object: the library itself never prints. A slide whose
+outputs are already complete in OUT_DIR is skipped, so the script can simply run again.
+The object files are then read twice: per slide with geopandas, and all at once with a
+DuckDB query over the GeoParquet files. The exit status is 1 when a slide failed.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from pathlib import Path
 import duckdb
 import geopandas as gpd
 
-from cerberus_cli import CerberusError, SegmentOptions, segment
+from cerberus_cli import CerberusError, RunEvents, SegmentOptions, segment
 
 SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".tif", ".tiff", ".vms", ".bif"}
+
+
+class PrintSlides(RunEvents):
+    """Progress: one line per finished slide."""
+
+    def slide_finished(self, outcome):
+        print(f"{Path(outcome.slide).name}: {outcome.status} {outcome.message}".rstrip(), flush=True)
 
 
 def main() -> int:
@@ -30,7 +38,8 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default=None, help="default: the bundled model")
     parser.add_argument("--mask", default=None, help="tissue mask used for every slide")
-    parser.add_argument("--tile", type=int, default=720)
+    parser.add_argument("--tile", type=int, default=720, help="kept tile side, px at the model resolution")
+    parser.add_argument("--margin", type=int, default=152, help="context around each tile, px")
     parser.add_argument("--workers", type=int, default=2, help="tile readers and post-processing workers")
     args = parser.parse_args()
 
@@ -43,25 +52,22 @@ def main() -> int:
         return 2
     try:
         options = SegmentOptions(device=args.device, model=args.model, mask=args.mask, tile=args.tile,
-                                 workers=args.workers, post_workers=args.workers, overlay=False)
+                                 margin=args.margin, workers=args.workers, post_workers=args.workers,
+                                 overlay=False)
     except CerberusError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    try:
+        summary = segment([str(p) for p in slides], args.out, options, events=PrintSlides())
+    except CerberusError as exc:  # nothing could run at all: a bad model, an unusable OUT
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     object_files: dict[str, Path] = {}
-    failed = 0
-    for slide in slides:
-        try:
-            summary = segment([str(slide)], args.out, options)
-        except CerberusError as exc:  # nothing could run at all: a bad model, an unusable OUT
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        for outcome in summary.slides:
-            print(f"{Path(outcome.slide).name}: {outcome.status} {outcome.message}".rstrip())
-            if outcome.status in ("done", "done with damage", "skipped"):
-                object_files[slide.stem] = args.out / f"{slide.stem}.parquet"
-            else:
-                failed += 1
+    for outcome in summary.slides:
+        if outcome.status in ("done", "done with damage", "skipped"):
+            stem = Path(outcome.slide).stem
+            object_files[stem] = args.out / f"{stem}.parquet"
 
     # Per slide with geopandas: the object table of each slide (level-0 pixel coordinates).
     print("\nnuclei per slide and class (geopandas)")
@@ -81,7 +87,7 @@ def main() -> int:
         print(f"\nnuclei per class over {len(files)} slides (DuckDB)")
         for class_name, count, area in rows:
             print(f"{class_name}\t{count}\t{area} um2")
-    return 1 if failed else 0
+    return 0 if summary.ok else 1
 
 
 if __name__ == "__main__":  # required: post-processing workers are started with spawn

@@ -29,7 +29,7 @@ EXAMPLES = ROOT / "examples"
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 # One network tile per slide (with the mask below), everything in the main process.
-FAST = ["--device", "cpu", "--tile", "208", "--workers", "0", "--post-workers", "0",
+FAST = ["--device", "cpu", "--tile", "160", "--margin", "48", "--workers", "0", "--post-workers", "0",
         "--batch-size", "2", "--no-overlay"]
 
 
@@ -208,7 +208,7 @@ def test_python_api_script_counts_nuclei_per_slide_and_class(two_slides, tmp_pat
     out = tmp_path / "out"
     res = subprocess.run(
         [sys.executable, str(EXAMPLES / "python_api.py"), str(slides), str(out), "--device", "cpu",
-         "--mask", str(mask), "--tile", "208", "--workers", "0"],  # the bundled model
+         "--mask", str(mask), "--tile", "160", "--margin", "48", "--workers", "0"],  # the bundled model
         env=ENV, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     per_slide, per_class = res.stdout.split("(DuckDB)")
