@@ -43,7 +43,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && python3 -m venv /opt/venv \
     && groupadd --gid "${APP_UID}" cerberus \
-    && useradd --create-home --uid "${APP_UID}" --gid "${APP_UID}" --shell /usr/sbin/nologin cerberus
+    && useradd --create-home --uid "${APP_UID}" --gid "${APP_UID}" --shell /usr/sbin/nologin cerberus \
+    && install -d -o "${APP_UID}" -g "${APP_UID}" /data
 # Largest and least changing first: torch, then the dependencies, then the package.
 RUN pip install --index-url "${TORCH_INDEX}" "torch==${TORCH_VERSION}"
 COPY --from=builder /src/requirements.txt /tmp/requirements.txt
