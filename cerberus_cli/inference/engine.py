@@ -13,10 +13,51 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.config import ModelConfig
-from cerberus_cli.model.device import autocast
+from cerberus_cli.model.device import autocast, prepare_model
+from cerberus_cli.model.fold import fold_batchnorm
+from cerberus_cli.model.quantize import quantize_int8
 
 log = logging.getLogger(__name__)
+
+#: Phantom tiles (seeds, side) the int8 activation ranges are calibrated on.
+CALIBRATION_SEEDS = (9001, 9002, 9003, 9004)
+CALIBRATION_SIDE = 256
+
+
+def calibration_batches(batch_size: int = 2) -> list[torch.Tensor]:
+    """Phantom H&E tiles (uint8, B x 3 x H x W) for int8 calibration; always the same."""
+    from cerberus_cli.synthetic.tiles import render_tile
+
+    tiles = [render_tile(CALIBRATION_SIDE, seed=s).image.transpose(2, 0, 1) for s in CALIBRATION_SEEDS]
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(tiles)))
+    return list(batch.split(batch_size))
+
+
+def inference_network(network: torch.nn.Module, config: ModelConfig, device: torch.device, *,
+                      channels_last: bool = True, fold_bn: bool = True, quantize: str = "none",
+                      compile: bool = False) -> torch.nn.Module:
+    """The network the engine runs: ``network`` (eval, on ``device``) made faster.
+
+    ``fold_bn`` folds batch-norm into convolutions (exact up to rounding);
+    ``quantize="int8"`` quantises the convolutions for the CPU (approximate,
+    calibrated on :func:`calibration_batches`); ``compile`` applies torch.compile.
+    ``network`` itself is left as it is (per-slide batch-norm adaptation works on it).
+    """
+    tissue = "dense" if config.heads_of_kind("tissue") else None
+    if quantize == "int8":
+        if device.type != "cpu":
+            raise InputError("--quantize int8 is for CPU inference; use --precision on a GPU")
+        model = quantize_int8(network.cpu(), calibration_batches(), tissue=tissue)
+    elif fold_bn:
+        side = config.total_stride * 4
+        example = torch.zeros((1, 3, side, side), dtype=torch.uint8, device=device)
+        model, folded = fold_batchnorm(network, example, tissue=tissue)
+        log.debug("folded %d batch-norm layers into convolutions", folded)
+    else:
+        model = network
+    return prepare_model(model, device, channels_last, compile)
 
 
 @dataclass
