@@ -167,10 +167,11 @@ def test_gdc_manifest_loop_segments_what_was_downloaded(two_slides, tiny_model, 
     download = tmp_path / "gdc"
     rows = ["id\tfilename\tmd5\tsize\tstate"]
     cases = {"TCGA-AA-0001-01Z-00-DX1.svs": "ok", "TCGA-AA-0002-01Z-00-DX1.svs": "ok",
-             "TCGA-AA-0003-01Z-00-DX1.svs": "missing", "TCGA-AA-0004-01Z-00-DX1.svs": "corrupt"}
-    data = (slides / "s0.svs").read_bytes()
+             "TCGA-AA-0003-01Z-00-DX1.svs": "missing", "TCGA-AA-0004-01Z-00-DX1.svs": "corrupt",
+             "TCGA-AA-0005-01Z-00-DX1.svs": "unreadable"}
     for n, (name, case) in enumerate(cases.items()):
         uuid = f"{n:08d}-1111-2222-3333-444455556666"
+        data = b"not a slide" if case == "unreadable" else (slides / "s0.svs").read_bytes()
         if case != "missing":
             (download / uuid).mkdir(parents=True)
             (download / uuid / name).write_bytes(data)
@@ -183,10 +184,11 @@ def test_gdc_manifest_loop_segments_what_was_downloaded(two_slides, tiny_model, 
         ["bash", str(EXAMPLES / "gdc_manifest.sh"), str(manifest), str(download), str(out), "--md5",
          *FAST, "--model", str(tiny_model), "--mask", str(mask), "-q"],
         env=ENV, capture_output=True, text=True, timeout=600)
-    # Two slides done; the missing and the corrupt one are named and left pending: exit 1.
+    # Two slides done, the unreadable one failed (the run goes on); the missing and the
+    # corrupt one are named and left pending: exit 1.
     assert res.returncode == 1, res.stderr[-3000:]
     assert "missing: 00000002" in res.stderr and "md5 mismatch" in res.stderr and "0004" in res.stderr
-    assert "2 of 4 slides" in res.stderr
+    assert "3 of 5 slides" in res.stderr
     for name, case in cases.items():
         stem = name.removesuffix(".svs")
         if case == "ok":
@@ -194,7 +196,7 @@ def test_gdc_manifest_loop_segments_what_was_downloaded(two_slides, tiny_model, 
         else:
             assert not list(out.glob(f"{stem}*"))
     code, status = _status(out, "--manifest", str(manifest), "--slides-dir", str(download))
-    assert code == 1 and status["done"] == 2 and status["pending"] == 2
+    assert code == 1 and status["done"] == 2 and status["failed"] == 1 and status["pending"] == 2
     bad = subprocess.run(["bash", str(EXAMPLES / "gdc_manifest.sh"), str(slides / "s0.svs"), str(download),
                           str(out)], env=ENV, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
