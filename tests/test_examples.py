@@ -70,7 +70,7 @@ def _cli_flags(*command: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", res.output)) | {"-o", "-q", "-v"}
 
 
-_INVOCATION = re.compile(r"(?:\bcerberus|\$\{?CERBERUS\}?\"?|\{CERBERUS\})\s+(segment|status)\b(.*)")
+_INVOCATION = re.compile(r"(?:\bcerberus|\$\{?CERBERUS\}?\"?|\{params\.cerberus\})\s+(segment|status)\b(.*)")
 
 
 def _used_flags(text: str) -> dict[str, set[str]]:
