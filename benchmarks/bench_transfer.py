@@ -28,7 +28,7 @@ from cerberus_cli.model.config import light_config, reference_config
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.synthetic.dataset import write_tile_dataset
 from cerberus_cli.transfer.extract import features
-from cerberus_cli.transfer.featurefile import write_features
+from cerberus_cli.transfer.featurefile import read_features, write_features
 from cerberus_cli.transfer.options import FeaturesOptions, ProbeOptions
 from cerberus_cli.transfer.probe import probe
 
@@ -100,6 +100,145 @@ def probe_speed(root: Path, rows: int, dim: int) -> float:
     return time.perf_counter() - t
 
 
+SIZES = (25, 50, 100, 250, 1000)
+#: Full fine-tuning epochs per training-set size.
+FT_EPOCHS = {25: 6, 50: 4, 100: 3, 250: 2, 1000: 1}
+
+
+def curve_data(root: Path, n_signet: int, n_nuclei: int, n_tissue: int) -> dict[str, Path]:
+    """The held-out signet task and the other phantom tasks (nucleus type, tissue type)."""
+    from cerberus_cli.synthetic.nucleus_patches import write_nucleus_dataset
+    from cerberus_cli.synthetic.signet import write_signet_dataset
+
+    signet = write_signet_dataset(root / "signet", count=n_signet, seed=7, size=64)
+    nuclei = write_nucleus_dataset(root / "nuclei", count=n_nuclei, seed=3, size=64, per_tile=24)
+    rows = []
+    for split, seed in (("train", 11), ("val", 12)):
+        write_tile_dataset(root / f"tissue_{split}", count=n_tissue, seed=seed, size=128, tasks=["tissue"])
+        for img in sorted((root / f"tissue_{split}" / "tissue").glob("*/*.png")):
+            rows.append({"path": str(img), "label": img.parent.name, "group": f"{split}-{img.stem}",
+                         "split": split})
+    tissue = root / "tissue.csv"
+    pd.DataFrame(rows).to_csv(tissue, index=False)
+    return {"signet": signet, "nuclei": nuclei, "tissue": tissue}
+
+
+def subset_table(signet: Path, n: int, out: Path, val_groups: int) -> Path:
+    """``n`` training rows (the first ``n`` of one seeded permutation, so smaller sets are
+    inside larger ones; both classes present), ``val_groups`` val groups, every test row."""
+    table = pd.read_csv(signet)
+    table["path"] = [str(signet.parent / p) for p in table["path"]]
+    train = table[table["split"] == "train"].sample(frac=1.0, random_state=0)
+    pick = train.iloc[:n]
+    if pick["label"].nunique() < 2:  # pragma: no cover - 25 draws of two balanced classes
+        raise RuntimeError(f"{n} training rows hold one class")
+    val = table[table["split"] == "val"]
+    val = val[val["group"].isin(sorted(val["group"].unique())[:val_groups])]
+    pd.concat([pick, val, table[table["split"] == "test"]]).to_csv(out, index=False)
+    return out
+
+
+def data_efficiency(root: Path, device: str, steps: int, n_signet: int, val_groups: int) -> dict:
+    """Probe (random, bundled, pre-trained encoders) and full fine-tuning (bundled,
+    pre-trained) on the signet task with 25..1000 training patches."""
+    from cerberus_cli.transfer.finetune import finetune
+    from cerberus_cli.transfer.pretrain import pretrain
+    from cerberus_cli.transfer.tuning_options import FinetuneOptions, PretrainOptions
+
+    data = curve_data(root, n_signet, 800, 32)
+    t = time.perf_counter()
+    pre = pretrain(root / "pre", PretrainOptions(
+        data=(("nuclei", str(data["nuclei"])), ("tissue", str(data["tissue"]))), arch="resnet18",
+        stem_stride=2, patch_px=64, steps=steps, batch_size=32, lr=0.01, head_lr_mult=1.0,
+        warmup=0, val_every=steps, log_every=max(1, steps // 10), save_every=steps, device=device))
+    out: dict = {"pretrain": {"steps": steps, "wall_s": time.perf_counter() - t,
+                              "samples_per_s": pre.samples_per_s, "first_losses": pre.first_losses,
+                              "last_losses": pre.last_losses, "val_score": pre.best_score}}
+    print(json.dumps(out), flush=True)
+    encoders = {"random": (None, 0), "bundled": (None, None), "pretrained": (str(pre.last_checkpoint), None)}
+    feats = {}
+    for name, (model, seed) in encoders.items():
+        fo = FeaturesOptions(model=model, random_init=seed, workers=0, device=device, patch_px=64)
+        feats[name] = features([str(data["signet"])], root / f"sig_{name}.parquet", fo)
+    out["probe"], out["finetune"] = {}, {}
+    for n in SIZES:
+        table = subset_table(data["signet"], n, root / f"sig_{n}.csv", val_groups)
+        keep = pd.read_csv(table)
+        keep = set(keep.loc[keep["split"] != "val", "path"].map(lambda p: Path(p).name))
+        for name in encoders:
+            cols, X, meta = read_features(root / f"sig_{name}.parquet")
+            mask = cols["path"].map(lambda p: Path(p).name in keep).to_numpy()
+            sub = write_features(root / f"p_{name}_{n}.parquet", cols[mask], X[mask], meta, overwrite=True)
+            rep = probe([str(sub)], root / f"probe_{name}_{n}", ProbeOptions(
+                seeds=1, folds=3, bootstrap=500, knn_baseline=False, overwrite=True))
+            out["probe"].setdefault(name, {})[n] = {
+                "accuracy": rep["accuracy"], "accuracy_ci": rep.get("accuracy_ci"),
+                "roc_auc": rep["roc_auc"], "roc_auc_ci": rep.get("roc_auc_ci")}
+            print(json.dumps({"probe": name, "n": n, **out["probe"][name][n]}), flush=True)
+        for name in ("bundled", "pretrained"):
+            model = encoders[name][0]
+            t = time.perf_counter()
+            rep = finetune(str(table), root / f"ft_{name}_{n}", FinetuneOptions(
+                model=model, mode="full", epochs=FT_EPOCHS[n], warmup_epochs=0,
+                lr_grid=(0.001,), batch_size=16 if n < 100 else 32, patch_px=64, seeds=1, augment=False,
+                bootstrap=500, device=device, overwrite=True))
+            wall = time.perf_counter() - t
+            out["finetune"].setdefault(name, {})[n] = {
+                "accuracy": rep["accuracy"], "accuracy_ci": rep.get("accuracy_ci"),
+                "roc_auc": rep["roc_auc"], "roc_auc_ci": rep.get("roc_auc_ci"),
+                "epoch": rep["chosen"][0]["epoch"], "wall_s": wall,
+                "train_samples_per_s": rep.get("train_samples_per_s")}
+            print(json.dumps({"finetune": name, "n": n, **out["finetune"][name][n]}), flush=True)
+    return out
+
+
+def plot_curve(result: dict, path: Path, metric: str = "accuracy") -> Path:
+    """Accuracy against training-set size (log x), one line per method, 95 % CI bars."""
+    import cv2
+
+    w, h, left, right, top, bottom = 760, 440, 60, 230, 30, 45
+    img = np.full((h, w, 3), 255, np.uint8)
+    lines = [(f"probe {k}", v) for k, v in result["probe"].items()] + \
+            [(f"finetune {k}", v) for k, v in result["finetune"].items()]
+    colors = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148)]
+    pw, ph = w - left - right, h - top - bottom
+    lx0, lx1 = np.log10(SIZES[0]) - 0.1, np.log10(SIZES[-1]) + 0.1
+    y0, y1 = 0.4, 1.0
+
+    def px(n: float, v: float) -> tuple[int, int]:
+        return (int(left + (np.log10(n) - lx0) / (lx1 - lx0) * pw),
+                int(top + ph - (min(max(v, y0), y1) - y0) / (y1 - y0) * ph))
+
+    cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    for v in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
+        cv2.putText(img, f"{v:.1f}", (left - 35, px(SIZES[0], v)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    for n in SIZES:
+        cv2.putText(img, str(n), (px(n, y0)[0] - 10, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+    cv2.putText(img, f"signet phantom task: test {metric} vs training patches (95% CI)", (left, 20),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    for i, (label, points) in enumerate(lines):
+        c = colors[i % len(colors)]
+        shift = (i - len(lines) / 2) * 0.012
+        pts = []
+        for n in SIZES:
+            entry = points.get(n) or points.get(str(n))
+            if not entry or entry[metric] is None:
+                continue
+            x = n * 10 ** shift
+            pts.append(px(x, entry[metric]))
+            ci = entry.get(f"{metric}_ci")
+            if ci:
+                cv2.line(img, px(x, ci[0]), px(x, ci[1]), c, 1, cv2.LINE_AA)
+        for a, b in zip(pts, pts[1:]):
+            cv2.line(img, a, b, c, 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 3, c, -1, cv2.LINE_AA)
+        cv2.line(img, (w - right + 10, top + 15 + 20 * i), (w - right + 30, top + 15 + 20 * i), c, 2)
+        cv2.putText(img, label, (w - right + 35, top + 19 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
+    cv2.imwrite(str(path), img)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", type=int, default=90)
@@ -108,8 +247,24 @@ def main() -> None:
     ap.add_argument("--probe-rows", type=int, default=20000)
     ap.add_argument("--probe-dim", type=int, default=1024)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--curve", metavar="OUT.json", help="Only the data-efficiency curve on the "
+                    "signet task: results to OUT.json and the plot beside it (OUT.png).")
+    ap.add_argument("--pretrain-steps", type=int, default=60)
+    ap.add_argument("--signet", type=int, default=1700, help="Signet patches (60/20/20 %% by group).")
+    ap.add_argument("--val-groups", type=int, default=5, help="Val groups (8 patches each) used "
+                    "by fine-tuning to choose its epoch.")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.curve:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            result = data_efficiency(Path(tmp), args.device, args.pretrain_steps, args.signet,
+                                     args.val_groups)
+            result["wall_s"] = time.perf_counter() - t
+        out = Path(args.curve)
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        plot_curve(result, out.with_suffix(".png"))
+        return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         table = phantom_table(root, args.train, args.test)
