@@ -31,14 +31,13 @@ DIR=$(cd "$DIR" && pwd)
 
 # id, filename, md5, size of each row, by the header's column names (any order), joined by
 # the unit separator so that empty fields keep their place.
-ROWS=$(awk -F'\t' 'NR == 1 {
+if ! ROWS=$(awk -F'\t' 'NR == 1 {
     sub(/\r$/, ""); for (i = 1; i <= NF; i++) col[$i] = i
     if (!("id" in col) || !("filename" in col)) exit 3
     next }
   { sub(/\r$/, ""); if ($0 == "") next
     printf "%s\037%s\037%s\037%s\n", $col["id"], $col["filename"],
-      ("md5" in col) ? $col["md5"] : "", ("size" in col) ? $col["size"] : "" }' "$MANIFEST")
-if [ $? -ne 0 ]; then
+      ("md5" in col) ? $col["md5"] : "", ("size" in col) ? $col["size"] : "" }' "$MANIFEST"); then
   echo "error: $MANIFEST: not a GDC manifest (no id and filename columns in its header)" >&2
   exit 2
 fi

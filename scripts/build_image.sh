@@ -24,7 +24,6 @@
 # (default torch==2.13.0), PYTHON (to build the wheel; default .venv/bin/python or python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-REPO=$PWD
 
 ENGINE="" TAG="" GPU=0 SIZE=1024x1024 KEEP=0
 BUILD_ARGS=()
@@ -182,7 +181,7 @@ nice -n 15 "${IN[@]}" sh -ec "
 echo "   root file system: $(du -sh --one-file-system "$ROOT" | cut -f1), /opt/venv: $(du -sh "$ROOT/opt/venv" | cut -f1)"
 done_step
 
-AS_USER=(chroot --userspec=$APP_UID:$APP_UID "$ROOT" env -i PATH=/opt/venv/bin:/usr/bin:/bin
+AS_USER=(chroot "--userspec=$APP_UID:$APP_UID" "$ROOT" env -i PATH=/opt/venv/bin:/usr/bin:/bin
          HOME=/home/cerberus XDG_CACHE_HOME=/tmp/.cache PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1)
 step "cerberus --version (as uid $APP_UID)"
 "${AS_USER[@]}" sh -c 'cd /data && cerberus --version && id'
