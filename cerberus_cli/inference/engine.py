@@ -2,7 +2,10 @@
 
 Everything that shrinks the data (softmax, centre crop, argmax, uint8 quantisation)
 happens on the device, so the host receives ~8 bytes per kept pixel. A batch that
-does not fit in GPU memory is split, and the smaller batch size is kept.
+does not fit in GPU memory is split, and the smaller batch size is kept. On a CPU the
+network takes the tiles of a batch one at a time (:data:`CPU_TILES_AT_ONCE`): the
+activations of four 1024 px tiles of the bundled model peak at 2.4 GB, of one at 0.9 GB
+(benchmarks/segment.md), and CPU convolutions gain little from larger batches.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from cerberus_cli.model.quantize import quantize_int8
 
 log = logging.getLogger(__name__)
 
+#: Tiles the network takes at once on a CPU (a batch is split into parts of this size).
+CPU_TILES_AT_ONCE = 1
 #: Phantom tiles (seeds, side) the int8 activation ranges are calibrated on.
 CALIBRATION_SEEDS = (9001, 9002, 9003, 9004)
 CALIBRATION_SIDE = 256
@@ -88,7 +93,7 @@ class Engine:
         self.margin = margin
         self.tile = tile
         self.channels_last = channels_last
-        self.max_batch: int | None = None
+        self.max_batch: int | None = CPU_TILES_AT_ONCE if device.type == "cpu" else None
         self.instance_heads = [h.name for h in config.heads_of_kind("instance")]
         self.type_heads = [h.name for h in config.heads_of_kind("type")]
         self.has_tissue = bool(config.heads_of_kind("tissue"))
