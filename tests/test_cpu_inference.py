@@ -181,3 +181,31 @@ def test_int8_is_refused_off_the_cpu_and_with_compile():
         SegmentOptions(quantize="int8", compile=True)
     with pytest.raises((InputError, ValueError)):
         SegmentOptions(quantize="int4")
+
+
+def test_batch_for_memory_caps_the_batch_to_free_memory():
+    from cerberus_cli.inference.engine import batch_for_memory
+
+    gib = 2**30
+    assert batch_for_memory(16, 10 * gib, 1 * gib) == 8  # 80 % of 10 GiB holds 8 tiles
+    assert batch_for_memory(4, 10 * gib, 1 * gib) == 4   # never above the batch asked for
+    assert batch_for_memory(8, 0.5 * gib, 1 * gib) == 1  # at least one tile
+    assert batch_for_memory(8, 10 * gib, 0) == 8
+
+
+def test_cpu_engine_takes_one_tile_at_a_time_with_the_same_maps():
+    from cerberus_cli.inference.engine import CPU_TILES_AT_ONCE, Engine
+
+    cfg = light_config()
+    model = _random_bn(CerberusNet(cfg))
+    x = phantom_batch(3, 64 + 2 * 32, seed=3)
+    engine = Engine(model, cfg, torch.device("cpu"), None, margin=32, tile=64, channels_last=False)
+    assert engine.max_batch == CPU_TILES_AT_ONCE == 1
+    split = engine(x)
+    engine.max_batch = None
+    whole = engine(x)
+    for k in whole.prob:
+        assert split.prob[k].shape == (3, 2, 64, 64)
+        assert np.abs(split.prob[k].astype(int) - whole.prob[k]).max() <= 1
+    for k in whole.types:
+        assert (split.types[k] == whole.types[k]).mean() >= 0.999

@@ -31,6 +31,17 @@ CALIBRATION_SEEDS = (9001, 9002, 9003, 9004)
 CALIBRATION_SIDE = 256
 
 
+def batch_for_memory(requested: int, free_bytes: float, bytes_per_tile: float,
+                     headroom: float = 0.8) -> int:
+    """Largest batch (1..``requested``) whose activations fit in ``headroom`` of free memory.
+
+    ``bytes_per_tile``: the peak device memory one tile's forward pass added.
+    """
+    if bytes_per_tile <= 0:
+        return requested
+    return max(1, min(requested, int(headroom * free_bytes // bytes_per_tile)))
+
+
 def calibration_batches(batch_size: int = 2) -> list[torch.Tensor]:
     """Phantom H&E tiles (uint8, B x 3 x H x W) for int8 calibration; always the same."""
     from cerberus_cli.synthetic.tiles import render_tile
@@ -94,12 +105,17 @@ class Engine:
         self.tile = tile
         self.channels_last = channels_last
         self.max_batch: int | None = CPU_TILES_AT_ONCE if device.type == "cpu" else None
+        #: On CUDA the first batch measures one tile's memory and caps the batch size.
+        self._fit_to_memory = device.type == "cuda"
         self.instance_heads = [h.name for h in config.heads_of_kind("instance")]
         self.type_heads = [h.name for h in config.heads_of_kind("type")]
         self.has_tissue = bool(config.heads_of_kind("tissue"))
 
     def __call__(self, images: torch.Tensor) -> BatchMaps:
         """Maps for a (B, 3, H, W) uint8 batch; splits it after a CUDA OOM."""
+        if self._fit_to_memory:
+            self._fit_to_memory = False
+            return self._fit_batch(images)
         if self.max_batch is not None and images.shape[0] > self.max_batch:
             return _concat([self(part) for part in images.split(self.max_batch)])
         try:
@@ -111,6 +127,20 @@ class Engine:
             self.max_batch = max(1, images.shape[0] // 2)
             log.warning("GPU out of memory: batch size reduced to %d", self.max_batch)
             return self(images)
+
+    def _fit_batch(self, images: torch.Tensor) -> BatchMaps:
+        """Run one tile alone, measuring its peak GPU memory; cap the batch to free memory."""
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        first = self._forward(images[:1])
+        per_tile = torch.cuda.max_memory_allocated(self.device) - base
+        free, _ = torch.cuda.mem_get_info(self.device)
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        self.max_batch = batch_for_memory(images.shape[0], free + cached, per_tile)
+        log.info("GPU: %.0f MiB per tile, batch size up to %d", per_tile / 2**20, self.max_batch)
+        if images.shape[0] == 1:
+            return first
+        return _concat([first, self(images[1:])])
 
     @torch.inference_mode()
     def _forward(self, images: torch.Tensor) -> BatchMaps:
