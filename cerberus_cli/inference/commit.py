@@ -88,8 +88,8 @@ def input_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
 
 #: Options that do not change results (how fast, where, how verbose) stay out of provenance.
 _NOT_PROVENANCE = {"batch_size", "workers", "post_workers", "overwrite", "fail_fast", "compile",
-                   "channels_last", "device", "max_bad_tiles", "shard", "claim_timeout", "status",
-                   "devices"}
+                   "channels_last", "fold_bn", "device", "max_bad_tiles", "shard", "claim_timeout", "status",
+                   "devices", "ray", "ray_cpus"}
 
 
 def is_result_option(name: str) -> bool:
