@@ -1,6 +1,8 @@
 """Vector ground truth of phantom windows: nuclei, glands, lumina, surface bands.
 
-Geometries are the exact shapes the label rasters were filled from, moved to
+Glands and lumina are the exact shapes their label rasters were filled from; nuclei
+are the outlines of their raster pixels (the rasters are what the images are painted
+from, about a fifth larger than the polygons: see ``scene.fill``). All are moved to
 level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at 0.5 um/px;
 at 0.25 um/px every coordinate is doubled). Objects carry global ids, so a slide
 written in blocks reports each object once.
@@ -40,6 +42,52 @@ def truth_uuid(seed: int, kind: int, ids: np.ndarray) -> list[str]:
 def _to_level0(geoms: np.ndarray, scale: float) -> np.ndarray:
     """World coordinates (pixel centres at integers) to level-0 pixel coordinates."""
     return shapely.transform(geoms, lambda c: (c + 0.5) * scale)
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """Only the areal parts of clipped geometries (pixel edges on the clip line leave lines)."""
+    out = geoms.copy()
+    for k in np.flatnonzero(~np.isin(shapely.get_type_id(geoms), (3, 6))):
+        parts = [p for p in shapely.get_parts(geoms[k]) if shapely.get_type_id(p) in (3, 6)]
+        out[k] = shapely.union_all(parts) if parts else shapely.Polygon()
+    return out
+
+
+def raster_outlines(raster: np.ndarray, ids: np.ndarray, polys: np.ndarray,
+                    x0: int, y0: int) -> np.ndarray:
+    """Outlines (world coordinates) of the pixels of instance ``ids`` in ``raster``.
+
+    ``raster`` is a label window whose pixel ``(r, c)`` is centred on world ``(x0 + c,
+    y0 + r)``; ``polys`` (K, lobes, V, 2) the polygons each instance was filled from,
+    which bound where to look. Each outline follows pixel edges, so its area is the
+    instance's pixel count: the truth is what the labels hold and the image shows.
+    Instances without a pixel in the window give empty geometries.
+    """
+    out = np.empty(len(ids), dtype=object)
+    h, w = raster.shape
+    for k, i in enumerate(ids):
+        pts = polys[k].reshape(-1, 2)
+        c0 = max(int(np.floor(pts[:, 0].min())) - x0 - 2, 0)
+        r0 = max(int(np.floor(pts[:, 1].min())) - y0 - 2, 0)
+        c1 = min(int(np.ceil(pts[:, 0].max())) - x0 + 3, w)
+        r1 = min(int(np.ceil(pts[:, 1].max())) - y0 + 3, h)
+        inside = raster[r0:r1, c0:c1] == i
+        rows, starts, ends = [], [], []
+        for r in np.flatnonzero(inside.any(axis=1)):
+            edges = np.diff(np.concatenate([[0], inside[r].view(np.int8), [0]]))
+            b, e = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+            rows += [r] * len(b)
+            starts.append(b)
+            ends.append(e)
+        if not rows:
+            out[k] = shapely.Polygon()
+            continue
+        ys = np.asarray(rows, float) + r0 + y0
+        xs0 = np.concatenate(starts) + c0 + x0
+        xs1 = np.concatenate(ends) + c0 + x0
+        runs = shapely.box(xs0 - 0.5, ys - 0.5, xs1 - 0.5, ys + 0.5)
+        out[k] = shapely.union_all(runs)
+    return out
 
 
 @dataclass
@@ -99,15 +147,8 @@ class TruthCollector:
         idx = np.flatnonzero(own)
         if not len(idx):
             return []
-        polys = n.polygons()[idx]
-        geoms = np.empty(len(idx), dtype=object)
-        single = n.nlobes[idx] == 1
-        closed = np.concatenate([polys, polys[:, :, :1]], axis=2)
-        geoms[single] = shapely.polygons(closed[single, 0])
-        for k in np.flatnonzero(~single):
-            lobes = shapely.polygons(closed[k, :int(n.nlobes[idx[k]])])
-            geoms[k] = shapely.union_all(lobes)
-        geoms = _to_level0(shapely.intersection(geoms, slide), self.scale)
+        geoms = raster_outlines(lab.nucleus, idx + 1, n.polygons()[idx], lab.x0, lab.y0)
+        geoms = _to_level0(_polygonal(shapely.intersection(geoms, slide)), self.scale)
         keep = ~shapely.is_empty(geoms)
         geoms, idx = geoms[keep], idx[keep]
         cls = n.cls[idx]
