@@ -8,6 +8,7 @@ from click.testing import CliRunner
 
 from cerberus_cli.cli import main
 from cerberus_cli.outputs.read import read_objects
+from cerberus_cli.transfer.decoder_levels import OBJECT_LAYERS
 from cerberus_cli.transfer.featurefile import read_features
 
 
@@ -47,3 +48,36 @@ def test_object_features_one_row_per_nucleus(slide, tmp_path):
     # Nuclei of different classes get different features (pooled under their own masks).
     means = columns.assign(f=list(X[:, :64])).groupby("label")["f"].apply(lambda s: np.mean(np.stack(s), 0))
     assert len(means) >= 3 and np.linalg.norm(means.iloc[0] - means.iloc[1]) > 1e-3
+
+
+def test_object_features_with_decoder_levels_line_up_with_the_objects(slide, tmp_path):
+    truth = slide.with_name("s.truth.parquet")
+    layers = "layer4,nuclei_type.dec3,nuclei_type.hidden"
+    res = run("features", slide, "--kind", "objects", "--objects", truth, "--tasks", "nuclei",
+              "--layers", layers, "-o", tmp_path)
+    assert res.exit_code == 0, res.output
+    columns, X, meta = read_features(tmp_path / "s.features.parquet")
+    nuclei = read_objects(truth).query("task == 'nuclei'").reset_index(drop=True)
+    assert meta["layers"] == layers.split(",") and X.shape == (len(nuclei), 512 + 64 + 96)
+    assert meta["level_dims"] == {"layer4": 512, "nuclei_type.dec3": 64, "nuclei_type.hidden": 96}
+    assert meta["objects"]["mask"] == "pixel centres inside the polygon"
+    # One row per object, in the object file's order.
+    assert columns["uuid"].tolist() == nuclei["uuid"].astype(str).tolist()
+    assert np.allclose(columns[["x", "y"]].to_numpy(), nuclei[["centroid_x", "centroid_y"]].to_numpy())
+    # The type head's own layer separates the phantom's commonest classes.
+    hidden = X[:, -96:]
+    means = columns.assign(f=list(hidden)).groupby("label")["f"].apply(lambda s: np.mean(np.stack(s), 0))
+    assert len(means) >= 3 and np.linalg.norm(means.iloc[0] - means.iloc[1]) > 1e-2
+
+
+def test_object_default_layers_and_bad_decoder_level(slide, tmp_path):
+    truth = slide.with_name("s.truth.parquet")
+    res = run("features", slide, "--kind", "objects", "--objects", truth, "--tasks", "lumen",
+              "-o", tmp_path)
+    assert res.exit_code == 0, res.output
+    _, X, meta = read_features(tmp_path / "s.features.parquet")
+    assert meta["layers"] == list(OBJECT_LAYERS) and X.shape[1] == sum(meta["level_dims"].values())
+    res = run("features", slide, "--kind", "objects", "--objects", truth, "--layers",
+              "lumen_type.hidden", "-o", tmp_path / "bad")
+    assert res.exit_code != 0 and "no head lumen_type" in res.output
+    assert not (tmp_path / "bad" / "s.features.parquet").exists()

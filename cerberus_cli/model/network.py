@@ -145,11 +145,7 @@ class CerberusNet(nn.Module):
         if names:
             bridge = self.bridge(feats[-1])
             for name in names:
-                y = bridge
-                for level, skip in zip(cast(nn.ModuleList, self.decoders[name]), reversed(feats[:-1])):
-                    y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-                    y = level(y + skip)
-                y = self.heads[name](y)
+                y = self.heads[name](self.decoder_maps(feats, name, bridge)[-1])
                 if y.shape[-2:] != images.shape[-2:]:
                     y = F.interpolate(y, size=images.shape[-2:], mode="bilinear", align_corners=False)
                 out[name] = y
@@ -157,6 +153,24 @@ class CerberusNet(nn.Module):
             fn = self.tissue_head.dense if tissue == "dense" else self.tissue_head
             out[self.tissue_name] = fn(feats[-1])
         return out
+
+    def decoder_maps(self, feats: list[torch.Tensor], name: str,
+                     bridge: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The feature maps of head ``name``'s decoder, one per level, coarsest first.
+
+        ``feats`` are the encoder's maps (``self.encoder(images / 255)``); ``bridge`` is
+        ``self.bridge(feats[-1])`` when the caller already has it. Level ``k`` is at the
+        resolution of the encoder map it adds as a skip (layer3, layer2, layer1, stem);
+        the last one (64 channels) is what the head's 1x1 layers read. ``forward``
+        decodes with this method; transfer features read the levels themselves.
+        """
+        y = self.bridge(feats[-1]) if bridge is None else bridge
+        maps = []
+        for level, skip in zip(cast(nn.ModuleList, self.decoders[name]), reversed(feats[:-1])):
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = level(y + skip)
+            maps.append(y)
+        return maps
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -19,14 +19,17 @@ from torch.utils.data import DataLoader
 from cerberus_cli import __version__
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.model.device import resolve_device, resolve_precision
+from cerberus_cli.transfer.decoder_levels import (
+    LevelForward,
+    default_layers,
+    level_dims,
+    load_network,
+    needs_decoders,
+    split_level,
+)
 from cerberus_cli.transfer.encoder import Encoder, load_encoder
 from cerberus_cli.transfer.featurefile import provenance_of, read_meta, write_features
-from cerberus_cli.transfer.forward import (
-    PooledForward,
-    Progress,
-    level_dims,
-    pooled_features,
-)
+from cerberus_cli.transfer.forward import Progress, pooled_features
 from cerberus_cli.transfer.options import FeaturesOptions
 from cerberus_cli.transfer.patches import PatchDataset, PatchReader, collate
 from cerberus_cli.transfer.table import read_patch_table
@@ -44,12 +47,18 @@ class FeaturesSummary:
 
 @dataclass
 class Extractor:
-    """The encoder on its device with the metadata every feature file of a run carries."""
+    """The encoder (and, for decoder levels, its network) on its device with the
+    metadata every feature file of a run carries."""
 
     encoder: Encoder
-    forward: PooledForward
+    forward: LevelForward
     meta: dict[str, Any]
     options: FeaturesOptions
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The levels of this run (``--layers``, or the default of its kind and model)."""
+        return tuple(self.meta["layers"])
 
     @property
     def dim(self) -> int:
@@ -62,7 +71,15 @@ def make_extractor(options: FeaturesOptions, kind: str) -> Extractor:
                            torchvision_mpp=options.state_dict_mpp,
                            torchvision_stem=options.state_dict_stem,
                            torchvision_normalisation=options.state_dict_norm)
-    encoder.check_layers(options.layers)
+    layers = options.layers
+    network = None
+    if needs_decoders(layers or ()) or (layers is None and kind == "objects"
+                                       and encoder.bridge is not None):
+        # Decoder levels, or the object default (which depends on the model's heads).
+        network = load_network(options.model, options.random_init, encoder, layers or ())
+    if layers is None:
+        layers = default_layers(kind, tuple(network.seg_heads) if network is not None else ())
+    encoder.check_layers(tuple(n for n in layers if split_level(n) is None))
     device = resolve_device(options.device)
     dtype = resolve_precision(options.precision, device)
     side = options.patch_side(encoder.mpp)
@@ -74,8 +91,8 @@ def make_extractor(options: FeaturesOptions, kind: str) -> Extractor:
         "encoder": encoder.arch,
         "stem_stride": encoder.stem_stride,
         "random_init": options.random_init,
-        "layers": list(options.layers),
-        "level_dims": level_dims(options.layers, options.pooling),
+        "layers": list(layers),
+        "level_dims": level_dims(layers, options.pooling),
         "pooling": options.pooling,
         "input_px": side,
         "input_um": None if side is None else side * encoder.mpp,
@@ -86,7 +103,9 @@ def make_extractor(options: FeaturesOptions, kind: str) -> Extractor:
         "package_version": __version__,
     }
     encoder.to(device)
-    forward = PooledForward(encoder, options.layers, options.pooling, device, dtype)
+    if network is not None:
+        network.to(device)
+    forward = LevelForward(encoder, layers, options.pooling, device, dtype, network)
     return Extractor(encoder, forward, meta, options)
 
 

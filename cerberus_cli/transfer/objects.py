@@ -1,8 +1,11 @@
 """Object features: one row per segmented nucleus, gland or lumen, pooled under the
-object's own mask on the encoder maps; one forward pass per tile, not per object.
+object's own mask on the chosen encoder and decoder maps; one forward pass per tile, not
+per object.
 
 Each object belongs to the tile holding its centroid; the tile is read with a margin so
-that objects crossing its edge are still seen whole (up to the margin).
+that objects crossing its edge are still seen whole (up to the margin). The mask is the
+set of tile pixels whose centres lie inside the object's polygon; on a map of stride
+``st`` each cell weighs by the fraction of its ``st x st`` pixels in the mask.
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ import math
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
+import shapely
 import torch
-from shapely.geometry import MultiPolygon, Polygon
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.outputs.read import read_objects
 from cerberus_cli.slides.scale import read_scaled
 from cerberus_cli.slides.slide import open_slide
+from cerberus_cli.transfer.decoder_levels import level_stride
 from cerberus_cli.transfer.extract import (
     Extractor,
     FeaturesSummary,
@@ -31,7 +34,7 @@ from cerberus_cli.transfer.extract import (
 from cerberus_cli.transfer.featurefile import write_features
 from cerberus_cli.transfer.forward import Progress
 from cerberus_cli.transfer.options import FeaturesOptions
-from cerberus_cli.transfer.pooling import masked_pool
+from cerberus_cli.transfer.pooling import cell_weights, masked_pool
 
 COLUMNS = ["slide", "uuid", "task", "class_id", "class_name", "x", "y", "label", "group"]
 
@@ -51,48 +54,62 @@ def objects_file(spec: str, slide: str | os.PathLike, n_slides: int) -> Path:
     return p
 
 
-def _rings(geom) -> list[tuple[np.ndarray, list[np.ndarray]]]:
-    polys = geom.geoms if isinstance(geom, MultiPolygon) else [geom] if isinstance(geom, Polygon) else []
-    return [(np.asarray(p.exterior.coords), [np.asarray(r.coords) for r in p.interiors]) for p in polys]
+def object_mask(geom, origin: tuple[int, int], s: float, block: int) -> tuple[np.ndarray, int, int]:
+    """The pixels of a tile whose centres lie inside ``geom``, on a window around it.
+
+    ``geom`` is in level-0 px (pixel ``i`` covers ``[i, i+1)``, as ``segment`` writes
+    polygons); tile pixel ``(r, c)`` covers level-0 ``[(origin + (c, r)) * s, + s)`` and is
+    inside when its centre is. Returns ``(mask, top, left)``: the bool window and its
+    tile-px corner, both multiples of ``block`` (so every level's cells tile it whole).
+    """
+    x0, y0 = origin
+    bx0, by0, bx1, by1 = geom.bounds
+    left = int(math.floor((bx0 / s - x0) / block)) * block
+    top = int(math.floor((by0 / s - y0) / block)) * block
+    right = max(left + block, int(math.ceil((bx1 / s - x0) / block)) * block)
+    bottom = max(top + block, int(math.ceil((by1 / s - y0) / block)) * block)
+    cx = (np.arange(left, right) + x0 + 0.5) * s
+    cy = (np.arange(top, bottom) + y0 + 0.5) * s
+    shapely.prepare(geom)
+    mask = shapely.contains_xy(geom, cx[None, :], cy[:, None])
+    return mask, top, left
 
 
-def object_weights(geom, origin: tuple[float, float], s: float, strides: list[int],
-                   shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    """Per level, the fraction of each feature cell inside the object (tile px = level-0 / s)."""
-    coarse = max(strides)
-    rings = [((ext / s) - origin, [(h / s) - origin for h in holes]) for ext, holes in _rings(geom)]
-    out = [np.zeros(shape, np.float32) for shape in shapes]
-    if not rings:
-        return out
-    allpts = np.concatenate([e for e, _ in rings])
-    bx0 = max(0, int(math.floor(allpts[:, 0].min() / coarse)) * coarse)
-    by0 = max(0, int(math.floor(allpts[:, 1].min() / coarse)) * coarse)
-    bx1 = max(bx0 + coarse, int(math.ceil(allpts[:, 0].max() / coarse + 1e-9)) * coarse)
-    by1 = max(by0 + coarse, int(math.ceil(allpts[:, 1].max() / coarse + 1e-9)) * coarse)
-    local = np.zeros((by1 - by0, bx1 - bx0), np.uint8)
-    shift = np.array([bx0, by0])
-    for ext, holes in rings:
-        cv2.fillPoly(local, [np.round(ext - shift - 0.5).astype(np.int32)], 1)
-        for hole in holes:
-            cv2.fillPoly(local, [np.round(hole - shift - 0.5).astype(np.int32)], 0)
-    cx, cy = allpts[:, 0].mean(), allpts[:, 1].mean()
-    for k, (st, (h, w)) in enumerate(zip(strides, shapes)):
-        cells = local.reshape(local.shape[0] // st, st, local.shape[1] // st, st).mean(axis=(1, 3))
-        i0, j0 = by0 // st, bx0 // st
-        i1, j1 = min(h, i0 + cells.shape[0]), min(w, j0 + cells.shape[1])
-        if i1 > i0 and j1 > j0:
-            out[k][i0:i1, j0:j1] = cells[:i1 - i0, :j1 - j0]
-        if out[k].sum() <= 0:
-            # Too small (or clipped) to cover a cell: the cell of its centre stands in.
-            out[k][min(h - 1, max(0, int(cy // st))), min(w - 1, max(0, int(cx // st)))] = 1.0
-    return out
+def pool_object(maps: list[torch.Tensor], strides: list[int], mask: np.ndarray, top: int,
+                left: int, centre: tuple[float, float], pooling: str) -> torch.Tensor:
+    """One object's pooled features: each map (C, h, w) pooled under the object's mask.
+
+    Cells are weighted by the fraction of their pixels inside the object; an object that
+    covers no pixel centre (or lies beyond a map) takes the cell of its ``centre``
+    (tile px).
+    """
+    parts = []
+    for fmap, st in zip(maps, strides):
+        h, w = fmap.shape[-2:]
+        i0, j0 = top // st, left // st
+        cells = cell_weights(mask, st, (mask.shape[0] // st, mask.shape[1] // st))
+        a0, b0 = max(0, -i0), max(0, -j0)
+        a1, b1 = min(cells.shape[0], h - i0), min(cells.shape[1], w - j0)
+        if a1 > a0 and b1 > b0 and cells[a0:a1, b0:b1].sum() > 0:
+            weights = cells[a0:a1, b0:b1]
+            window = fmap[:, i0 + a0:i0 + a1, j0 + b0:j0 + b1]
+        else:
+            weights = np.ones((1, 1), np.float32)
+            i = min(h - 1, max(0, int(centre[1] // st)))
+            j = min(w - 1, max(0, int(centre[0] // st)))
+            window = fmap[:, i:i + 1, j:j + 1]
+        wts = torch.from_numpy(np.ascontiguousarray(weights))[None].to(fmap.device)
+        parts.append(masked_pool(window.float(), wts, pooling)[0])
+    return torch.cat(parts)
 
 
 def slide_object_features(path: str, objects: pd.DataFrame, extractor: Extractor,
                           options: FeaturesOptions, progress: Progress | None) -> np.ndarray:
     """(N, D) features of ``objects`` (level-0 geometry) of one slide."""
-    enc, fwd = extractor.encoder, extractor.forward
+    enc, fwd, layers = extractor.encoder, extractor.forward, extractor.layers
     mpp, tile, margin = enc.mpp, options.tile_px, options.margin
+    strides = [level_stride(enc, name) for name in layers]
+    block = max(strides)
     feats = np.zeros((len(objects), extractor.dim), np.float32)
     with open_slide(path, options.backend, options.mpp) as slide:
         s = mpp / slide.mpp
@@ -105,16 +122,13 @@ def slide_object_features(path: str, objects: pd.DataFrame, extractor: Extractor
             x0, y0 = i * tile - margin, j * tile - margin
             side = tile + 2 * margin
             img = read_scaled(slide, x0, y0, side, side, mpp)
-            maps = fwd.maps([img])
-            strides = [enc.stride(name) for name in options.layers]
-            shapes = [(maps[name].shape[-2], maps[name].shape[-1]) for name in options.layers]
-            weights = [object_weights(objects.geometry.iloc[k], (x0, y0), s, strides, shapes)
-                       for k in idx]
-            parts = []
-            for level, name in enumerate(options.layers):
-                wts = torch.from_numpy(np.stack([w[level] for w in weights])).to(fwd.device)
-                parts.append(masked_pool(maps[name][0].float(), wts, options.pooling))
-            feats[idx] = torch.cat(parts, dim=1).cpu().numpy()
+            out = fwd.maps([img])
+            maps = [out[name][0] for name in layers]
+            for k in idx:
+                mask, top, left = object_mask(objects.geometry.iloc[k], (x0, y0), s, block)
+                centre = (objects["centroid_x"].iloc[k] / s - x0, objects["centroid_y"].iloc[k] / s - y0)
+                feats[k] = pool_object(maps, strides, mask, top, left, centre,
+                                       options.pooling).cpu().numpy()
             done += len(idx)
             if progress is not None:
                 progress(done, len(objects))
@@ -132,7 +146,8 @@ def extract_objects(slides: list[str], out_dir: Path, options: FeaturesOptions,
         meta = dict(extractor.meta, input_px=options.tile_px + 2 * options.margin,
                     input_um=(options.tile_px + 2 * options.margin) * extractor.encoder.mpp,
                     objects={"tasks": list(options.tasks), "tile_px": options.tile_px,
-                             "margin_px": options.margin, "pooling": "masked " + options.pooling})
+                             "margin_px": options.margin, "pooling": "masked " + options.pooling,
+                             "mask": "pixel centres inside the polygon"})
         meta["inputs"] = {"slide": str(Path(path).resolve()), "objects": str(src.resolve())}
         if should_skip(out, meta, options.overwrite):
             summary.skipped.append(out)

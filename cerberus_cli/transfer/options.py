@@ -20,6 +20,7 @@ from cerberus_cli.core.optionspec import (
     workers_opt,
 )
 from cerberus_cli.core.vocabulary import INSTANCE_TASKS
+from cerberus_cli.transfer.decoder_levels import OBJECT_LAYERS, STAGES, check_level_names
 from cerberus_cli.transfer.encoder import DEFAULT_LAYERS, LEVELS, NORMALISATIONS
 from cerberus_cli.transfer.pooling import POOLINGS
 
@@ -52,9 +53,12 @@ class FeaturesOptions:
                             "[default: the bundled model].")
     random_init: int | None = opt(None, "Baseline: the model's architecture with random weights "
                                   "drawn with this seed.", metavar="SEED")
-    layers: tuple[str, ...] = opt(DEFAULT_LAYERS, "Comma-separated encoder levels, each pooled "
-                                  f"and concatenated ({', '.join(LEVELS)}).",
-                                  parse=_names, metavar="L1,L2,...")
+    layers: tuple[str, ...] | None = opt(
+        None, "Comma-separated levels, each pooled and concatenated: encoder levels "
+        f"({', '.join(LEVELS)}) or decoder levels HEAD.STAGE of a Cerberus model (stage "
+        f"{', '.join(STAGES)}; e.g. nuclei_type.hidden) [default: {','.join(DEFAULT_LAYERS)}; "
+        f"objects: {','.join(OBJECT_LAYERS)}, heads the model lacks left out].",
+        parse=_names, metavar="L1,L2,...")
     pooling: str = opt("avg", "Per-level pooling: avg, or avgmax (mean then max, concatenated).",
                        choices=POOLINGS)
     patch_um: float | None = opt(None, "Patch side in um (patch images are centre-cropped or "
@@ -88,10 +92,10 @@ class FeaturesOptions:
 
     def __post_init__(self) -> None:
         check_options(self)
-        require(bool(self.layers), "--layers: give at least one level")
-        bad = [name for name in self.layers if name not in LEVELS]
-        require(not bad, f"--layers: unknown level(s) {', '.join(bad)} (choose from {', '.join(LEVELS)})")
-        require(len(set(self.layers)) == len(self.layers), "--layers: a level is named twice")
+        if self.layers is not None:
+            require(bool(self.layers), "--layers: give at least one level")
+            check_level_names(self.layers)
+            require(len(set(self.layers)) == len(self.layers), "--layers: a level is named twice")
         require(self.patch_um is None or self.patch_px is None, "give --patch-um or --patch-px, not both")
         if self.patch_um is not None:
             check_positive("patch_um", self.patch_um)
