@@ -80,6 +80,8 @@ def test_decoder_levels_are_the_networks_own_maps():
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)]
     maps = fwd.maps(images)
+    # Patch and grid features pool the same levels globally.
+    assert fwd(images).shape == (1, sum(level_dims(layers, "avg").values())) == (1, 128 + 64 + 96)
     stride = encoder.stem_stride
     assert maps["nuclei_type.hidden"].shape == (1, 96, 64 // stride, 64 // stride)
     assert maps["nuclei_type.dec3"].shape == (1, 64, 64 // (2 * stride), 64 // (2 * stride))
