@@ -44,10 +44,10 @@ class StainReference:
 
 #: The phantom training tiles' stain (27 tiles of ``cerberus synth tiles --seed 20261123``).
 PHANTOM_REFERENCE = StainReference(
-    stains=((0.5586, 0.1965), (0.7287, 0.796), (0.3962, 0.5725)),
-    max_conc=(2.6896, 1.3626),
-    lab_mean=(56.93, 27.4, -9.36),
-    lab_std=(13.23, 6.78, 6.41),
+    stains=((0.5665, 0.1972), (0.7267, 0.7948), (0.3885, 0.5739)),
+    max_conc=(2.758, 1.3665),
+    lab_mean=(56.09, 27.3, -9.73),
+    lab_std=(13.97, 6.77, 6.83),
 )
 
 
