@@ -141,25 +141,40 @@ def subset_table(signet: Path, n: int, out: Path, val_groups: int) -> Path:
 def data_efficiency(root: Path, device: str, steps: int, n_signet: int, val_groups: int) -> dict:
     """Probe (random, bundled, pre-trained encoders) and full fine-tuning (bundled,
     pre-trained) on the signet task with 25..1000 training patches."""
-    from cerberus_cli.transfer.finetune import finetune
     from cerberus_cli.transfer.pretrain import pretrain
-    from cerberus_cli.transfer.tuning_options import FinetuneOptions, PretrainOptions
+    from cerberus_cli.transfer.tuning_options import PretrainOptions
 
-    data = curve_data(root, n_signet, 800, 32)
+    if (root / "signet" / "signet.csv").is_file():  # --work of an interrupted run
+        data = {"signet": root / "signet" / "signet.csv"}
+    else:
+        data = curve_data(root, n_signet, 800, 32)
+    out: dict = {}
+    if (root / "pre" / "checkpoints" / "last.pt").is_file():
+        encoders = {"random": (None, 0), "bundled": (None, None),
+                    "pretrained": (str(root / "pre" / "checkpoints" / "last.pt"), None)}
+        return _curves(root, data, encoders, device, val_groups, out)
     t = time.perf_counter()
     pre = pretrain(root / "pre", PretrainOptions(
         data=(("nuclei", str(data["nuclei"])), ("tissue", str(data["tissue"]))), arch="resnet18",
         stem_stride=2, patch_px=64, steps=steps, batch_size=32, lr=0.01, head_lr_mult=1.0,
         warmup=0, val_every=steps, log_every=max(1, steps // 10), save_every=steps, device=device))
-    out: dict = {"pretrain": {"steps": steps, "wall_s": time.perf_counter() - t,
+    out["pretrain"] = {"steps": steps, "wall_s": time.perf_counter() - t,
                               "samples_per_s": pre.samples_per_s, "first_losses": pre.first_losses,
-                              "last_losses": pre.last_losses, "val_score": pre.best_score}}
+                       "last_losses": pre.last_losses, "val_score": pre.best_score}
     print(json.dumps(out), flush=True)
     encoders = {"random": (None, 0), "bundled": (None, None), "pretrained": (str(pre.last_checkpoint), None)}
-    feats = {}
+    return _curves(root, data, encoders, device, val_groups, out)
+
+
+def _curves(root: Path, data: dict[str, Path], encoders: dict, device: str, val_groups: int,
+            out: dict) -> dict:
+    from cerberus_cli.transfer.finetune import finetune
+    from cerberus_cli.transfer.tuning_options import FinetuneOptions
+
     for name, (model, seed) in encoders.items():
-        fo = FeaturesOptions(model=model, random_init=seed, workers=0, device=device, patch_px=64)
-        feats[name] = features([str(data["signet"])], root / f"sig_{name}.parquet", fo)
+        if not (root / f"sig_{name}.parquet").is_file():
+            fo = FeaturesOptions(model=model, random_init=seed, workers=0, device=device, patch_px=64)
+            features([str(data["signet"])], root / f"sig_{name}.parquet", fo)
     out["probe"], out["finetune"] = {}, {}
     for n in SIZES:
         table = subset_table(data["signet"], n, root / f"sig_{n}.csv", val_groups)
@@ -250,6 +265,8 @@ def main() -> None:
     ap.add_argument("--curve", metavar="OUT.json", help="Only the data-efficiency curve on the "
                     "signet task: results to OUT.json and the plot beside it (OUT.png).")
     ap.add_argument("--pretrain-steps", type=int, default=60)
+    ap.add_argument("--work", help="Keep the curve's files here (default: a temporary folder); "
+                    "data, the pre-trained encoder and features found there are reused.")
     ap.add_argument("--signet", type=int, default=1700, help="Signet patches (60/20/20 %% by group).")
     ap.add_argument("--val-groups", type=int, default=5, help="Val groups (8 patches each) used "
                     "by fine-tuning to choose its epoch.")
@@ -258,7 +275,9 @@ def main() -> None:
     if args.curve:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            result = data_efficiency(Path(tmp), args.device, args.pretrain_steps, args.signet,
+            work = Path(args.work) if args.work else Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
+            result = data_efficiency(work, args.device, args.pretrain_steps, args.signet,
                                      args.val_groups)
             result["wall_s"] = time.perf_counter() - t
         out = Path(args.curve)

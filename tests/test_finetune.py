@@ -135,9 +135,13 @@ def test_head_standardises_badly_scaled_features_and_learns_them():
     y = torch.arange(64) % 2
     x = torch.randn(64, 512, generator=gen) * 0.02 + 3.0
     x[:, 7] += 0.05 * (2 * y - 1)
+    x[:, 3] = 3.0 + torch.randn(64, generator=gen) * 1e-6  # a near-constant (dead) channel
     head = make_head("linear", 2)
     fit_standardisation(head, x)
-    assert torch.allclose(head[0].mean, x.mean(0)) and torch.allclose(head[0].std, x.std(0))
+    live = torch.arange(512) != 3
+    assert torch.allclose(head[0].mean, x.mean(0)) and torch.allclose(head[0].std[live], x.std(0)[live])
+    # A near-constant feature is not amplified without bound (full fine-tuning moves it).
+    assert head[0].std[3] >= 0.1 * x.std(0).mean() - 1e-9
     z = head[0](x)
     assert torch.allclose(z.mean(0), torch.zeros(512), atol=1e-4)
     opt = torch.optim.SGD(head.parameters(), lr=0.01, momentum=0.9)

@@ -51,11 +51,13 @@ class Standardise(nn.Module):
 
     @torch.no_grad()
     def fit(self, feats: torch.Tensor) -> None:
-        """Take the mean and standard deviation of ``feats`` (N, dim); constant features
-        get std 1 (they carry nothing and must not blow up)."""
+        """Take the mean and standard deviation of ``feats`` (N, dim). Spreads are floored
+        at a tenth of the mean spread: a near-constant feature must not be amplified
+        without bound once the encoder trains and moves it (full fine-tuning)."""
         self.mean.copy_(feats.mean(0))
         std = feats.std(0) if len(feats) > 1 else torch.ones_like(self.std)
-        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+        floor = max(0.1 * float(std.mean()), 1e-6)
+        self.std.copy_(std.clamp_min(floor))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
