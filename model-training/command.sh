@@ -72,3 +72,30 @@ cerberus train -o runs/joint --data gland:phantom=phantom/train --data lumen:pha
     --sampler fixed --tissue-prob 0.6 --task-probs gland=0.45,lumen=0.35,nuclei=0.2 \
     --workers 1 --threads 2 --val-every 100 --val-limit 27 --checkpoint-every 50 --log-every 5 \
     --seed 6 --no-progress
+
+# Tried after the phantom rasters were found 1.22x their polygons, not shipped (record:
+# nuclei_px_trial/): with the polygons filled by the pixel-centre rule (tiles of polygon
+# area), the nuclei decoder and head alone fine-tuned from the shipped model. Stopped
+# at step 30 (about 16 s a step on the shared 2-core machine); the rasters went back to
+# cv2 filling and the slide truth of nuclei is traced from them instead (models/default.md,
+# "Whole phantom slides against tiles").
+cerberus synth tiles -o phantom/train_px --tasks nuclei --count 320 --size 448 --seed 7
+cerberus synth tiles -o phantom/val_px --count 27 --size 448 --seed 20261123
+cerberus train -o runs/nuclei_px --data nuclei:phantom=phantom/train_px \
+    --val-data nuclei:phantom=phantom/val_px --tasks nuclei --freeze-encoder --init default \
+    --steps 300 --lr 3e-4 --lr-drop-at 240 --batch-size 4 --patch 256 --workers 1 --threads 1 \
+    --val-every 100 --val-limit 27 --checkpoint-every 50 --log-every 10 --seed 8 --no-progress
+
+# Whole-slide and real-H&E figures of models/default.md:
+cerberus synth slide s05.svs --size 1536x1536 --seed 3
+cerberus synth slide s025.svs --size 3072x3072 --seed 3 --mpp 0.25
+for s in s05 s025; do
+  cerberus segment $s.svs -o out_$s
+  for t in nuclei gland lumen; do
+    cerberus evaluate --task $t -m pq --true $s.truth.parquet --pred out_$s/$s.parquet -o $s.$t.json
+  done
+done
+python model-training/real_crop.py ../shared/real/hgsc_stromal_cells.parquet \
+    ../shared/real/hgsc_stromal_he.jpg gt/
+cerberus segment gt/real.png --mpp 0.5 -o out_real --stain-norm macenko   # and the other rows
+cerberus evaluate --task nuclei -m pq --true gt/real.truth.parquet --pred out_real/real.parquet
