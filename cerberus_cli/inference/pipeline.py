@@ -49,6 +49,7 @@ from cerberus_cli.inference.sinks import (
     SlideStats,
 )
 from cerberus_cli.inference.slide_adapt import (
+    ADAPT_BATCH,
     STAIN_FIT_TILES,
     adapted_batchnorm,
     normalise_batch,
@@ -180,7 +181,7 @@ class Segmenter:
             return
         images = [images[i] for i in np.unique(np.linspace(0, len(images) - 1, opts.adapt_bn).round().astype(int))]
         tissue = "dense" if self.config.heads_of_kind("tissue") else None
-        with adapted_batchnorm(self.network, images, opts.batch_size, self.device, tissue,
+        with adapted_batchnorm(self.network, images, ADAPT_BATCH, self.device, tissue,
                                opts.channels_last):
             own = self.engine.model
             self.engine.model = self._inference_network()  # with the slide's statistics

@@ -25,6 +25,9 @@ from cerberus_cli.slides.stain_norm import StainNormaliser
 
 #: Tiles the stain is fitted on when --adapt-bn does not ask for more.
 STAIN_FIT_TILES = 8
+#: Tiles per batch-norm estimation batch: fixed, so --batch-size (a speed option) does
+#: not change the statistics (a cumulative average of per-batch moments).
+ADAPT_BATCH = 4
 
 
 def sample_tiles(tiles: list[Tile], n: int) -> list[Tile]:
