@@ -101,7 +101,9 @@ def probe_speed(root: Path, rows: int, dim: int) -> float:
 
 
 SIZES = (25, 50, 100, 250, 1000)
-#: Full fine-tuning epochs per training-set size.
+#: Head-only warm-up epochs before full fine-tuning (set by --ft-warmup).
+FT_WARMUP = 0
+#: Full fine-tuning epochs per training-set size (after the warm-up).
 FT_EPOCHS = {25: 6, 50: 4, 100: 3, 250: 2, 1000: 1}
 
 
@@ -194,7 +196,7 @@ def _curves(root: Path, data: dict[str, Path], encoders: dict, device: str, val_
             model = encoders[name][0]
             t = time.perf_counter()
             rep = finetune(str(table), root / f"ft_{name}_{n}", FinetuneOptions(
-                model=model, mode="full", epochs=FT_EPOCHS[n], warmup_epochs=0,
+                model=model, mode="full", epochs=FT_EPOCHS[n] + FT_WARMUP, warmup_epochs=FT_WARMUP,
                 lr_grid=(0.001,), batch_size=16 if n < 100 else 32, patch_px=64, seeds=1, augment=False,
                 bootstrap=500, device=device, overwrite=True))
             wall = time.perf_counter() - t
@@ -270,8 +272,12 @@ def main() -> None:
     ap.add_argument("--signet", type=int, default=1700, help="Signet patches (60/20/20 %% by group).")
     ap.add_argument("--val-groups", type=int, default=5, help="Val groups (8 patches each) used "
                     "by fine-tuning to choose its epoch.")
+    ap.add_argument("--ft-warmup", type=int, default=0, help="Head-only warm-up epochs before "
+                    "full fine-tuning.")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    global FT_WARMUP
+    FT_WARMUP = args.ft_warmup
     if args.curve:
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()

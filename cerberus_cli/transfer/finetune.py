@@ -142,6 +142,9 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
             loss = F.cross_entropy(logits, y_train[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            # The standardising layer scales gradients into the encoder by 1/std (std of
+            # pooled features is often ~0.05): bound each step so full mode cannot diverge.
+            torch.nn.utils.clip_grad_norm_(params, options.clip_grad)
             optimizer.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)

@@ -109,6 +109,8 @@ class FinetuneOptions:
     weight_decay: float = opt(0.0, "SGD weight decay.")
     seeds: int = opt(1, "Repeats with seeds 0..N-1 (head init, batch order); test metrics are "
                      "averaged over seeds.")
+    clip_grad: float = opt(1.0, "Clip the gradient norm of every step to this value (the "
+                           "standardised head scales gradients into the encoder up).")
     bn_train: bool = opt(False, "Full mode: batch-norm layers use batch statistics while the "
                          "encoder trains (default: their running statistics stay fixed, "
                          "which small batches of a small target set need).")
@@ -136,6 +138,7 @@ class FinetuneOptions:
         check_nonnegative("weight_decay", self.weight_decay)
         check_range("seeds", self.seeds, 1, 100)
         check_nonnegative("bn_adapt", self.bn_adapt)
+        check_positive("clip_grad", self.clip_grad)
         check_range("patch_px", self.patch_px, 32, 2048)
         if self.image_mpp is not None:
             check_mpp(self.image_mpp, "--image-mpp")
