@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,10 +21,9 @@ from cerberus_cli.core.processes import host
 from cerberus_cli.inference import claims, commit
 from cerberus_cli.inference.shards import Shard, parse_shard, select, shard_of
 from cerberus_cli.inference.status import cohort_status, read_status
+from tests._cohort_fixtures import FAST, write_cohort
 
 CLI = [sys.executable, "-m", "cerberus_cli"]
-FAST = ["--tile", "208", "--workers", "0", "--post-workers", "0", "--batch-size", "2",
-        "--no-overlay"]
 
 
 # --- shards -------------------------------------------------------------------------------
@@ -120,17 +118,7 @@ def test_heartbeat_refreshes_the_claim(tmp_path):
 @pytest.fixture(scope="module")
 def cohort(phantom_slide, tmp_path_factory) -> tuple[Path, Path]:
     """Four slides (copies of the phantom under other names) and a mask of one network tile."""
-    root = tmp_path_factory.mktemp("cohort")
-    slides = root / "slides"
-    slides.mkdir()
-    for i in range(4):
-        shutil.copy(phantom_slide, slides / f"s{i}.svs")
-    mask = root / "mask.geojson"
-    square = [[200, 200], [300, 200], [300, 300], [200, 300], [200, 200]]
-    mask.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon",
-                                                           "coordinates": [square]}}]}))
-    return slides, mask
+    return write_cohort(phantom_slide, tmp_path_factory.mktemp("cohort"))
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:

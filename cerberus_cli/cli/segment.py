@@ -6,6 +6,7 @@ this module only renders progress and the summary.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -27,12 +28,16 @@ from rich.table import Table
 from cerberus_cli.cli import is_quiet
 from cerberus_cli.cli.optgen import build, click_options
 from cerberus_cli.core.errors import ExitCode
+from cerberus_cli.core.optionspec import spec_of
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.runs import RunEvents, RunSummary, SlideOutcome
 
+_RAY = spec_of(next(f for f in dataclasses.fields(SegmentOptions) if f.name == "ray"))
+assert _RAY is not None
+
 
 class _RichEvents(RunEvents):
-    """Progress bars on a terminal; failures printed once as they happen."""
+    """Progress bars on a terminal (one per slide at work); failures printed once as they happen."""
 
     def __init__(self, console: Console, quiet: bool) -> None:
         self.console = console
@@ -43,26 +48,30 @@ class _RichEvents(RunEvents):
             console=console, disable=quiet or not console.is_terminal,
         )
         self._run: Any = None
-        self._slide: Any = None
-        self._t0 = 0.0
+        #: slide path -> (progress task, start time); several at once with --devices / --ray
+        self._slides: dict[str, tuple[Any, float]] = {}
 
     def run_started(self, slides: int) -> None:
         self.progress.start()
         self._run = self.progress.add_task("slides", total=slides, info="")
 
     def slide_started(self, slide: Any) -> None:
-        self._t0 = time.perf_counter()
-        self._slide = self.progress.add_task(slide.path.name, total=None, info="")
+        task = self.progress.add_task(slide.path.name, total=None, info="")
+        self._slides[str(slide.path)] = (task, time.perf_counter())
 
-    def tiles(self, done: int, total: int, objects: int) -> None:
-        rate = done / max(time.perf_counter() - self._t0, 1e-9)
-        self.progress.update(self._slide, completed=done, total=total,
+    def slide_tiles(self, slide: Any, done: int, total: int, objects: int) -> None:
+        entry = self._slides.get(str(slide.path))
+        if entry is None:
+            return
+        task, t0 = entry
+        rate = done / max(time.perf_counter() - t0, 1e-9)
+        self.progress.update(task, completed=done, total=total,
                              info=f"{rate:.1f} tiles/s, {objects:,} objects")
 
     def slide_finished(self, outcome: SlideOutcome) -> None:
-        if self._slide is not None:
-            self.progress.remove_task(self._slide)
-            self._slide = None
+        entry = self._slides.pop(outcome.slide, None)
+        if entry is not None:
+            self.progress.remove_task(entry[0])
         if self._run is not None and outcome.status != "skipped":
             self.progress.advance(self._run)
         if outcome.status in ("failed", "interrupted"):
@@ -108,10 +117,13 @@ def _print_summary(console: Console, summary: RunSummary) -> None:
                    "(checked: same slide, mask and model); speed options may be given anew.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON on stdout.")
 @click_options(SegmentOptions)
+# Plain --ray means auto (a value is optional, so the field is declared by hand here).
+@click.option("--ray", "ray", is_flag=False, flag_value="auto", default=None,
+              metavar=_RAY.metavar, help=_RAY.help)
 @click.pass_context
 def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str | None,
             manifest: str | None, slides_dir: str | None, rerun: str | None, as_json: bool,
-            **values: Any) -> None:
+            ray: str | None, **values: Any) -> None:
     """Find nuclei (typed), glands (typed), lumina and tissue types in whole slides.
 
     SLIDES are slide files, folders (searched recursively) or glob patterns.
@@ -127,6 +139,8 @@ def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str | None,
       cerberus segment --manifest gdc_manifest.txt --slides-dir gdc/ -o out/ --device cuda
       cerberus segment slide.svs -o out/ --nuclei-threshold 0.6 --json
       cerberus segment slides/ -o out/ --shard slurm --status   # one Slurm array task
+      cerberus segment slides/ -o out/ --devices cuda:0,cuda:1  # one worker per GPU
+      cerberus segment slides/ -o /shared/out/ --ray            # actors on a Ray cluster
       cerberus segment --rerun out/slide.run.json -o again/ --device cuda
     """
     from cerberus_cli.inference.runs import segment as run_segment
@@ -140,13 +154,15 @@ def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str | None,
         given = {name: value for name, value in values.items()
                  if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE,
                                                        ParameterSource.ENVIRONMENT)}
+        if ray is not None:
+            given["ray"] = ray
         slide, options = options_from_record(rerun, given)
         slides = (str(slide),)
         out_dir = out_dir or str(Path(rerun).parent)
     else:
         if out_dir is None:
             raise click.UsageError("Missing option '-o' / '--out'.")
-        options = build(SegmentOptions, values)
+        options = build(SegmentOptions, values, ray=ray)
     quiet = is_quiet(ctx)
     console = Console(stderr=True)
     events = _RichEvents(console, quiet)

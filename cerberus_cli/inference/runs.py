@@ -6,6 +6,9 @@ runs again. One bad slide is reported and the run goes on (unless ``fail_fast``)
 Several runners may share an output folder: each slide is worked on under its claim
 (:mod:`.claims`), by one runner at a time; ``--shard`` splits the inputs between
 runners beforehand (:mod:`.shards`); ``--status`` keeps per-slide state (:mod:`.status`).
+``--devices`` runs the slides on one worker process per device (:mod:`.devices`),
+``--ray`` on the actors of a Ray cluster (:mod:`.ray_runner`); both serve each slide
+with :class:`SlideWorker`, the same per-slide protocol as a one-process run.
 Nothing here prints: progress goes to a :class:`RunEvents` the caller supplies, and
 the summary is returned.
 """
@@ -13,20 +16,26 @@ the summary is returned.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import signal
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from cerberus_cli.core.errors import CerberusError, InputError, Terminated
+from cerberus_cli.core.processes import host
 from cerberus_cli.inference import claims, commit
 from cerberus_cli.inference.inputs import SlideInput, collect_inputs
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter
+from cerberus_cli.inference.placement import resolve_devices
 from cerberus_cli.inference.run_record import utc_now
 from cerberus_cli.inference.shards import parse_shard, select
 from cerberus_cli.inference.slide_outputs import SlideOutputs
-from cerberus_cli.inference.status import StatusBook
+from cerberus_cli.inference.status import StatusBook, read_status, write_status
 from cerberus_cli.model.registry import load_model
 
 log = logging.getLogger(__name__)
@@ -83,6 +92,11 @@ class RunEvents:
     def tiles(self, done: int, total: int, objects: int) -> None:
         """Progress within the current slide."""
 
+    def slide_tiles(self, slide: SlideInput, done: int, total: int, objects: int) -> None:
+        """Progress within ``slide`` (several slides run at once with --devices); by default
+        :meth:`tiles`."""
+        self.tiles(done, total, objects)
+
     def slide_finished(self, outcome: SlideOutcome) -> None:
         """A slide is done, skipped or failed."""
 
@@ -110,6 +124,11 @@ def segment(
     if not slides:
         raise InputError("no slides given (pass slide files, folders, globs or --manifest)")
     slides = _select_shard(slides, options.shard)
+    devices = resolve_devices(options.devices) if options.devices is not None else None
+    if options.ray is not None:
+        from cerberus_cli.inference.ray_runner import import_ray
+
+        import_ray()  # a missing extra is a usage error, before any work
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
@@ -143,20 +162,41 @@ def segment(
             _report(summary, events, existing)
             continue
         todo.append((item, outputs, provenance))
-    if todo:
-        events.run_started(len(todo))
-        with Segmenter(loaded, options) as segmenter:
-            for item, outputs, provenance in todo:
-                try:
-                    outcome = _claimed(segmenter, item, outputs, events, provenance, book)
-                except (KeyboardInterrupt, Terminated):
-                    _report(summary, events, SlideOutcome(
-                        str(item.path), "interrupted",
-                        "stopped by a signal; nothing of this slide was kept"))
-                    raise
-                _report(summary, events, outcome)
-                if outcome.status == "failed" and options.fail_fast:
-                    break
+    if not todo:
+        return summary
+    events.run_started(len(todo))
+
+    def report(outcome: SlideOutcome) -> None:
+        _report(summary, events, outcome)
+
+    if options.ray is not None or (devices is not None and len(devices) > 1):
+        tasks = [(key, item, provenance) for key, (item, _, provenance) in enumerate(todo)]
+        first = len(summary.slides)
+        if options.ray is not None:
+            from cerberus_cli.inference.ray_runner import run_on_ray
+
+            run_on_ray(tasks, out, options, loaded.sha256, events, report)
+        else:
+            from cerberus_cli.inference.devices import run_on_devices
+
+            run_on_devices(devices or [], tasks, out, options, loaded.sha256, events, report)
+        # Outcomes arrive as workers finish; the summary lists them in input order.
+        order = {str(item.path): key for key, (item, _, _) in enumerate(todo)}
+        summary.slides[first:] = sorted(summary.slides[first:], key=lambda o: order.get(o.slide, 0))
+        return summary
+    if devices is not None:  # one device: this process is its worker
+        options = replace(options, device=devices[0], devices=None)
+    with Segmenter(loaded, options) as segmenter:
+        for item, outputs, provenance in todo:
+            try:
+                outcome = _claimed(segmenter, item, outputs, events, provenance, book)
+            except (KeyboardInterrupt, Terminated):
+                report(SlideOutcome(str(item.path), "interrupted",
+                                    "stopped by a signal; nothing of this slide was kept"))
+                raise
+            report(outcome)
+            if outcome.status == "failed" and options.fail_fast:
+                break
     return summary
 
 
@@ -195,17 +235,31 @@ def _existing(item: SlideInput, outputs: SlideOutputs, provenance: dict[str, Any
 
 
 def _claimed(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: RunEvents,
-             provenance: dict[str, Any], book: StatusBook) -> SlideOutcome:
-    """One slide under its claim: skipped as running elsewhere when a live runner holds it."""
+             provenance: dict[str, Any], book: StatusBook,
+             takeover: Callable[[claims.Holder], bool] | None = None) -> SlideOutcome:
+    """One slide under its claim: skipped as running elsewhere when a live runner holds it.
+
+    ``takeover`` may declare a live-looking holder dead (a Ray actor's earlier attempt
+    at this very slide, on another host, before its heartbeat times out).
+    """
     options = segmenter.options
-    got = claims.acquire(outputs.final, item.stem, options.claim_timeout)
+    folder = outputs.final
+    previous = claims.read_claim(folder, item.stem, options.claim_timeout)
+    got = claims.acquire(folder, item.stem, options.claim_timeout)
+    if isinstance(got, claims.Holder) and takeover is not None and takeover(got):
+        log.warning("%s: taking over the claim of %s, an earlier attempt of this run that died",
+                    item.stem, got.describe())
+        claims._break(folder, item.stem, got)
+        previous, got = got, claims.acquire(folder, item.stem, options.claim_timeout)
     if isinstance(got, claims.Holder):
         return SlideOutcome(str(item.path), "running elsewhere", f"claimed by {got.describe()}")
     with got as claim:
         try:
-            done = commit.recover(outputs.final, item.stem)
+            done = commit.recover(folder, item.stem)
             if done:
                 log.warning("%s: %s", item.stem, done)
+            if previous is not None and previous.token != claim.token and previous.pid > 0:
+                _remove_staging(folder, item.stem, previous.host, previous.pid)
             existing = _existing(item, outputs, provenance, options, segmenter.loaded.sha256)
         except (OSError, CerberusError) as exc:
             existing = SlideOutcome(str(item.path), "failed", _message(item.path, exc))
@@ -222,6 +276,100 @@ def _claimed(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, even
             book.finished(item, outcome.status, outcome.message if outcome.status == "failed" else "",
                           outcome.objects, outcome.counts)
         return outcome
+
+
+def _remove_staging(folder: Path, stem: str, holder_host: str, pid: int) -> None:
+    """The staging folder a dead holder left (named as :func:`commit.staging_name` names it)."""
+    staging = folder / f".{stem}.staging.{holder_host}.{pid}"
+    if staging.is_dir():
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("%s: removed %s left by a dead runner", stem, staging.name)
+
+
+class SlideWorker:
+    """A process that serves many slides (a ``--devices`` worker, a Ray actor).
+
+    The model is loaded once, on ``device``; each slide goes through the same claim,
+    commit record and status file as in a one-process run (:func:`segment`).
+    """
+
+    def __init__(self, out: Path, options: SegmentOptions, device: str,
+                 model_sha256: str | None = None) -> None:
+        self.out = Path(out)
+        self.options = replace(options, device=device, devices=None, ray=None)
+        loaded = load_model(self.options.model)
+        if model_sha256 and loaded.sha256 != model_sha256:
+            raise InputError(f"{loaded.source}: the model file changed after the run started")
+        self.segmenter = Segmenter(loaded, self.options)
+        self.book = StatusBook(self.out, self.options.status)
+
+    def run(self, item: SlideInput, provenance: dict[str, Any], events: RunEvents | None = None,
+            takeover: Callable[[claims.Holder], bool] | None = None) -> SlideOutcome:
+        """Segment one slide (``provenance`` as the run computed it); interrupts propagate."""
+        outputs = SlideOutputs(self.out, item.stem, self.options)
+        try:
+            return _claimed(self.segmenter, item, outputs, events or RunEvents(), provenance,
+                            self.book, takeover)
+        except Exception as exc:  # e.g. the output folder became unwritable: this slide fails
+            log.debug("slide %s failed", item.path, exc_info=True)
+            return SlideOutcome(str(item.path), "failed", _message(item.path, exc))
+
+    def close(self) -> None:
+        self.segmenter.close()
+
+    def __enter__(self) -> SlideWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def settle_dead_worker(out: Path, item: SlideInput, provenance: dict[str, Any],
+                       options: SegmentOptions, model_sha256: str, pid: int, why: str) -> SlideOutcome:
+    """The outcome of a slide whose worker process (``pid``, this host) died on it.
+
+    The folder is made whole first: the dead claim is taken over, an interrupted swap
+    finished (or dropped), the staging folder removed and the status file closed. A
+    slide committed just before the death counts as done; any other fails.
+    """
+    message = f"{why} while segmenting it; nothing of this slide was kept (run again to retry)"
+    got = claims.acquire(out, item.stem, options.claim_timeout)
+    if isinstance(got, claims.Holder):  # another runner took it over meanwhile
+        return SlideOutcome(str(item.path), "failed", message)
+    with got:
+        try:
+            commit.recover(out, item.stem)
+            _remove_staging(out, item.stem, host(), pid)
+            existing = _existing(item, SlideOutputs(out, item.stem, options), provenance, options,
+                                 model_sha256)
+        except (OSError, CerberusError) as exc:
+            log.warning("%s: %s", item.stem, _message(item.path, exc))
+            existing = None
+        if existing is not None and existing.status == "skipped":
+            record = commit.read_commit(out, item.stem) or {}
+            state: Status = "done with damage" if record.get("status") == "done with damage" else "done"
+            objects, counts = int(record.get("objects") or 0), record.get("counts") or {}
+            _close_status(out, item, pid, options.status, state, "", objects, counts)
+            return SlideOutcome(str(item.path), state, f"committed just before {why}",
+                                objects=objects, counts=counts)
+        _close_status(out, item, pid, options.status, "failed", message)
+        return SlideOutcome(str(item.path), "failed", message)
+
+
+def _close_status(out: Path, item: SlideInput, pid: int, enabled: bool, state: str, error: str,
+                  objects: int = 0, counts: dict[str, dict[str, int]] | None = None) -> None:
+    """End the "running" status record a dead worker left (the attempt it counted stands)."""
+    if not enabled:
+        return
+    record = read_status(out, item.stem)
+    if record is None or record.get("state") != "running" or record.get("pid") != pid:
+        return
+    end = time.time()
+    record = {k: v for k, v in record.items() if k not in ("format", "slide")}
+    record.update(state=state, end=end, duration_s=round(end - float(record.get("start") or end), 3),
+                  error=error or None, objects=objects if state.startswith("done") else None,
+                  counts=counts if state.startswith("done") else None)
+    write_status(out, item.stem, record)
 
 
 def _message(path: Path, exc: BaseException) -> str:
@@ -261,7 +409,7 @@ def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: 
             if mask.warning:
                 log.warning("%s: %s", item.path, mask.warning)
             work = outputs.begin()
-            run = segmenter.run(slide, mask, outputs, item.stem, events.tiles, work_dir=work)
+            run = segmenter.run(slide, mask, outputs, item.stem, _progress(events, item), work_dir=work)
             run.timings["tissue_mask_s"] = mask_s
             written = outputs.write_record(item, slide, segmenter, run, time.perf_counter() - t0,
                                            record, started)
@@ -286,3 +434,26 @@ def _one(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, events: 
             log.debug("slide %s failed", item.path, exc_info=True)  # one slide must not end a run
         return SlideOutcome(str(item.path), "failed", _message(item.path, exc),
                             seconds=time.perf_counter() - t0)
+
+
+def _progress(events: RunEvents, item: SlideInput) -> Callable[[int, int, int], None]:
+    """The pipeline's progress callback for ``item``.
+
+    Test hook: with ``CERBERUS_TEST_KILL_DIR`` set, a file ``S.kill`` in that folder
+    makes the process working on slide ``S`` kill itself (SIGKILL) mid-slide, once (the
+    file is renamed ``S.killed`` first): how the tests kill a device worker or a Ray
+    actor at a known point.
+    """
+    kill_dir = os.environ.get("CERBERUS_TEST_KILL_DIR")
+
+    def progress(done: int, total: int, objects: int) -> None:
+        events.slide_tiles(item, done, total, objects)
+        if kill_dir:
+            armed = Path(kill_dir) / f"{item.stem}.kill"
+            try:
+                os.rename(armed, armed.with_suffix(".killed"))
+            except OSError:
+                return
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return progress
