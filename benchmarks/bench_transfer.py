@@ -101,8 +101,12 @@ def probe_speed(root: Path, rows: int, dim: int) -> float:
 
 
 SIZES = (25, 50, 100, 250, 1000)
-#: Head-only warm-up epochs before full fine-tuning (set by --ft-warmup).
-FT_WARMUP = 0
+#: Head-only warm-up epochs before full fine-tuning (set by --ft-warmup): on the frozen
+#: encoder's cached features, so they cost one feature pass, not an encoder pass each.
+FT_WARMUP = 30
+#: Learning rate of the head; the encoder's is FT_ENCODER_LR_MULT times it.
+FT_LR = 0.01
+FT_ENCODER_LR_MULT = 0.1
 #: Full fine-tuning epochs per training-set size (after the warm-up).
 FT_EPOCHS = {25: 6, 50: 4, 100: 3, 250: 2, 1000: 1}
 
@@ -154,6 +158,8 @@ def data_efficiency(root: Path, device: str, steps: int, n_signet: int, val_grou
     if (root / "pre" / "checkpoints" / "last.pt").is_file():
         encoders = {"random": (None, 0), "bundled": (None, None),
                     "pretrained": (str(root / "pre" / "checkpoints" / "last.pt"), None)}
+        if (root / "pretrain.json").is_file():  # written by the run that pre-trained it
+            out["pretrain"] = json.loads((root / "pretrain.json").read_text())
         return _curves(root, data, encoders, device, val_groups, out)
     t = time.perf_counter()
     pre = pretrain(root / "pre", PretrainOptions(
@@ -163,9 +169,34 @@ def data_efficiency(root: Path, device: str, steps: int, n_signet: int, val_grou
     out["pretrain"] = {"steps": steps, "wall_s": time.perf_counter() - t,
                               "samples_per_s": pre.samples_per_s, "first_losses": pre.first_losses,
                        "last_losses": pre.last_losses, "val_score": pre.best_score}
-    print(json.dumps(out), flush=True)
+    (root / "pretrain.json").write_text(json.dumps(out["pretrain"], default=str))
+    print(json.dumps(out, default=str), flush=True)
     encoders = {"random": (None, 0), "bundled": (None, None), "pretrained": (str(pre.last_checkpoint), None)}
     return _curves(root, data, encoders, device, val_groups, out)
+
+
+#: The curve's metrics: balanced accuracy and ROC AUC (the headline: neither rewards
+#: predicting the majority class), then plain accuracy.
+CURVE_METRICS = ("balanced_accuracy", "roc_auc", "accuracy")
+
+
+def _headline(rep: dict) -> dict:
+    """Each of :data:`CURVE_METRICS` with its interval (bootstrap over test groups)."""
+    out: dict = {}
+    for m in CURVE_METRICS:
+        out[m], out[f"{m}_ci"] = rep[m], rep.get(f"{m}_ci")
+    return out
+
+
+def majority_baseline(signet: Path) -> dict:
+    """Test accuracy of always predicting the training split's most frequent class (its
+    balanced accuracy is 0.5 and its ROC AUC 0.5 by construction)."""
+    table = pd.read_csv(signet)
+    train, test = table[table["split"] == "train"], table[table["split"] == "test"]
+    top = train["label"].value_counts().idxmax()
+    return {"class": str(top), "test_accuracy": float((test["label"] == top).mean()),
+            "test_counts": {str(k): int(v) for k, v in test["label"].value_counts().items()},
+            "balanced_accuracy": 0.5, "roc_auc": 0.5}
 
 
 def _curves(root: Path, data: dict[str, Path], encoders: dict, device: str, val_groups: int,
@@ -177,6 +208,7 @@ def _curves(root: Path, data: dict[str, Path], encoders: dict, device: str, val_
         if not (root / f"sig_{name}.parquet").is_file():
             fo = FeaturesOptions(model=model, random_init=seed, workers=0, device=device, patch_px=64)
             features([str(data["signet"])], root / f"sig_{name}.parquet", fo)
+    out["majority_baseline"] = majority_baseline(data["signet"])
     out["probe"], out["finetune"] = {}, {}
     for n in SIZES:
         table = subset_table(data["signet"], n, root / f"sig_{n}.csv", val_groups)
@@ -188,29 +220,31 @@ def _curves(root: Path, data: dict[str, Path], encoders: dict, device: str, val_
             sub = write_features(root / f"p_{name}_{n}.parquet", cols[mask], X[mask], meta, overwrite=True)
             rep = probe([str(sub)], root / f"probe_{name}_{n}", ProbeOptions(
                 seeds=1, folds=3, bootstrap=500, knn_baseline=False, overwrite=True))
-            out["probe"].setdefault(name, {})[n] = {
-                "accuracy": rep["accuracy"], "accuracy_ci": rep.get("accuracy_ci"),
-                "roc_auc": rep["roc_auc"], "roc_auc_ci": rep.get("roc_auc_ci")}
+            out["probe"].setdefault(name, {})[n] = _headline(rep)
             print(json.dumps({"probe": name, "n": n, **out["probe"][name][n]}), flush=True)
         for name in ("bundled", "pretrained"):
             model = encoders[name][0]
             t = time.perf_counter()
             rep = finetune(str(table), root / f"ft_{name}_{n}", FinetuneOptions(
                 model=model, mode="full", epochs=FT_EPOCHS[n] + FT_WARMUP, warmup_epochs=FT_WARMUP,
-                lr_grid=(0.001,), batch_size=16 if n < 100 else 32, patch_px=64, seeds=1, augment=False,
-                bootstrap=500, device=device, overwrite=True))
+                lr_grid=(FT_LR,), encoder_lr_mult=FT_ENCODER_LR_MULT, batch_size=16 if n < 100 else 32,
+                patch_px=64, seeds=1, augment=False, bootstrap=500, device=device, overwrite=True))
             wall = time.perf_counter() - t
+            epochs = pd.read_csv(root / f"ft_{name}_{n}" / "epochs.csv")
+            warm = epochs["epoch"] <= FT_WARMUP
             out["finetune"].setdefault(name, {})[n] = {
-                "accuracy": rep["accuracy"], "accuracy_ci": rep.get("accuracy_ci"),
-                "roc_auc": rep["roc_auc"], "roc_auc_ci": rep.get("roc_auc_ci"),
-                "epoch": rep["chosen"][0]["epoch"], "wall_s": wall,
+                **_headline(rep), "epoch": rep["chosen"][0]["epoch"], "warmup_epochs": FT_WARMUP,
+                "val_bacc_best_warmup": float(epochs.loc[warm, "val_balanced_accuracy"].max()),
+                "val_bacc_best_full": float(epochs.loc[~warm, "val_balanced_accuracy"].max()),
+                "val_bacc_last": float(epochs["val_balanced_accuracy"].iloc[-1]), "wall_s": wall,
                 "train_samples_per_s": rep.get("train_samples_per_s")}
             print(json.dumps({"finetune": name, "n": n, **out["finetune"][name][n]}), flush=True)
     return out
 
 
-def plot_curve(result: dict, path: Path, metric: str = "accuracy") -> Path:
-    """Accuracy against training-set size (log x), one line per method, 95 % CI bars."""
+def plot_curve(result: dict, path: Path, metric: str = "balanced_accuracy") -> np.ndarray:
+    """``metric`` against training-set size (log x), one line per method, 95 % CI bars,
+    chance (0.5) dashed; written to ``path`` and returned."""
     import cv2
 
     w, h, left, right, top, bottom = 760, 440, 60, 230, 30, 45
@@ -227,11 +261,14 @@ def plot_curve(result: dict, path: Path, metric: str = "accuracy") -> Path:
                 int(top + ph - (min(max(v, y0), y1) - y0) / (y1 - y0) * ph))
 
     cv2.rectangle(img, (left, top), (left + pw, top + ph), (0, 0, 0), 1)
+    for xd in range(left, left + pw, 12):  # chance: balanced accuracy and AUC of a constant
+        cv2.line(img, (xd, px(SIZES[0], 0.5)[1]), (min(xd + 6, left + pw), px(SIZES[0], 0.5)[1]), (128, 128, 128), 1)
     for v in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
         cv2.putText(img, f"{v:.1f}", (left - 35, px(SIZES[0], v)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
     for n in SIZES:
         cv2.putText(img, str(n), (px(n, y0)[0] - 10, top + ph + 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
-    cv2.putText(img, f"signet phantom task: test {metric} vs training patches (95% CI)", (left, 20),
+    title = metric.replace("_", " ").replace("roc auc", "ROC AUC")
+    cv2.putText(img, f"signet task: test {title} vs training patches (95% CI, dashed: chance)", (left, 20),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (label, points) in enumerate(lines):
         c = colors[i % len(colors)]
@@ -253,10 +290,11 @@ def plot_curve(result: dict, path: Path, metric: str = "accuracy") -> Path:
         cv2.line(img, (w - right + 10, top + 15 + 20 * i), (w - right + 30, top + 15 + 20 * i), c, 2)
         cv2.putText(img, label, (w - right + 35, top + 19 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1)
     cv2.imwrite(str(path), img)
-    return path
+    return img
 
 
 def main() -> None:
+    global FT_WARMUP, SIZES
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", type=int, default=90)
     ap.add_argument("--test", type=int, default=54)
@@ -272,11 +310,13 @@ def main() -> None:
     ap.add_argument("--signet", type=int, default=1700, help="Signet patches (60/20/20 %% by group).")
     ap.add_argument("--val-groups", type=int, default=5, help="Val groups (8 patches each) used "
                     "by fine-tuning to choose its epoch.")
-    ap.add_argument("--ft-warmup", type=int, default=0, help="Head-only warm-up epochs before "
-                    "full fine-tuning.")
+    ap.add_argument("--ft-warmup", type=int, default=FT_WARMUP, help="Head-only warm-up epochs "
+                    "before full fine-tuning.")
+    ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="Training-set sizes of "
+                    "the curve, comma-separated (a subset of the default).")
     args = ap.parse_args()
+    SIZES = tuple(int(v) for v in args.sizes.split(","))
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    global FT_WARMUP
     FT_WARMUP = args.ft_warmup
     if args.curve:
         with tempfile.TemporaryDirectory() as tmp:
@@ -288,7 +328,10 @@ def main() -> None:
             result["wall_s"] = time.perf_counter() - t
         out = Path(args.curve)
         out.write_text(json.dumps(result, indent=1) + "\n")
-        plot_curve(result, out.with_suffix(".png"))
+        import cv2
+
+        panels = [plot_curve(result, out.with_suffix(".png"), m) for m in ("balanced_accuracy", "roc_auc")]
+        cv2.imwrite(str(out.with_suffix(".png")), np.vstack(panels))
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

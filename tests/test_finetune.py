@@ -162,10 +162,54 @@ def test_full_finetune_keeps_batchnorm_statistics_unless_asked(signet, tmp_path,
     for flags, same in (((), True), (("--bn-train",), False)):
         out = tmp_path / f"bn{len(flags)}"
         code, text = run("finetune", signet, "-o", out, "--model", tiny_model, "--mode", "full",
-                         "--epochs", 1, "--lr-grid", "0.001", "--batch-size", 8, "--patch-px", 32,
-                         "--bootstrap", 0, "--device", "cpu", *flags)
+                         "--epochs", 1, "--warmup-epochs", 0, "--lr-grid", "0.001", "--batch-size", 8,
+                         "--patch-px", 32, "--bootstrap", 0, "--device", "cpu", *flags)
         assert code == 0, text
         after = load_checkpoint(out / "model.pt").model.encoder.bn1.running_mean
         assert torch.equal(before, after) is same
         weights = torch.load(out / "model.pt", weights_only=True)["classifier"]["state_dict"]
         assert weights["0.std"].min() > 0
+
+
+def test_class_weights_equalise_the_classes_of_an_imbalanced_loss():
+    import numpy as np
+
+    from cerberus_cli.transfer.finetune import class_weights
+
+    labels = np.array([0, 0, 0, 0, 0, 0, 2, 2])
+    w = class_weights(labels, 3)
+    counts = np.bincount(labels, minlength=3)
+    assert w[1] == 0.0
+    assert torch.allclose(w[0] * counts[0], w[2] * counts[2])
+    assert float(w[[0, 2]].mean()) == pytest.approx(1.0)
+
+
+def test_full_mode_warms_up_the_head_before_the_encoder_trains_at_a_lower_rate(signet, tiny_model):
+    """The bundled encoder fell below chance when a random head's gradients reached it
+    from the first step at the head's rate: full mode must keep the encoder fixed while
+    the head warms up, then train it at a fraction of the head's learning rate."""
+    from cerberus_cli.transfer.finetune import _train_one, load_finetune_task, make_optimizer
+    from cerberus_cli.transfer.finetune_heads import FinetuneNet
+    from cerberus_cli.transfer.pretrain import checked_encoder
+    from cerberus_cli.transfer.tuning_options import FinetuneOptions
+
+    defaults = FinetuneOptions()
+    assert defaults.warmup_epochs >= 1 and defaults.encoder_lr_mult < 1 and defaults.balanced_loss
+    options = FinetuneOptions(model=str(tiny_model), mode="full", epochs=2, warmup_epochs=2,
+                              batch_size=8, patch_px=32, augment=False, device="cpu")
+    encoder = checked_encoder(options.model)
+    task = load_finetune_task(str(signet), options, encoder)
+    before = {k: v.clone() for k, v in encoder.trunk.state_dict().items()}
+    torch.manual_seed(0)  # the head's initial weights, as _train_one draws them for seed 0
+    initial = FinetuneNet(encoder.trunk, "linear", len(task.classes), encoder.normalisation).head[1].weight.clone()
+    rows: list[dict] = []
+    net, *_ = _train_one(encoder, task, options, 0, 0.05, torch.device("cpu"), None, rows.append)
+    assert len(rows) == 2
+    for k, v in net.encoder.state_dict().items():  # warm-up epochs only: the encoder as loaded
+        assert torch.equal(v, before[k]), k
+    assert not torch.equal(net.head[1].weight, initial)  # while the head trained
+    opt = make_optimizer(net, FinetuneOptions(mode="full", encoder_lr_mult=0.1), 0.01)
+    head_group, enc_group = opt.param_groups
+    assert head_group["lr"] == pytest.approx(0.01) and enc_group["lr"] == pytest.approx(0.001)
+    assert {id(p) for p in enc_group["params"]} == {id(p) for p in net.encoder.parameters()}
+    assert len(make_optimizer(net, FinetuneOptions(mode="frozen"), 0.01).param_groups) == 1

@@ -12,6 +12,14 @@ features (of the encoder as training starts, after any BN adaptation). In ``full
 batch-norm layers keep their running statistics while the encoder trains unless
 ``bn_train`` is set: batch statistics of small batches drift from the evaluation ones.
 
+In ``full`` mode the first ``warmup_epochs`` train only the head on the frozen encoder
+(every epoch, warm-up included, is a candidate for the val choice), then the encoder
+trains at ``encoder_lr_mult`` times the head's learning rate. Without the warm-up a random
+head's gradients, scaled up by the standardising layer, rewrite the encoder in the first
+steps (the bundled encoder fell below chance on the signet phantom task while its frozen
+features gave 0.99). The loss is weighted by inverse class frequency
+(``balanced_loss``) so an imbalanced task does not settle on its majority class.
+
 In ``frozen`` mode the encoder is in eval mode throughout, so its pooled features are
 computed once per split (no augmentation) and only the head trains on them.
 
@@ -89,6 +97,23 @@ def freeze_batchnorm(module: torch.nn.Module) -> None:
             m.eval()
 
 
+def class_weights(labels: np.ndarray, k: int) -> torch.Tensor:
+    """Inverse class frequencies, scaled to a mean of 1 over the classes present (an
+    absent class weighs 0): every class contributes equally to the weighted loss."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    w = np.divide(1.0, counts, out=np.zeros(k), where=counts > 0)
+    return torch.from_numpy(w * (counts > 0).sum() / w.sum()).float()
+
+
+def make_optimizer(net: FinetuneNet, options: FinetuneOptions, lr: float) -> torch.optim.SGD:
+    """SGD over the head at ``lr`` and, in full mode, the encoder at ``lr`` x
+    ``options.encoder_lr_mult``."""
+    groups: list[dict[str, Any]] = [{"params": list(net.head.parameters()), "lr": lr}]
+    if options.mode == "full":
+        groups.append({"params": list(net.encoder.parameters()), "lr": lr * options.encoder_lr_mult})
+    return torch.optim.SGD(groups, lr=lr, momentum=options.momentum, weight_decay=options.weight_decay)
+
+
 def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed: int, lr: float,
                device: torch.device, frozen_feats: dict[str, torch.Tensor] | None,
                on_epoch: Callable[[dict[str, Any]], None],
@@ -106,15 +131,17 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
         adapt_batchnorm(net.encoder, lambda x: net.pooled(x), (_tensor(train.images[p], device) for p in parts))
     # The head standardises its input with statistics of the (adapted) encoder's training
     # features: without it SGD underfits the uneven scales of pooled features.
-    fit_standardisation(net.head, frozen_feats["train"] if frozen_feats is not None
-                        else _features(net, train, batch, device))
+    start_feats = frozen_feats["train"] if frozen_feats is not None else _features(net, train, batch, device)
+    fit_standardisation(net.head, start_feats)
     frozen = options.mode == "frozen"
     params = list(net.head.parameters()) if frozen else list(net.parameters())
-    optimizer = torch.optim.SGD(params, lr=lr, momentum=options.momentum, weight_decay=options.weight_decay)
+    optimizer = make_optimizer(net, options, lr)
     y_train = torch.from_numpy(train.labels).to(device)
+    weight = class_weights(train.labels, len(task.classes)).to(device) if options.balanced_loss else None
     best: tuple[float, float] = (-math.inf, math.inf)
     best_state: dict[str, torch.Tensor] = {}
     best_epoch = 0
+    start_val: torch.Tensor | None = None
     for epoch in range(1, options.epochs + 1):
         warm = frozen or epoch <= options.warmup_epochs
         net.train()
@@ -128,6 +155,8 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
         for idx in epoch_batches(len(train), batch, seed, epoch):
             if frozen_feats is not None:
                 logits = net.head(frozen_feats["train"][idx])
+            elif warm and not options.augment:  # the frozen encoder's features, computed above
+                logits = net.head(start_feats[idx])
             else:
                 images = train.images[idx]
                 if options.augment:
@@ -139,7 +168,7 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
                     logits = net.head(pooled)
                 else:
                     logits = net(x)
-            loss = F.cross_entropy(logits, y_train[idx])
+            loss = F.cross_entropy(logits, y_train[idx], weight=weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # The standardising layer scales gradients into the encoder by 1/std (std of
@@ -151,8 +180,17 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
         if clock is not None:
             clock[0] += time.perf_counter() - t0
             clock[1] += seen
-        logits = _logits(net, val, batch, device, None if frozen_feats is None else frozen_feats["val"])
-        val_loss = float(F.cross_entropy(logits, torch.from_numpy(val.labels)))
+        if frozen_feats is not None:
+            val_feats: torch.Tensor | None = frozen_feats["val"]
+        elif warm:  # the encoder has not moved yet: its val features once, for every warm-up epoch
+            if start_val is None:
+                start_val = _features(net, val, batch, device)
+            val_feats = start_val
+        else:
+            val_feats = None
+        logits = _logits(net, val, batch, device, val_feats)
+        val_loss = float(F.cross_entropy(logits, torch.from_numpy(val.labels),
+                                         weight=None if weight is None else weight.cpu()))
         m = score(val.labels, logits.argmax(1).numpy(), logits.numpy())
         row = {"seed": seed, "lr": lr, "epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
                **{f"val_{k}": v for k, v in m.items()}}

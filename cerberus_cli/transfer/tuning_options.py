@@ -103,7 +103,14 @@ class FinetuneOptions:
                                      "keeps the one whose best epoch scores highest on val.",
                                      parse=_floats, metavar="LR1,LR2,...")
     epochs: int = opt(10, "Training epochs per learning rate.")
-    warmup_epochs: int = opt(0, "Full mode: first epochs train only the head (encoder frozen).")
+    warmup_epochs: int = opt(2, "Full mode: first epochs train only the head (encoder frozen); "
+                             "without them a random head's gradients rewrite the encoder "
+                             "before the head has learnt anything.")
+    encoder_lr_mult: float = opt(0.1, "Full mode: learning rate of the encoder as a fraction "
+                                 "of the head's (the learning-rate grid's value).")
+    balanced_loss: bool = opt(True, "Weight the cross-entropy by inverse class frequency of "
+                              "the training patches, so an imbalanced task does not learn its "
+                              "majority class.")
     batch_size: int = opt(32, "Samples per batch.")
     momentum: float = opt(0.9, "SGD momentum.")
     weight_decay: float = opt(0.0, "SGD weight decay.")
@@ -133,6 +140,7 @@ class FinetuneOptions:
                 "--lr-grid: give positive learning rates")
         check_positive("epochs", self.epochs)
         check_nonnegative("warmup_epochs", self.warmup_epochs)
+        check_positive("encoder_lr_mult", self.encoder_lr_mult)
         check_range("batch_size", self.batch_size, 2, 100000)
         check_range("momentum", self.momentum, 0.0, 0.999)
         check_nonnegative("weight_decay", self.weight_decay)
