@@ -100,7 +100,7 @@ def probe_speed(root: Path, rows: int, dim: int) -> float:
     return time.perf_counter() - t
 
 
-SIZES = (25, 50, 100, 250, 1000)
+SIZES: tuple[int, ...] = (25, 50, 100, 250, 1000)
 #: Head-only warm-up epochs before full fine-tuning (set by --ft-warmup): on the frozen
 #: encoder's cached features, so they cost one feature pass, not an encoder pass each.
 FT_WARMUP = 30
