@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,7 +61,6 @@ def test_record_lists_every_file_and_a_plain_rerun_skips(done, phantom_slide):
 
 
 def test_a_changed_file_is_not_complete(done, tmp_path):
-    import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(done, copy)
@@ -69,7 +69,6 @@ def test_a_changed_file_is_not_complete(done, tmp_path):
 
 
 def test_skip_checks_provenance(done, phantom_slide, tmp_path):
-    import shutil
 
     out = tmp_path / "o"
     shutil.copytree(done, out)
@@ -96,7 +95,6 @@ def test_interrupted_swap_is_old_or_new_and_the_next_run_finishes_it(done, tmp_p
                                                                        monkeypatch):
     """A death after any number of moves of an --overwrite swap: the folder holds the old
     complete set or no committed set (never a mixed one), and recovery gives the new set."""
-    import shutil
 
     out = tmp_path / "o"
     shutil.copytree(done, out)
@@ -166,7 +164,6 @@ def test_sigterm_stops_cleanly(phantom_slide, tmp_path):
 
 
 def test_dead_runs_leftovers_are_removed(phantom_slide, done, tmp_path):
-    import shutil
 
     out = tmp_path / "o"
     shutil.copytree(done, out)
@@ -259,3 +256,50 @@ def test_unreadable_subfolder_is_a_failed_input(tmp_path, monkeypatch):
     found = inputs.collect_inputs([str(folder)])
     assert [i.error for i in found] == [f"{folder / 'locked'}: folder cannot be read "
                                         "(Permission denied); its slides were not found"]
+
+
+def test_post_processing_pool_serves_every_slide_of_a_run(done, phantom_slide, tmp_path):
+    """Pool workers are started from a slide's consumer thread: they must outlive it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b"):
+        shutil.copy(phantom_slide, src / f"{name}{phantom_slide.suffix}")
+    out = tmp_path / "o"
+    fast = [*FAST[:4], "--post-workers", "1", *FAST[6:]]
+    proc = subprocess.run([*CLI, "-q", "segment", str(src), "-o", str(out), *fast],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "leaked" not in proc.stderr
+    # Object ids carry the slide's name: the same pixels give the same number of objects.
+    assert len(uuids(out, "a")) == len(uuids(out, "b")) == len(uuids(done))
+
+
+_ORPHAN = """
+import multiprocessing as mp, sys, time
+from cerberus_cli.core.processes import die_with_parent
+def child(q):
+    die_with_parent()
+    q.put(mp.current_process().pid)
+    time.sleep(60)
+if __name__ == "__main__":
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ctx.Process(target=child, args=(q,)).start()
+    print(q.get(), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_workers_die_with_their_parent(tmp_path):
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHAN)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    assert parent.stdout is not None
+    worker = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and Path(f"/proc/{worker}").exists():
+        time.sleep(0.1)
+    assert not Path(f"/proc/{worker}").exists()

@@ -3,20 +3,21 @@ arrive only where stopping is safe, a process's own peak memory, and who this pr
 
 from __future__ import annotations
 
-import ctypes
 import os
 import resource
 import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from cerberus_cli.core.errors import Terminated
 
-_PR_SET_PDEATHSIG = 1
+#: How often a worker checks that its parent is alive, s.
+_WATCH_S = 0.5
 
 
 def host() -> str:
@@ -56,18 +57,25 @@ def peak_rss_mib() -> float:
 
 
 def die_with_parent(*_: Any) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux; elsewhere a no-op).
+    """Make this worker process exit when the process that started it dies.
 
     Used as the initializer of post-processing pools and tile-loader workers, so a
-    run killed with ``kill -9`` leaves no worker holding hundreds of MB behind.
+    run killed with ``kill -9`` leaves no worker holding hundreds of MB behind. A
+    watchdog thread notices the worker being re-parented; ``prctl(PR_SET_PDEATHSIG)``
+    is not used because it fires when the parent *thread* that started the worker
+    ends, and pool workers are started from a slide's short-lived consumer thread:
+    the pool would be killed after every slide.
     """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
+    parent = os.getppid()
+    if parent == 1:  # orphaned before this ran
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_WATCH_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 class _Stop:
