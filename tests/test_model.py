@@ -115,5 +115,7 @@ def test_config_round_trip_and_validation():
         ModelConfig(heads=(HeadSpec("t", "type", NUCLEUS_TYPES, parent="nuclei"),))
     with pytest.raises(ValueError, match="stem_stride"):
         ModelConfig(stem_stride=4)
-    with pytest.raises(ValueError, match="encoder"):
-        ModelConfig(encoder="resnet50")
+    with pytest.raises(ValueError, match="unknown encoder"):
+        ModelConfig(encoder="resnet101")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no segmentation heads"):
+        ModelConfig(encoder="resnet50", heads=cerberus_heads())
