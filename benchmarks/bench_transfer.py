@@ -144,6 +144,20 @@ def subset_table(signet: Path, n: int, out: Path, val_groups: int) -> Path:
     return out
 
 
+#: Where the curve is written after every training-set size (set by --curve), so an
+#: interrupted run keeps the sizes it finished.
+CURVE_OUT: Path | None = None
+
+
+def save_curve(result: dict, out: Path) -> None:
+    """``result`` as JSON to ``out``, and its plot (balanced accuracy over ROC AUC) beside it."""
+    import cv2
+
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    panels = [plot_curve(result, out.with_suffix(".png"), m) for m in ("balanced_accuracy", "roc_auc")]
+    cv2.imwrite(str(out.with_suffix(".png")), np.vstack(panels))
+
+
 def data_efficiency(root: Path, device: str, steps: int, n_signet: int, val_groups: int) -> dict:
     """Probe (random, bundled, pre-trained encoders) and full fine-tuning (bundled,
     pre-trained) on the signet task with 25..1000 training patches."""
@@ -239,6 +253,8 @@ def _curves(root: Path, data: dict[str, Path], encoders: dict, device: str, val_
                 "val_bacc_last": float(epochs["val_balanced_accuracy"].iloc[-1]), "wall_s": wall,
                 "train_samples_per_s": rep.get("train_samples_per_s")}
             print(json.dumps({"finetune": name, "n": n, **out["finetune"][name][n]}), flush=True)
+        if CURVE_OUT is not None:
+            save_curve(out, CURVE_OUT)
     return out
 
 
@@ -319,6 +335,8 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     FT_WARMUP = args.ft_warmup
     if args.curve:
+        global CURVE_OUT
+        CURVE_OUT = Path(args.curve)
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
             work = Path(args.work) if args.work else Path(tmp)
@@ -326,12 +344,7 @@ def main() -> None:
             result = data_efficiency(work, args.device, args.pretrain_steps, args.signet,
                                      args.val_groups)
             result["wall_s"] = time.perf_counter() - t
-        out = Path(args.curve)
-        out.write_text(json.dumps(result, indent=1) + "\n")
-        import cv2
-
-        panels = [plot_curve(result, out.with_suffix(".png"), m) for m in ("balanced_accuracy", "roc_auc")]
-        cv2.imwrite(str(out.with_suffix(".png")), np.vstack(panels))
+        save_curve(result, Path(args.curve))
         return
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
