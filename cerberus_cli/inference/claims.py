@@ -187,7 +187,7 @@ def _create(folder: Path, stem: str, timeout: float) -> Claim | None:
     return claim
 
 
-def _break(folder: Path, stem: str, dead: Holder) -> None:
+def break_claim(folder: Path, stem: str, dead: Holder) -> None:
     """Remove the claim judged dead, and only that one (see the module docstring)."""
     path = claim_path(folder, stem)
     moved = folder / f".{stem}.claim.{host()}.{os.getpid()}.{secrets.token_hex(4)}.broken"
@@ -234,7 +234,7 @@ def acquire(folder: Path, stem: str, timeout: float = DEFAULT_TIMEOUT) -> Claim 
         if current.alive(timeout):  # the judging runner's --claim-timeout decides
             return current
         holder = current
-        _break(folder, stem, current)
+        break_claim(folder, stem, current)
     current = read_claim(folder, stem, timeout)
     # Five lost races in a row: someone else is busy taking it over.
     return current or Holder("?", 0, "", time.time(), time.time(), timeout)

@@ -249,7 +249,7 @@ def _claimed(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, even
     if isinstance(got, claims.Holder) and takeover is not None and takeover(got):
         log.warning("%s: taking over the claim of %s, an earlier attempt of this run that died",
                     item.stem, got.describe())
-        claims._break(folder, item.stem, got)
+        claims.break_claim(folder, item.stem, got)
         previous, got = got, claims.acquire(folder, item.stem, options.claim_timeout)
     if isinstance(got, claims.Holder):
         return SlideOutcome(str(item.path), "running elsewhere", f"claimed by {got.describe()}")
