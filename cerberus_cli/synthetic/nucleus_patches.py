@@ -12,7 +12,6 @@ label, group, split) sits beside ``images/``. The same seed always gives the sam
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.optionspec import check_positive, check_range, opt
 from cerberus_cli.core.vocabulary import NUCLEUS_TYPES
-from cerberus_cli.synthetic.signet import group_splits
+from cerberus_cli.synthetic.signet import group_splits, write_table
 from cerberus_cli.synthetic.tiles import render_tile
 
 TABLE_NAME = "nuclei.csv"
@@ -104,10 +103,7 @@ def write_nucleus_dataset(out_dir: str | os.PathLike, count: int, seed: int = 0,
                 rows.append({"path": name, "label": label, "group": f"t{g:04d}", "split": splits[g]})
             if progress is not None:
                 progress(i + 1, count)
-        with open(target.tmp / TABLE_NAME, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "label", "group", "split"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_table(target.tmp / TABLE_NAME, rows, ["path", "label", "group", "split"])
         target.commit()
     except BaseException:
         target.abort()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,12 +192,17 @@ def write_signet_dataset(out_dir: str | os.PathLike, count: int, seed: int = 0, 
                          "split": splits[g], "kind": sample.kind})
             if progress is not None:
                 progress(i + 1, count)
-        with open(target.tmp / TABLE_NAME, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "label", "group", "split", "kind"])
-            writer.writeheader()
-            writer.writerows(rows)
+        write_table(target.tmp / TABLE_NAME, rows, ["path", "label", "group", "split", "kind"])
         target.commit()
     except BaseException:
         target.abort()
         raise
     return out / TABLE_NAME
+
+
+def write_table(path: Path, rows: Sequence[Mapping[str, str]], columns: list[str]) -> None:
+    """Write a patch table (CSV with ``columns``) of phantom patches."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
