@@ -174,8 +174,9 @@ def test_features_of_a_resnet50_file_are_its_pooled_levels(r50, tmp_path):
     code, text = run("features", table, "--model", path, "-o", out, "--patch-px", 32, "--workers", 0,
                      "--layers", "layer3,layer4")
     assert code == 0, text
-    cols, X, _ = read_features(out)
+    cols, X, meta = read_features(out)
     assert X.shape == (4, 1024 + 2048)
+    assert meta["level_dims"] == {"layer3": 1024, "layer4": 2048}
     img = cv2.imread(str(table.parent / cols["path"][0]))[:, :, ::-1].copy()
     maps = load_encoder(str(path)).maps(torch.from_numpy(img).permute(2, 0, 1)[None], ("layer3", "layer4"))
     want = torch.cat([maps["layer3"].mean((2, 3)), maps["layer4"].mean((2, 3))], 1)[0].numpy()

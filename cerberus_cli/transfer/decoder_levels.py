@@ -70,16 +70,18 @@ def default_layers(kind: str, heads: tuple[str, ...]) -> tuple[str, ...]:
     return chosen if needs_decoders(chosen) else DEFAULT_LAYERS
 
 
-def level_channels(name: str) -> int:
-    """Channels of one encoder or decoder level."""
+def level_channels(name: str, channels: dict[str, int] | None = None) -> int:
+    """Channels of one encoder or decoder level (``channels``: of the encoder's levels,
+    :meth:`Encoder.level_channels`; default those of ResNet18/34)."""
     split = split_level(name)
-    return LEVEL_CHANNELS[name] if split is None else STAGE_CHANNELS[split[1]]
+    return (channels or LEVEL_CHANNELS)[name] if split is None else STAGE_CHANNELS[split[1]]
 
 
-def level_dims(layers: tuple[str, ...], pooling: str) -> dict[str, int]:
+def level_dims(layers: tuple[str, ...], pooling: str,
+               channels: dict[str, int] | None = None) -> dict[str, int]:
     """Feature dimension each level contributes (twice its channels with ``avgmax``)."""
     per = 2 if pooling == "avgmax" else 1
-    return {name: level_channels(name) * per for name in layers}
+    return {name: level_channels(name, channels) * per for name in layers}
 
 
 def level_stride(encoder: Encoder, name: str) -> int:

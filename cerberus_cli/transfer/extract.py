@@ -92,7 +92,7 @@ def make_extractor(options: FeaturesOptions, kind: str) -> Extractor:
         "stem_stride": encoder.stem_stride,
         "random_init": options.random_init,
         "layers": list(layers),
-        "level_dims": level_dims(layers, options.pooling),
+        "level_dims": level_dims(layers, options.pooling, encoder.level_channels()),
         "pooling": options.pooling,
         "input_px": side,
         "input_um": None if side is None else side * encoder.mpp,
