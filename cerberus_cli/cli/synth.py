@@ -43,6 +43,7 @@ def tiles(out_dir: str, **values: Any) -> None:
     Example:
       cerberus synth tiles -o phantoms/ --count 200 --size 448 --seed 1
       cerberus synth tiles -o nuclei_only/ --tasks nuclei --count 50 --workers 2
+      cerberus synth tiles -o stroma/ --tasks nuclei --scene varied --count 200
     """
     from cerberus_cli.synthetic.dataset import write_tile_dataset
 
@@ -50,7 +51,7 @@ def tiles(out_dir: str, **values: Any) -> None:
     with _progress() as bar:
         job = bar.add_task("rendering tiles", total=None)
         meta = write_tile_dataset(out_dir, count=o.count, size=o.size, seed=o.seed, tasks=o.tasks,
-                                  overwrite=o.overwrite, workers=o.workers,
+                                  overwrite=o.overwrite, workers=o.workers, scene=o.scene,
                                   progress=lambda i, n: bar.update(job, completed=i, total=n))
     click.echo(f"wrote {meta['count']} tiles per task ({', '.join(meta['tasks'])}) to {out_dir}")
 

@@ -25,6 +25,7 @@ from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE, TASKS
 from cerberus_cli.synthetic.noise import hash_u64
+from cerberus_cli.synthetic.params import SCENES, TILE_SCENE, varied_scene
 from cerberus_cli.synthetic.tiles import PhantomTile, render_tile
 
 TISSUE_PATCH = 224
@@ -69,9 +70,9 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _render_job(job: tuple[str, int, int, int, tuple[str, ...]]) -> list[tuple[str, bytes | None]]:
+def _render_job(job: tuple[str, int, int, int, tuple[str, ...], str]) -> list[tuple[str, bytes | None]]:
     """Render one dataset item; return (relative path, file bytes or None = link image)."""
-    kind, index, seed, size, seg = job
+    kind, index, seed, size, seg, scene = job
     name = f"phantom_{index:05d}"
     if kind == "tissue":
         kather = sorted(KATHER_TO_TISSUE, key=KATHER_TO_TISSUE.__getitem__)
@@ -79,7 +80,9 @@ def _render_job(job: tuple[str, int, int, int, tuple[str, ...]]) -> list[tuple[s
         tile = render_tile(TISSUE_PATCH, tile_seed(seed, "tissue", index),
                            tissue_class=KATHER_TO_TISSUE[folder])
         return [(f"tissue/{folder}/{name}.png", _png_bytes(tile.image))]
-    tile = render_tile(size, tile_seed(seed, "seg", index))
+    world = tile_seed(seed, "seg", index)
+    params = varied_scene(np.random.default_rng([world, 78])) if scene == "varied" else TILE_SCENE
+    tile = render_tile(size, world, params)
     files: list[tuple[str, bytes | None]] = []
     for t in seg:
         files.append((f"{t}/images/{name}.png", None if files else _png_bytes(tile.image)))
@@ -95,12 +98,16 @@ def _render_job(job: tuple[str, int, int, int, tuple[str, ...]]) -> list[tuple[s
 
 def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, seed: int = 0,
                        tasks: Iterable[str] = TASKS, overwrite: bool = False, workers: int = 1,
-                       progress: Callable[[int, int], None] | None = None) -> dict:
+                       progress: Callable[[int, int], None] | None = None, scene: str = "colon") -> dict:
     """Render ``count`` phantom tiles per task into a dataset folder.
 
     Returns the content of ``dataset.json``. The folder appears complete or not at
     all; an existing folder is refused unless ``overwrite``. ``workers`` > 1
-    renders in that many processes; the files are identical either way.
+    renders in that many processes; the files are identical either way. ``scene``
+    ``colon`` renders the colon phantom the bundled model was first trained on;
+    ``varied`` draws per segmentation tile a stroma-rich scene with real-sized,
+    textured nuclei, purple fibres and stronger stain variation
+    (:func:`~cerberus_cli.synthetic.params.varied_scene`); tissue patches stay colon.
     """
     tasks = tuple(dict.fromkeys(tasks))
     bad = [t for t in tasks if t not in TASKS]
@@ -112,11 +119,13 @@ def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, 
         raise InputError(f"--size must be at least 64 px, got {size}")
     if workers < 1:
         raise InputError(f"--workers must be at least 1, got {workers}")
+    if scene not in SCENES:
+        raise InputError(f"unknown scene {scene!r}; choose from {', '.join(SCENES)}")
     target = AtomicPath(out_dir, overwrite=overwrite)
     root = target.tmp
     seg = tuple(t for t in tasks if t != "tissue")
-    jobs = [("seg", i, seed, size, seg) for i in range(count if seg else 0)]
-    jobs += [("tissue", i, seed, size, seg) for i in range(count if "tissue" in tasks else 0)]
+    jobs = [("seg", i, seed, size, seg, scene) for i in range(count if seg else 0)]
+    jobs += [("tissue", i, seed, size, seg, scene) for i in range(count if "tissue" in tasks else 0)]
     pool = None
     try:
         for t in seg:
@@ -142,7 +151,7 @@ def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, 
                 progress(done, len(jobs))
         meta = {
             "generator": "cerberus-cli synthetic phantom",
-            "seed": int(seed), "count": int(count), "size": int(size), "mpp": 0.5,
+            "seed": int(seed), "count": int(count), "size": int(size), "mpp": 0.5, "scene": scene,
             "tasks": list(tasks), "tissue_patch": TISSUE_PATCH,
             "images": "one image per tile, hard-linked (or copied) into each task's images/",
             "nuclei_labels": "Lizard .mat: inst_map int32, id (N,1), class (N,1) 1..6",

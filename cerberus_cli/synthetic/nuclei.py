@@ -180,6 +180,18 @@ def shape_cells(cls: np.ndarray, x: np.ndarray, y: np.ndarray, u, orient: np.nda
     return d
 
 
+def _scale_cells(d: dict, x: np.ndarray, y: np.ndarray, scale: float) -> None:
+    """Grow the cells of :func:`shape_cells` about their centres ``(x, y)`` in place."""
+    lob, cyt = d["lobes"], d["cyto"]
+    lob[..., 0] = x[:, None] + (lob[..., 0] - x[:, None]) * scale
+    lob[..., 1] = y[:, None] + (lob[..., 1] - y[:, None]) * scale
+    lob[..., 2:4] *= scale
+    cyt[:, 0] = x + (cyt[:, 0] - x) * scale
+    cyt[:, 1] = y + (cyt[:, 1] - y) * scale
+    cyt[:, 2:4] *= scale
+    d["foot"][:, :2] = (d["foot"][:, :2] - GAP) * scale + GAP
+
+
 def _gland_nuclei(seed: int, glands: Glands) -> Nuclei | None:
     """Epithelial nuclei of gland rings: basal row (normal) or stratified (tumour)."""
     parts = []
@@ -277,6 +289,8 @@ def _background_nuclei(seed: int, params: SceneParams, fields: CoarseFields, gla
     # Fibre orientation (spindles follow collagen and muscle fibres).
     orient = fields.orient_at(x, y)
     d = shape_cells(cls_draw, x, y, lambda a: u(a)[sel], orient)
+    if params.nucleus_scale != 1.0:
+        _scale_cells(d, x, y, params.nucleus_scale)
     nuc = Nuclei(hash_u64_ids(seed, 0, key), cls_draw, x, y, u(34)[sel], **d)
     # Surface epithelium nuclei: moved to the basal side, long axis across the band.
     if surface.any():
@@ -320,7 +334,7 @@ def place_nuclei(seed: int, params: SceneParams, fields: CoarseFields, glands: G
 
     ``glands`` must include every gland within ``margin()`` of the window.
     """
-    m = margin()
+    m = margin(params.nucleus_scale)
     parts = [_background_nuclei(seed, params, fields, glands, x0 - m, y0 - m, x1 + m, y1 + m)]
     g = _gland_nuclei(seed, glands)
     if g is not None:
@@ -330,12 +344,14 @@ def place_nuclei(seed: int, params: SceneParams, fields: CoarseFields, glands: G
     nuc = nuc.subset(inwin)
     conf = ellipse_conflicts(nuc.x, nuc.y, nuc.foot[:, 0], nuc.foot[:, 1], nuc.foot[:, 2], 0.0)
     nuc = nuc.subset(matern_keep(nuc.priority, conf, ROUNDS))
-    e = MAX_EXTENT + 1
+    e = MAX_EXTENT * max(params.nucleus_scale, 1.0) + 1
     near = (nuc.x > x0 - e) & (nuc.x < x1 + e) & (nuc.y > y0 - e) & (nuc.y < y1 + e)
     nuc = nuc.subset(near)
     return nuc.subset(np.argsort(nuc.nid, kind="stable"))
 
 
-def margin() -> float:
-    """Candidate margin that makes the thinning exact inside a window."""
-    return (ROUNDS + 1) * (2 * MAX_EXTENT + GAP) + MAX_EXTENT
+def margin(scale: float = 1.0) -> float:
+    """Candidate margin that makes the thinning exact inside a window (``scale``: the
+    scene's ``nucleus_scale``)."""
+    ext = MAX_EXTENT * max(scale, 1.0)
+    return (ROUNDS + 1) * (2 * ext + GAP) + ext

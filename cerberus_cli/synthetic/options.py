@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from cerberus_cli.core.optionspec import check_nonnegative, check_options, check_positive, opt
 from cerberus_cli.core.vocabulary import TASKS
+from cerberus_cli.synthetic.params import SCENES
 
 
 def _tasks(text: str) -> tuple[str, ...]:
@@ -28,6 +29,9 @@ class SynthTilesOptions:
     tasks: tuple[str, ...] = opt(TASKS, "Comma-separated subset of nuclei, gland, lumen, tissue.",
                                  parse=_tasks, metavar="TASK,...")
     workers: int = opt(1, "Processes rendering in parallel (output is identical).")
+    scene: str = opt("colon", "colon: the colon phantom; varied: stroma-rich tiles with real-sized, "
+                     "textured nuclei, purple fibres and stronger stain variation (tissue "
+                     "patches stay colon).", choices=SCENES)
     overwrite: bool = opt(False, "Replace an existing dataset folder.")
 
     def __post_init__(self) -> None:

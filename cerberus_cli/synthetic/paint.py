@@ -123,6 +123,18 @@ class _Textures:
         return res
 
 
+    def wavy_fibres(self, stream: int, length: float, width: float) -> np.ndarray:
+        """Thin crumpled fibres: :meth:`fibres` displaced by a smooth random field."""
+        key = ("v", stream, length, width)
+        if key not in self._cache:
+            gx, gy = np.meshgrid(np.arange(self.w, dtype=np.float32), np.arange(self.h, dtype=np.float32))
+            dx = gx + np.float32(3.0) * self.smooth(stream + 1, 5.0)
+            dy = gy + np.float32(3.0) * self.smooth(stream + 2, 5.0)
+            self._cache[key] = cv2.remap(self.fibres(stream, length, width), dx, dy, cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_REFLECT)
+        return self._cache[key]
+
+
 def _adipocyte_borders(seed: int, x0: int, y0: int, h: int, w: int) -> np.ndarray:
     """Thin walls of fat cells: Voronoi borders of seeded points (bool HxW)."""
     pad = int(2 * ADIPOCYTE_CELL)
@@ -208,10 +220,30 @@ def _surface_goblets(seed: int, labels: Labels, h: int, w: int) -> np.ndarray:
     return dots & band & (labels.sdf > 4) & (labels.sdf < 13)
 
 
-def paint(labels: Labels, seed: int, stain: Stain, pale: float = 0.0) -> np.ndarray:
+def _chromatin(seed: int, nid: np.ndarray, nuc: np.ndarray, m: np.ndarray, tx: _Textures,
+               strength: float) -> np.ndarray:
+    """Factor on nuclear haematoxylin for real chromatin (1 outside nuclei).
+
+    Per nucleus: overall darkness (pale to hyperchromatic) and openness (how pale the
+    nucleoplasm is under the membrane); per pixel: chromatin clumps and nucleoli.
+    """
+    ids = nid.astype(np.int64)
+    dark = np.concatenate([[1.0], 1 - 0.2 * strength * hash_uniform(seed, 3202, ids)]).astype(np.float32)
+    openness = np.concatenate([[0.0], strength * hash_uniform(seed, 3203, ids)]).astype(np.float32)
+    depth = cv2.distanceTransform(m.astype(np.uint8), cv2.DIST_L2, 3)
+    core = np.clip((depth - 1.0) / 2.5, 0, 1)
+    clumps = 1 + 0.3 * strength * np.clip(tx.smooth(25, 1.2), -1.5, 2.0)
+    nucleoli = ((tx.smooth(26, 1.0) > 2.0) & (depth > 2.5)).astype(np.float32)
+    f = dark[nuc] * (1 - 0.4 * openness[nuc] * core) * clumps + 0.6 * openness[nuc] * nucleoli
+    return np.where(m, f, 1.0).astype(np.float32)
+
+
+def paint(labels: Labels, seed: int, stain: Stain, pale: float = 0.0,
+          vesicular: float = 0.0, fibre_haem: float = 0.0) -> np.ndarray:
     """RGB float32 image (before blur and noise) of a window's label layers.
 
-    ``pale`` (0..1) adds the pale tissue of whole slides (see :class:`SceneParams`).
+    ``pale`` (0..1) adds the pale tissue of whole slides, ``vesicular`` real chromatin
+    texture, ``fibre_haem`` purple fibres and strands (see :class:`SceneParams`).
     """
     h, w = labels.tissue.shape
     tx = _Textures(seed, labels.x0, labels.y0, h, w, labels.fields.orient_at)
@@ -238,7 +270,17 @@ def paint(labels: Labels, seed: int, stain: Stain, pale: float = 0.0) -> np.ndar
             loose = pale * np.clip((tx.smooth(21, 60.0) - 0.2) / 0.6, 0, 1)
             gaps = np.clip((tx.smooth(22, 5.0) + 0.1) * 1.5, 0, 1)
             e_loose = e_str * (1 - loose * (0.5 + 0.3 * gaps))
-        put(T == STR, 0.12 + 0.03 * med, e_loose)
+        h_str = 0.12 + 0.03 * med
+        if fibre_haem > 0:
+            # Thick wavy strands and fibres tinted by haematoxylin: purple, not nuclei.
+            wavy = np.tanh(tx.wavy_fibres(30, 5.0, 0.7))
+            gap = np.clip((-wavy - 0.3) * 1.5, 0, 1) * fibre_haem
+            strands = np.clip((tx.fibres(24, 16.0, 2.5) - 0.4) * 1.2, 0, 1)
+            myxoid = np.clip(tx.smooth(27, 30.0), 0, 1) * (e_loose < 0.4)
+            e_loose = (e_loose * (1 + 0.35 * fibre_haem * wavy) + 0.5 * fibre_haem * strands) * (1 - 0.8 * gap)
+            h_str = h_str + fibre_haem * ((0.28 + 0.15 * wavy + 0.6 * strands) * (1 - 0.8 * gap)
+                                          + 0.2 * myxoid)
+        put(T == STR, h_str, e_loose)
         put(T == TUM, 0.18 + 0.04 * med, 0.85 * e_str + 0.06)
     if NORM in present:
         put(T == NORM, 0.22 + 0.05 * med, 0.32 + 0.08 * med)
@@ -316,6 +358,8 @@ def paint(labels: Labels, seed: int, stain: Stain, pale: float = 0.0) -> np.ndar
         cls = labels.nucleus_class
         clock = (cls == PLASMA) & (fine > 0.9)
         hn = hn * grain * np.where(clock, 1.35, 1.0)
+        if vesicular > 0:
+            hn = hn * _chromatin(seed, n.nid, nuc, m, tx, vesicular)
         inner = cv2.erode(m.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
         edge = m & ~inner
         hn = np.where(edge, hn * np.where(tum, 1.45, 1.15), hn)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 # Tissue classes: indices into cerberus_cli.model.config.TISSUE_TYPES.
 BACK, TUM, NORM, LYM, MUS, STR, DEB, MUC, ADI = range(9)
 #: Tissue classes a region can take (background comes from the tissue mask).
@@ -43,6 +45,13 @@ class SceneParams:
       0 keeps the tissue as it always was (the training tiles).
     - ``artefacts``: pen marks, dust, air bubbles and the glass edge on the glass of
       whole slides (never on tissue; they are not part of the truth).
+    - ``nucleus_scale``: size multiplier of the nuclei (and cells) outside glands. 1 keeps
+      the small nuclei of the colon phantom; real 20x scans show stromal nuclei about
+      1.5-2x larger.
+    - ``vesicular``: strength (0..1) of real chromatin: nuclei of varying darkness, pale
+      (vesicular) nucleoplasm under a darker membrane, chromatin clumps and nucleoli.
+    - ``fibre_haem``: strength (0..1) of haematoxylin-tinted, high-contrast wavy collagen
+      fibres and eosinophilic strands in the stroma: purple structures that are not nuclei.
     """
 
     region_scale: float = 420.0
@@ -58,6 +67,9 @@ class SceneParams:
     jpeg_quality: tuple[int, int] | None = (75, 95)
     pale: float = 0.0
     artefacts: bool = False
+    nucleus_scale: float = 1.0
+    vesicular: float = 0.0
+    fibre_haem: float = 0.0
 
 
 #: Segmentation tiles: mostly mucosa and tumour, some glass edges, every class present.
@@ -67,3 +79,25 @@ TILE_SCENE = SceneParams()
 SLIDE_SCENE = SceneParams(region_scale=1400.0, tissue_scale=2600.0, tissue_bias=0.05,
                           region_weights=(0.35, 0.55, 0.1, 0.1, 0.3, -0.15, -0.15, 0.0),
                           jpeg_quality=None, pale=1.0, artefacts=True)
+
+#: Scenes of phantom tile datasets: the colon phantom, or per tile a :func:`varied_scene`.
+SCENES = ("colon", "varied")
+
+
+def varied_scene(rng: np.random.Generator) -> SceneParams:
+    """One tile's scene of the ``varied`` phantoms, drawn from ``rng``.
+
+    Stroma-rich tissue with real-sized nuclei of real chromatin texture, purple fibres,
+    loose stroma and stronger stain variation than :data:`TILE_SCENE`: what the colon
+    phantom lacks against real H&E of other organs.
+    """
+    return SceneParams(region_scale=float(rng.uniform(300.0, 900.0)),
+                       region_weights=(0.1, 0.35, 0.0, 0.05, 1.2, -0.4, -0.3, -0.25),
+                       tissue_bias=0.6,
+                       nuclei_density=float(rng.uniform(0.2, 1.0)),
+                       stain_jitter=1.4,
+                       blur=(0.6, 1.8),
+                       pale=float(rng.uniform(0.0, 1.0)),
+                       nucleus_scale=float(rng.uniform(1.3, 2.0)),
+                       vesicular=float(rng.uniform(0.4, 1.0)),
+                       fibre_haem=float(rng.uniform(0.3, 1.0)))

@@ -75,7 +75,8 @@ class PhantomWorld:
     def objects_margin(self) -> float:
         """How far outside a window objects must be known to draw it exactly."""
         g = self.params.gland_scale
-        return (GLAND_ROUNDS + 1) * 2 * MAX_RADIUS * g + 2 * MAX_RADIUS * g + nuclei_mod.margin()
+        glands = (GLAND_ROUNDS + 1) * 2 * MAX_RADIUS * g + 2 * MAX_RADIUS * g
+        return glands + nuclei_mod.margin(self.params.nucleus_scale)
 
     def fields(self, x0: int, y0: int, w: int, h: int) -> CoarseFields:
         return CoarseFields(self.seed, self.params, x0, y0, w, h,
@@ -85,7 +86,7 @@ class PhantomWorld:
         """All label layers of the window ``[x0, x0+w) x [y0, y0+h)``."""
         p = self.params
         f = self.fields(x0, y0, w, h)
-        m = nuclei_mod.margin() + 2
+        m = nuclei_mod.margin(p.nucleus_scale) + 2
         glands = place_glands(self.seed, p, f, x0 - m, y0 - m, x0 + w + m, y0 + h + m)
         nuc = place_nuclei(self.seed, p, f, glands, x0, y0, x0 + w, y0 + h)
 

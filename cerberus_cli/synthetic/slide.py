@@ -84,7 +84,7 @@ class _Renderer:
         m = PAINT_MARGIN
         lab = self.world.labels(x0 - m, y0 - m, w + 2 * m, h + 2 * m)
         params = self.world.params
-        rgb = paint(lab, self.seed, self.stain, params.pale)
+        rgb = paint(lab, self.seed, self.stain, params.pale, params.vesicular, params.fibre_haem)
         if params.artefacts:
             od = artefact_density(self.seed, x0 - m, y0 - m, w + 2 * m, h + 2 * m, lab.sdf,
                                   self.ww, self.wh)

@@ -73,7 +73,7 @@ def render_tile(size: int | tuple[int, int] = 448, seed: int = 0,
     lab = world.labels(-m, -m, w + 2 * m, h + 2 * m)
     rng = np.random.default_rng([seed & 0xFFFFFFFF, 77])
     stain = Stain.draw(rng, params.stain_jitter)
-    rgb = paint(lab, seed, stain)
+    rgb = paint(lab, seed, stain, params.pale, params.vesicular, params.fibre_haem)
     sigma = float(rng.uniform(*params.blur))
     noise = white_noise(seed, 9999, -m, -m, h + 2 * m, w + 2 * m)[..., None] * np.float32(1.6)
     img = finish(rgb, sigma, noise)[m:m + h, m:m + w]
