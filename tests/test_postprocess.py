@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+import cv2
 import numpy as np
 import pytest
 import shapely
@@ -170,6 +171,22 @@ def test_label_polygons_translation_invariant_and_scaled():
         assert c.x == pytest.approx((xs.mean() + 0.5 + 100) * 2, abs=0.6)
         assert c.y == pytest.approx((ys.mean() + 0.5 + 50) * 2, abs=0.6)
     assert label_polygons(lab, ids=[999]) == [None]
+
+
+def test_simplified_outlines_keep_the_pixel_area_of_small_objects():
+    """Douglas-Peucker alone grew 3-5 px-radius nuclei by 4-5 % (their outer corners stay)."""
+    for r in (3, 4, 5, 8, 20):
+        m = np.zeros((64, 64), np.int32)
+        cv2.circle(m, (32, 32), r, 1, -1)
+        simple = label_polygons(m, simplify=0.5)[0]
+        exact = label_polygons(m, simplify=0.0)[0]
+        assert simple.is_valid and len(simple.exterior.coords) <= len(exact.exterior.coords)
+        assert abs(simple.area / m.sum() - 1) < 0.02, r
+        assert abs(simple.area - exact.area) < 0.01 * m.sum(), r
+    rng = np.random.default_rng(5)
+    lab = paint_ellipses((120, 120), 30, (3, 9), rng)
+    areas = np.array([g.area for g in label_polygons(lab, simplify=0.5)])
+    assert abs(np.median(areas / np.bincount(lab.ravel())[1:]) - 1) < 0.015
 
 
 # --- chunks ---------------------------------------------------------------------------------
