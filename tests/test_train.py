@@ -348,6 +348,7 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     (["--data", "{ph}", "--subtype", "tissue", "--tune-deepest", "--anchor-weight", "0"],
      "--anchor-weight must be positive"),
     (["--data", "{ph}", "--task-probs", "nuclei"], "expected NAME=NUMBER"),
+    (["--data", "{ph}", "--stain-augment", "1.5"], "--stain-augment must be in [0, 1)"),
     (["--resume"], "nothing to resume"),
 ])
 def test_cli_bad_input_is_one_line(phantom, tmp_path, args, message):

@@ -80,6 +80,21 @@ def test_geometric_augmentation_moves_labels_with_image():
     assert relabel(np.array([[0, 5], [9, 5]])).tolist() == [[0, 1], [2, 1]]
 
 
+def test_stronger_stain_augment_spreads_colours_more():
+    from cerberus_cli.training.augment import stain_jitter
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 230, (32, 32, 3)).astype(np.uint8)
+
+    def spread(strength: float) -> float:
+        draws = [stain_jitter(image, strength, np.random.default_rng(k)).astype(float) for k in range(40)]
+        return float(np.std([d.mean(axis=(0, 1)) for d in draws], axis=0).mean())
+
+    light, strong = spread(0.05), spread(0.2)
+    assert strong > 3 * light > 0
+    assert spread(0.0) == 0.0
+
+
 def test_sampler_is_a_pure_function_of_seed_and_step():
     cfg = SamplerConfig(sizes={"nuclei": 5, "gland": 3, "lumen": 2, "tissue": 9}, batch_size=6, seed=1)
     a, b = TaskSampler(cfg), TaskSampler(cfg)
