@@ -42,8 +42,9 @@ class PostprocessOptions:
                                       "gland (others are dropped).")
     gland_downsample: int = opt(1, "Run the gland and lumen steps on a 2x block-averaged map "
                                 "(2) for speed, or at full resolution (1).")
-    simplify_px: float = opt(0.5, "Douglas-Peucker tolerance of the output polygons, px at the "
-                             "model resolution (0: exact pixel outlines).")
+    simplify_px: float = opt(0.0, "Douglas-Peucker tolerance of the output polygons, px at the "
+                             "model resolution (0: exact pixel outlines, which score best and, "
+                             "stored, take less space than simplified ones; see models/default.md).")
     max_nucleus_px: int = opt(64, "Largest expected nucleus extent, px (sets chunk margins).")
     max_gland_px: int = opt(512, "Largest expected gland extent, px (sets chunk margins).")
     max_lumen_px: int = opt(384, "Largest expected lumen extent, px (sets chunk margins).")
