@@ -277,10 +277,10 @@ def paint(labels: Labels, seed: int, stain: Stain, pale: float = 0.0,
             gap = np.clip((-wavy - 0.3) * 1.5, 0, 1) * fibre_haem
             strands = np.clip((tx.fibres(24, 16.0, 2.5) - 0.4) * 1.2, 0, 1)
             # Sparse thin crumpled strands as dark as a pale nucleus: only shape tells them apart.
-            dark = np.clip(tx.wavy_fibres(31, 12.0, 1.0) - 1.3, 0, 1)
+            dark = np.clip(tx.wavy_fibres(31, 12.0, 1.0) - 1.0, 0, 1)
             myxoid = np.clip(tx.smooth(27, 30.0), 0, 1) * (e_loose < 0.4)
             e_loose = (e_loose * (1 + 0.35 * fibre_haem * wavy) + 0.5 * fibre_haem * strands) * (1 - 0.8 * gap)
-            h_str = h_str + fibre_haem * ((0.28 + 0.15 * wavy + 0.6 * strands + 1.2 * dark) * (1 - 0.8 * gap)
+            h_str = h_str + fibre_haem * ((0.28 + 0.15 * wavy + 0.6 * strands + 1.5 * dark) * (1 - 0.8 * gap)
                                           + 0.2 * myxoid)
         put(T == STR, h_str, e_loose)
         put(T == TUM, 0.18 + 0.04 * med, 0.85 * e_str + 0.06)
