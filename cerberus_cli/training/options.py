@@ -100,8 +100,9 @@ class TrainOptions:
     subtype: str | None = opt(None, "Single-head stage: train only this task's type decoder (nuclei, "
                               "gland) or the tissue-type head (tissue), all else frozen.",
                               choices=("nuclei", "gland", "tissue"))
-    freeze_encoder: bool = opt(False, "Keep the encoder (weights and batch-norm statistics) as "
-                               "--init has it; train the decoders and heads of --tasks.")
+    freeze_encoder: bool = opt(False, "Keep the encoder (weights and batch-norm statistics) and the "
+                               "bridge every decoder reads as --init has them; train the decoders "
+                               "and heads of --tasks (the other tasks' outputs stay as they were).")
     tune_deepest: bool = opt(False, "With --subtype tissue: also train the encoder's deepest block "
                              "and the bridge, while an anchor loss on the segmentation patches of "
                              "--data keeps the bridge output (what every decoder reads) equal to "

@@ -152,7 +152,10 @@ def _trainable(model: CerberusNet, subtype_head: str | None, freeze_encoder: boo
     """Parameters the optimizer owns; in a single-head stage only that head's (with
     ``tune_deepest``, the deepest encoder block's and the bridge's too)."""
     if subtype_head is None:
-        for p in model.encoder.parameters():
+        # The bridge feeds every decoder: a frozen encoder keeps it too, or training one
+        # task's decoder would move what the other tasks' decoders read.
+        bridge = getattr(model, "bridge", None)
+        for p in [*model.encoder.parameters(), *(bridge.parameters() if bridge is not None else ())]:
             p.requires_grad_(not freeze_encoder)
         return [p for p in model.parameters() if p.requires_grad]
     keep = set()
