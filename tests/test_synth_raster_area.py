@@ -2,8 +2,8 @@
 
 Tiles train the model on rasters and slides are scored against truth polygons; when the
 two disagree (cv2 fills every pixel a polygon's outline touches, about a fifth of a
-nucleus), a model that is right on tiles is wrong on slides. Nuclei truth is therefore
-traced from the rasters.
+nucleus, a pixel all round a gland or lumen), a model that is right on tiles is wrong on
+slides. Nuclei, gland and lumen truth is therefore traced from the rasters.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shapely
 from cerberus_cli.synthetic.params import SLIDE_SCENE
 from cerberus_cli.synthetic.scene import PhantomWorld
 from cerberus_cli.synthetic.slide import write_phantom_slide
-from cerberus_cli.synthetic.truth import raster_outlines
+from cerberus_cli.synthetic.truth import TruthCollector, raster_outlines
 
 SIDE = 320
 
@@ -67,3 +67,25 @@ def test_slide_truth_agrees_with_the_tile_labels(tmp_path, mpp):
     assert abs(np.median(truth_um2) / np.median(raster_um2) - 1) < 0.05
     total_um2 = nuc.geometry.area.sum() * mpp * mpp   # every nucleus, clipped to the slide
     assert abs(total_um2 / (np.sum(lab.nucleus > 0) * 0.25) - 1) < 0.03
+
+
+def test_gland_and_lumen_truth_hold_exactly_their_raster_pixels():
+    """Each gland and lumen of the slide truth covers the pixels its label raster holds."""
+    # Glands are owned by the inner window and reach up to 135 px beyond it.
+    side = 3 * SIDE
+    lab = PhantomWorld(5).labels(0, 0, side, side)
+    recs = TruthCollector(5, side, side, 0.5).collect(lab, 160, 160, side - 320, side - 320)
+    ys, xs = np.mgrid[0:side, 0:side] + 0.5        # level-0 pixel centres
+    checked = {"gland": 0, "lumen": 0}
+    for rec in recs:
+        if rec.task not in checked:
+            continue
+        raster = lab.gland if rec.task == "gland" else lab.lumen
+        held = shapely.contains_xy(rec.geometry, xs, ys)
+        ids, counts = np.unique(raster[held], return_counts=True)
+        label = ids[np.argmax(counts)]
+        assert label > 0
+        assert np.array_equal(held, raster == label), (rec.task, label)
+        assert rec.geometry.area == held.sum()
+        checked[rec.task] += 1
+    assert checked["gland"] >= 4 and checked["lumen"] >= 4, checked

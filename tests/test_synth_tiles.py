@@ -211,3 +211,20 @@ def test_touching_glands_stay_separate_with_their_own_lumen():
             # Each gland of a touching pair keeps exactly its own lumen inside it.
             assert np.all(g[lab.lumen == k] == k)
             assert np.any(lab.lumen == k) or not np.any(g == k)
+
+
+def test_cli_slide_scene_tiles_are_drawn_from_the_slide_scene(tmp_path):
+    """`--scene slide`: tiles of the phantom-slide scene, to score a model on tiles and slides alike."""
+    import cv2
+
+    from cerberus_cli.synthetic.dataset import tile_seed
+    from cerberus_cli.synthetic.params import SLIDE_SCENE
+
+    args = ["synth", "tiles", "--tasks", "gland", "--count", "1", "--size", "96", "--seed", "2"]
+    r = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "s"), "--scene", "slide"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "s" / "dataset.json").read_text())["scene"] == "slide"
+    image = cv2.imread(str(tmp_path / "s" / "gland" / "images" / "phantom_00000.png"))[..., ::-1]
+    world = tile_seed(2, "seg", 0)
+    assert np.array_equal(image, render_tile(96, world, SLIDE_SCENE).image)
+    assert not np.array_equal(image, render_tile(96, world).image)

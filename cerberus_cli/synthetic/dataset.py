@@ -25,7 +25,7 @@ from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import KATHER_TO_TISSUE, TASKS
 from cerberus_cli.synthetic.noise import hash_u64
-from cerberus_cli.synthetic.params import SCENES, TILE_SCENE, varied_scene
+from cerberus_cli.synthetic.params import SCENES, tile_scene
 from cerberus_cli.synthetic.tiles import PhantomTile, render_tile
 
 TISSUE_PATCH = 224
@@ -81,8 +81,7 @@ def _render_job(job: tuple[str, int, int, int, tuple[str, ...], str]) -> list[tu
                            tissue_class=KATHER_TO_TISSUE[folder])
         return [(f"tissue/{folder}/{name}.png", _png_bytes(tile.image))]
     world = tile_seed(seed, "seg", index)
-    params = varied_scene(np.random.default_rng([world, 78])) if scene == "varied" else TILE_SCENE
-    tile = render_tile(size, world, params)
+    tile = render_tile(size, world, tile_scene(scene, world))
     files: list[tuple[str, bytes | None]] = []
     for t in seg:
         files.append((f"{t}/images/{name}.png", None if files else _png_bytes(tile.image)))
@@ -107,7 +106,9 @@ def write_tile_dataset(out_dir: str | os.PathLike, count: int, size: int = 448, 
     ``colon`` renders the colon phantom the bundled model was first trained on;
     ``varied`` draws per segmentation tile a stroma-rich scene with real-sized,
     textured nuclei, purple fibres and stronger stain variation
-    (:func:`~cerberus_cli.synthetic.params.varied_scene`); tissue patches stay colon.
+    (:func:`~cerberus_cli.synthetic.params.varied_scene`); ``slide`` the scene of
+    ``cerberus synth slide`` (its pale tissue, fewer and rounder glands), so tiles and
+    slides of one scene can be compared; tissue patches stay colon.
     """
     tasks = tuple(dict.fromkeys(tasks))
     bad = [t for t in tasks if t not in TASKS]

@@ -30,8 +30,9 @@ class SynthTilesOptions:
                                  parse=_tasks, metavar="TASK,...")
     workers: int = opt(1, "Processes rendering in parallel (output is identical).")
     scene: str = opt("colon", "colon: the colon phantom; varied: stroma-rich tiles with real-sized, "
-                     "textured nuclei, purple fibres and stronger stain variation (tissue "
-                     "patches stay colon).", choices=SCENES)
+                     "textured nuclei, purple fibres and stronger stain variation; slide: the "
+                     "scene of `synth slide`, to compare tiles with slides (tissue patches "
+                     "stay colon).", choices=SCENES)
     overwrite: bool = opt(False, "Replace an existing dataset folder.")
 
     def __post_init__(self) -> None:

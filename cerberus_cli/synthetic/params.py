@@ -80,8 +80,9 @@ SLIDE_SCENE = SceneParams(region_scale=1400.0, tissue_scale=2600.0, tissue_bias=
                           region_weights=(0.35, 0.55, 0.1, 0.1, 0.3, -0.15, -0.15, 0.0),
                           jpeg_quality=None, pale=1.0, artefacts=True)
 
-#: Scenes of phantom tile datasets: the colon phantom, or per tile a :func:`varied_scene`.
-SCENES = ("colon", "varied")
+#: Scenes of phantom tile datasets: the colon phantom, per tile a :func:`varied_scene`, or
+#: the scene of phantom slides (:data:`SLIDE_SCENE`, to compare tiles with slides).
+SCENES = ("colon", "varied", "slide")
 
 
 def varied_scene(rng: np.random.Generator) -> SceneParams:
@@ -101,3 +102,10 @@ def varied_scene(rng: np.random.Generator) -> SceneParams:
                        nucleus_scale=float(rng.uniform(1.3, 2.0)),
                        vesicular=float(rng.uniform(0.4, 1.0)),
                        fibre_haem=float(rng.uniform(0.3, 1.0)))
+
+
+def tile_scene(scene: str, world: int) -> SceneParams:
+    """Scene parameters of the tile of world seed ``world`` in a dataset of ``scene``."""
+    if scene == "varied":
+        return varied_scene(np.random.default_rng([world, 78]))
+    return SLIDE_SCENE if scene == "slide" else TILE_SCENE

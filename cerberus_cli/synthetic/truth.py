@@ -1,8 +1,8 @@
 """Vector ground truth of phantom windows: nuclei, glands, lumina, surface bands.
 
-Glands and lumina are the exact shapes their label rasters were filled from; nuclei
-are the outlines of their raster pixels (the rasters are what the images are painted
-from, about a fifth larger than the polygons: see ``scene.fill``). All are moved to
+Nuclei, glands and lumina are the outlines of their raster pixels: the rasters are what
+the images are painted from and the tiles hold, and they are larger than the polygons
+they were filled from (a fifth for a nucleus, a pixel all round: see ``scene.fill``). All are moved to
 level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at 0.5 um/px;
 at 0.25 um/px every coordinate is doubled). Objects carry global ids, so a slide
 written in blocks reports each object once.
@@ -11,6 +11,7 @@ written in blocks reports each object once.
 from __future__ import annotations
 
 import uuid as uuid_mod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -28,7 +29,8 @@ from cerberus_cli.core.vocabulary import (
 )
 from cerberus_cli.synthetic.noise import hash_u64
 from cerberus_cli.synthetic.params import GLAND, SURFACE
-from cerberus_cli.synthetic.scene import Labels
+from cerberus_cli.synthetic.glands import Glands
+from cerberus_cli.synthetic.scene import Labels, fill
 
 
 def truth_uuid(seed: int, kind: int, ids: np.ndarray) -> list[str]:
@@ -51,6 +53,11 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
         parts = [p for p in shapely.get_parts(geoms[k]) if shapely.get_type_id(p) in (3, 6)]
         out[k] = shapely.union_all(parts) if parts else shapely.Polygon()
     return out
+
+
+def _clip_polygonal(geom: BaseGeometry, clip: BaseGeometry) -> BaseGeometry:
+    """The areal part of ``geom`` inside ``clip``."""
+    return _polygonal(np.array([shapely.intersection(geom, clip)], dtype=object))[0]
 
 
 def raster_outlines(raster: np.ndarray, ids: np.ndarray, polys: np.ndarray,
@@ -88,6 +95,26 @@ def raster_outlines(raster: np.ndarray, ids: np.ndarray, polys: np.ndarray,
         runs = shapely.box(xs0 - 0.5, ys - 0.5, xs1 - 0.5, ys + 0.5)
         out[k] = shapely.union_all(runs)
     return out
+
+
+def _gland_pixels(glands: Glands, k: int, over: np.ndarray,
+                  outline: Callable[[int], np.ndarray]) -> BaseGeometry:
+    """Outline (world coordinates) of gland ``k``'s raster pixels, as the label maps hold them.
+
+    ``outline`` gives a gland's (or its lumen's) polygon; ``over`` are the glands of
+    higher priority that may overlap it and are filled after it, as in
+    :meth:`PhantomWorld.labels`. The gland is filled on its own small canvas: cv2 fills
+    are translation-invariant, so its pixels are those of any window holding it whole.
+    """
+    pts = outline(k)
+    x0 = int(np.floor(pts[:, 0].min())) - 3
+    y0 = int(np.floor(pts[:, 1].min())) - 3
+    w = int(np.ceil(pts[:, 0].max())) - x0 + 4
+    h = int(np.ceil(pts[:, 1].max())) - y0 + 4
+    canvas = np.zeros((h, w), np.int32)
+    for j in [k, *over.tolist()]:   # ascending priority: later fills win
+        fill(canvas, [outline(j)], j + 1, x0, y0)
+    return raster_outlines(canvas, np.array([k + 1]), pts[None], x0, y0)[0]
 
 
 @dataclass
@@ -163,22 +190,18 @@ class TruthCollector:
         idx = np.flatnonzero(own)
         if not len(idx):
             return []
-        outlines = shapely.polygons(np.array([np.vstack([g.outline(k), g.outline(k)[:1]]) for k in range(len(g))]))
         rmax = g.radii.max(axis=1)
         gl, lu, ids, lids = [], [], [], []
         for k in idx:
             # Higher-priority neighbours keep the pixels where outlines overlap.
             d = np.hypot(g.x - g.x[k], g.y - g.y[k])
             over = np.flatnonzero((g.priority > g.priority[k]) & (d < rmax + rmax[k]))
-            geom = outlines[k]
-            if len(over):
-                geom = shapely.difference(geom, shapely.union_all(outlines[over]))
-            geom = shapely.intersection(geom, slide)
+            geom = _clip_polygonal(_gland_pixels(g, int(k), over, g.outline), slide)
             if geom.is_empty:
                 continue
             gl.append(geom)
             ids.append(g.gid[k])
-            lumen = shapely.intersection(shapely.Polygon(g.lumen_outline(int(k))), slide)
+            lumen = _clip_polygonal(_gland_pixels(g, int(k), over, g.lumen_outline), slide)
             if not lumen.is_empty:
                 lu.append(lumen)
                 lids.append(g.gid[k])
