@@ -27,9 +27,9 @@ from cerberus_cli.core.vocabulary import (
     NUCLEUS_TYPES,
     TISSUE_TYPES,
 )
+from cerberus_cli.synthetic.glands import Glands
 from cerberus_cli.synthetic.noise import hash_u64
 from cerberus_cli.synthetic.params import GLAND, SURFACE
-from cerberus_cli.synthetic.glands import Glands
 from cerberus_cli.synthetic.scene import Labels, fill
 
 
