@@ -8,7 +8,7 @@ CERBERUS=.venv/bin/cerberus
 mkdir -p demo
 [ -f demo/phantom.svs ] || $CERBERUS synth slide demo/phantom.svs --size 4096x4096 --seed 7
 $CERBERUS info demo/phantom.svs
-$CERBERUS segment demo/phantom.svs -o demo/out
+$CERBERUS segment demo/phantom.svs -o demo/out --overlay-crops 2
 for task in nuclei gland lumen; do
   $CERBERUS evaluate --task $task --metric pq --true demo/phantom.truth.parquet \
     --pred demo/out/phantom.parquet -o demo/$task.pq.json --overwrite

@@ -76,6 +76,8 @@ class SegmentOptions:
     tissue_polygons: bool = opt(False, "Also write tissue-type regions as polygons.")
     save_maps: bool = opt(False, "Keep the probability maps as a multiscale zarr.")
     overlay: bool = opt(True, "Write a QC overlay PNG.")
+    overlay_crops: int = opt(0, "Also write this many full-resolution overlay crops (200 um a "
+                             "side, S.crop-K.overlay.png) of the regions with most nuclei.")
     overwrite: bool = opt(False, "Redo slides whose outputs exist.")
     fail_fast: bool = opt(False, "Stop at the first failed slide.")
     max_bad_tiles: int = opt(10, "Network tiles that may hold unreadable or implausible pixels "
@@ -109,7 +111,7 @@ class SegmentOptions:
         check_options(self)
         for name in ("tile", "batch_size", "chunk"):
             check_positive(name, getattr(self, name))
-        for name in ("margin", "workers", "post_workers", "max_bad_tiles", "adapt_bn"):
+        for name in ("margin", "workers", "post_workers", "max_bad_tiles", "adapt_bn", "overlay_crops"):
             check_nonnegative(name, getattr(self, name))
         check_mpp(self.mpp)
         check_positive("claim_timeout", self.claim_timeout)

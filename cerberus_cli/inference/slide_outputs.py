@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.processes import host
@@ -48,6 +51,9 @@ class SlideOutputs:
         self._suffix = object_suffix(options.format, options.gzip)
         self._writer: ObjectWriter | None = None
         self._overlay: OverlayCanvas | None = None
+        self._slide: Slide | None = None
+        self._density: np.ndarray | None = None   # nuclei per crop-sized cell
+        self._cell = 1.0                           # level-0 px per density cell
         self._written: dict[str, str] = {}
         self._context: SlideContext | None = None
 
@@ -115,6 +121,13 @@ class SlideOutputs:
             self._overlay = OverlayCanvas(thumbnail(slide, thumb_mpp), slide.mpp / thumb_mpp)
             self._overlay.set_resolution(thumb_mpp)
             self._overlay.draw_tiles(context.tiles)
+        if self.options.overlay and self.options.overlay_crops and slide is not None:
+            from cerberus_cli.outputs.overlay import CROP_UM
+
+            self._slide = slide
+            self._cell = CROP_UM / slide.mpp
+            w, h = slide.dimensions
+            self._density = np.zeros((math.ceil(h / self._cell), math.ceil(w / self._cell)))
 
     def write(self, records: list[ObjectRecord]) -> None:
         """Stream one chunk's objects into the object file and the overlay."""
@@ -122,6 +135,12 @@ class SlideOutputs:
         self._writer.write(records)
         if self._overlay is not None:
             self._overlay.draw(records)
+        if self._density is not None:
+            xy = np.array([(r.centroid_x, r.centroid_y) for r in records if r.task == "nuclei"])
+            if len(xy):
+                cells = np.clip((xy // self._cell).astype(int), 0,
+                                (self._density.shape[1] - 1, self._density.shape[0] - 1))
+                np.add.at(self._density, (cells[:, 1], cells[:, 0]), 1)
 
     def finish(self, result: SlideResult) -> None:
         """Commit the object file and write the tissue map, overlay and maps."""
@@ -138,8 +157,33 @@ class SlideOutputs:
             target = AtomicPath(self.overlay_path, overwrite=True)
             self._overlay.save(target.tmp)
             self._written["overlay"] = target.commit().name
+            self._save_crops()
         if result.maps is not None:
             self._written["maps"] = self._save_maps(result.maps, result.stats.grid).name
+
+    def _save_crops(self) -> None:
+        """Full-resolution crops of the densest regions, with every object drawn."""
+        if self._density is None or self._slide is None:
+            return
+        from cerberus_cli.outputs.frame import frame_to_records
+        from cerberus_cli.outputs.overlay import OverlayCanvas, densest_cells
+        from cerberus_cli.outputs.read import read_objects
+        from cerberus_cli.slides import read_scaled
+
+        slide, cell = self._slide, self._cell
+        width, height = slide.dimensions
+        for k, (row, col) in enumerate(densest_cells(self._density, self.options.overlay_crops), 1):
+            x0, y0 = round(col * cell), round(row * cell)
+            x1, y1 = min(round((col + 1) * cell), width), min(round((row + 1) * cell), height)
+            canvas = OverlayCanvas(read_scaled(slide, x0, y0, x1 - x0, y1 - y0, slide.mpp), 1.0,
+                                   origin=(x0, y0))
+            canvas.set_resolution(slide.mpp)
+            # Objects whose centroid lies within a cell of the crop, so cut outlines show too.
+            objects = read_objects(self.objects_path, within=(x0 - cell, y0 - cell, x1 + cell, y1 + cell))
+            canvas.draw(frame_to_records(objects))
+            target = AtomicPath(self._path(f".crop-{k}.overlay.png"), overwrite=True)
+            canvas.save(target.tmp)
+            self._written[f"overlay_crop_{k}"] = target.commit().name
 
     def _save_mask(self, mask: TissueMask) -> None:
         from cerberus_cli.outputs.tissue_mask import mask_paths, save_mask

@@ -1,4 +1,4 @@
-"""Object records as a GeoDataFrame, for Python users who want no files."""
+"""Object records as a GeoDataFrame (for Python users who want no files) and back."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def records_to_frame(records: Sequence[ObjectRecord]) -> gpd.GeoDataFrame:
     frame = pd.DataFrame([{c: getattr(r, c) for c in _COLUMNS} for r in records], columns=_COLUMNS)
     return gpd.GeoDataFrame(frame, geometry=gpd.GeoSeries(list(frame["geometry"]), crs=None),
                             crs=None)
+
+
+def frame_to_records(frame: pd.DataFrame) -> list[ObjectRecord]:
+    """The records of a table with the columns of :func:`records_to_frame` (e.g. read back)."""
+    rows = frame[_COLUMNS].to_dict("records")
+    for row in rows:
+        if pd.isna(row["parent_uuid"]):
+            row["parent_uuid"] = None
+    return [ObjectRecord(**row) for row in rows]

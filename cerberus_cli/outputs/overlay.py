@@ -8,6 +8,10 @@ thumbnail scale. Rings are gathered with vectorised shapely calls and drawn with
 one ``cv2.polylines`` call per colour, so ~1e5 objects take well under a second
 (see benchmarks/postprocess.md). The legend lists the classes drawn, the tissue-mask
 outline and the tile grid, in a panel to the right of the slide.
+
+Full-resolution crops (:data:`CROP_UM` um a side, at the slide's own resolution) of
+the regions holding most nuclei (:func:`densest_cells`) show the outlines where the
+overview is too coarse to judge them.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ MAX_SIDE = 8192
 #: Colours (RGB) of the tissue-mask outline and the processed-tile grid.
 MASK_COLOR = (0, 0, 0)
 TILE_COLOR = (110, 110, 110)
+#: Side (um) of a full-resolution crop; the count grid that picks crops uses cells this size.
+CROP_UM = 200.0
 _LEGEND_WIDTH = 250
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -49,10 +55,12 @@ class OverlayCanvas:
     """A thumbnail to draw object outlines on, batch by batch.
 
     ``thumbnail`` is an RGB uint8 (H, W, 3) array; ``scale`` converts level-0 px
-    to thumbnail px (e.g. slide mpp / thumbnail mpp).
+    to thumbnail px (e.g. slide mpp / thumbnail mpp); ``origin`` is the level-0 point
+    at its top-left corner (a crop's offset; the slide's corner by default).
     """
 
-    def __init__(self, thumbnail: np.ndarray, scale: float) -> None:
+    def __init__(self, thumbnail: np.ndarray, scale: float,
+                 origin: tuple[float, float] = (0.0, 0.0)) -> None:
         thumb = np.asarray(thumbnail)
         if thumb.ndim != 3 or thumb.shape[2] not in (3, 4) or thumb.dtype != np.uint8:
             raise ValueError(f"thumbnail must be an RGB uint8 (H, W, 3) array, got "
@@ -62,6 +70,7 @@ class OverlayCanvas:
         # OpenCV draws in BGR; keep a private copy so the caller's array is untouched.
         self.image = np.ascontiguousarray(thumb[:, :, 2::-1])
         self.scale = float(scale)
+        self.origin = np.asarray(origin, np.float64)
         #: Legend entries, in drawing order: label -> RGB colour.
         self.legend: dict[str, tuple[int, int, int]] = {}
         self._mpp: float | None = None
@@ -78,7 +87,7 @@ class OverlayCanvas:
         coords, coord_of = shapely.get_coordinates(rings, return_index=True)
         if not len(coords):
             return
-        pts = np.round(coords * (self.scale * (1 << _SHIFT))).astype(np.int32)
+        pts = np.round((coords - self.origin) * (self.scale * (1 << _SHIFT))).astype(np.int32)
         starts = np.flatnonzero(np.r_[True, np.diff(coord_of) != 0])
         polys = np.split(pts, starts[1:])
         owner = part_of[ring_of[coord_of[starts]]]
@@ -100,7 +109,8 @@ class OverlayCanvas:
         contours, _ = cv2.findContours(binary, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
         f = mask_scale * self.scale  # overlay px per mask px
         # Contours index mask pixels; draw them through those pixels' centres.
-        rings = [np.round((c.reshape(-1, 2) + 0.5) * f * (1 << _SHIFT)).astype(np.int32)
+        shift = self.origin * self.scale
+        rings = [np.round(((c.reshape(-1, 2) + 0.5) * f - shift) * (1 << _SHIFT)).astype(np.int32)
                  for c in contours]
         r, g, b = color
         cv2.polylines(self.image, rings, True, (b, g, r), thickness, cv2.LINE_8, _SHIFT)
@@ -112,7 +122,7 @@ class OverlayCanvas:
         if not len(boxes):
             return
         b = np.asarray(boxes, np.float64) * self.scale
-        x0, y0 = b[:, 0], b[:, 1]
+        x0, y0 = b[:, 0] - self.origin[0] * self.scale, b[:, 1] - self.origin[1] * self.scale
         x1, y1 = x0 + b[:, 2], y0 + b[:, 3]
         quads = np.stack([np.stack([x0, y0], 1), np.stack([x1, y0], 1),
                           np.stack([x1, y1], 1), np.stack([x0, y1], 1)], 1)
@@ -163,6 +173,21 @@ class OverlayCanvas:
         if not ok:
             raise RuntimeError(f"{path}: PNG encoding failed")
         Path(path).write_bytes(buf.tobytes())
+
+
+def densest_cells(counts: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """The (row, col) of up to ``n`` cells of a count grid holding most objects.
+
+    No two chosen cells touch (not even at a corner), so crops show different places;
+    empty cells are never chosen. Ties go to the first cell in row-major order.
+    """
+    counts = np.asarray(counts, np.float64).copy()
+    out: list[tuple[int, int]] = []
+    while len(out) < n and counts.size and counts.max() > 0:
+        r, c = np.unravel_index(int(np.argmax(counts)), counts.shape)
+        out.append((int(r), int(c)))
+        counts[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = 0
+    return out
 
 
 def write_overlay(path: str | os.PathLike, thumbnail: np.ndarray,

@@ -32,8 +32,13 @@ _DTYPES = {"class_id": "int16", "probability": "float32", "centroid_x": "float64
            "centroid_y": "float64", "area_um2": "float64", "perimeter_um": "float64"}
 
 
-def read_objects(path: str | os.PathLike) -> gpd.GeoDataFrame:
+def read_objects(path: str | os.PathLike,
+                 within: tuple[float, float, float, float] | None = None) -> gpd.GeoDataFrame:
     """Objects of a GeoParquet, GeoJSON or gzipped GeoJSON file as a GeoDataFrame.
+
+    ``within`` (x0, y0, x1, y1, level-0 px) keeps only the objects whose centroid lies
+    in ``[x0, x1) x [y0, y1)``; a GeoParquet file is then read by row-group statistics,
+    not whole.
 
     The columns are :data:`COLUMNS` whatever the format. GeoJSON from other
     tools (e.g. exported by QuPath) may lack some fields: ``class_id`` is then
@@ -54,17 +59,29 @@ def read_objects(path: str | os.PathLike) -> gpd.GeoDataFrame:
         head = fh.read(4)
     try:
         if head == b"PAR1":
-            return _read_parquet(path)
-        return _read_geojson(path, gzipped=head[:2] == b"\x1f\x8b")
+            return _read_parquet(path, within)
+        gdf = _read_geojson(path, gzipped=head[:2] == b"\x1f\x8b")
+        if within is None:
+            return gdf
+        x0, y0, x1, y1 = within
+        keep = gdf.centroid_x.between(x0, x1, inclusive="left") & \
+            gdf.centroid_y.between(y0, y1, inclusive="left")
+        return gdf[keep.to_numpy()].reset_index(drop=True)
     except InputError:
         raise
     except Exception as exc:  # any parser failure means a malformed file
         raise InputError(f"{path}: cannot read objects ({type(exc).__name__}: {exc})") from exc
 
 
-def _read_parquet(path: Path) -> gpd.GeoDataFrame:
+def _read_parquet(path: Path, within: tuple[float, float, float, float] | None = None
+                  ) -> gpd.GeoDataFrame:
+    filters = None
+    if within is not None:
+        x0, y0, x1, y1 = within
+        filters = [("centroid_x", ">=", x0), ("centroid_x", "<", x1),
+                   ("centroid_y", ">=", y0), ("centroid_y", "<", y1)]
     try:
-        gdf = gpd.read_parquet(path)
+        gdf = gpd.read_parquet(path, filters=filters)
     except ValueError as exc:
         raise InputError(f"{path}: not a GeoParquet file ({exc})") from exc
     missing = [c for c in COLUMNS if c not in gdf.columns]
