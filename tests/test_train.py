@@ -314,7 +314,7 @@ def test_cli_train_end_to_end(phantom, tmp_path):
             "--data", f"gland:generic={phantom / 'gland'}", "--arch", "light", "--steps", "6",
             "--batch-size", "2", "--tissue-batch-size", "3", "--patch", "64", "--tissue-patch", "64",
             "--workers", "1", "--val-every", "3", "--val-limit", "2", "--val-fraction", "0.25", "--sampler", "fixed",
-            "--no-progress", "--task-probs", "nuclei=1,gland=1"]
+            "--no-progress", "--task-probs", "nuclei=1,gland=1", "--blur-augment", "0.5"]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "best checkpoint" in res.output and "throughput" in res.output
@@ -329,7 +329,8 @@ def test_cli_train_end_to_end(phantom, tmp_path):
     assert [r["step"] for r in val] == [3, 6]
     assert {"nuclei_dice", "gland_dice", "tissue_acc"} <= set(val[0])
     assert load_checkpoint(out / "checkpoints/best.pt").provenance["training"]["step"] in (3, 6)
-    assert json.loads((out / "config.json").read_text())["options"]["tissue_batch_size"] == 3
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert options["tissue_batch_size"] == 3 and options["blur_augment"] == 0.5
     # Same directory again: refused without --resume/--overwrite.
     again = CliRunner().invoke(main, args)
     assert again.exit_code == 2 and "run directory exists" in again.output
@@ -351,6 +352,7 @@ def test_cli_train_end_to_end(phantom, tmp_path):
      "--anchor-weight must be positive"),
     (["--data", "{ph}", "--task-probs", "nuclei"], "expected NAME=NUMBER"),
     (["--data", "{ph}", "--stain-augment", "1.5"], "--stain-augment must be in [0, 1)"),
+    (["--data", "{ph}", "--blur-augment", "-0.1"], "--blur-augment must be in [0, 1]"),
     (["--resume"], "nothing to resume"),
 ])
 def test_cli_bad_input_is_one_line(phantom, tmp_path, args, message):

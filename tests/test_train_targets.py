@@ -80,6 +80,21 @@ def test_geometric_augmentation_moves_labels_with_image():
     assert relabel(np.array([[0, 5], [9, 5]])).tolist() == [[0, 1], [2, 1]]
 
 
+def test_blur_probability_sets_the_share_of_softened_patches():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    only_blur = {"hsv_p": 0.0, "stain_p": 0.0}
+
+    def blurred_share(p: float) -> float:
+        cfg = AugmentConfig(blur_p=p, **only_blur)
+        outs = [photometric(image, cfg, np.random.default_rng(k)) for k in range(200)]
+        return float(np.mean([not np.array_equal(o, image) for o in outs]))
+
+    # Sigmas under about 0.3 px leave a uint8 image as it was, so the shares are lower than p.
+    assert blurred_share(0.0) == 0.0
+    assert blurred_share(0.6) > 2.5 * blurred_share(0.2) > 0.2
+
+
 def test_stronger_stain_augment_spreads_colours_more():
     from cerberus_cli.training.augment import stain_jitter
 

@@ -130,6 +130,8 @@ class TrainOptions:
     stain_augment: float = opt(0.05, "Strength of the stain (HED) jitter: each stain's density scaled "
                                "and shifted by up to this fraction (Tellez et al. use 0.05 light, "
                                "0.2 strong; strong jitter helps on real scans of other labs).")
+    blur_augment: float = opt(0.2, "Probability of a Gaussian blur (sigma up to 1 px) of a training "
+                              "patch: higher makes the model steadier on soft-focus scans.")
     seed: int = opt(0, "Random seed.")
     device: str = device_opt()
     amp: bool = opt(False, "Mixed precision (fp16 on CUDA, bf16 on CPU).")
@@ -165,6 +167,8 @@ class TrainOptions:
             raise InputError(f"--tissue-patch must be a multiple of 16 and at least 32, got {self.tissue_patch}")
         if not 0.0 <= self.stain_augment < 1.0:
             raise InputError(f"--stain-augment must be in [0, 1), got {self.stain_augment}")
+        if not 0.0 <= self.blur_augment <= 1.0:
+            raise InputError(f"--blur-augment must be in [0, 1], got {self.blur_augment}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise InputError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.init == "imagenet" and not self.imagenet_weights:

@@ -382,7 +382,8 @@ def train(options: TrainOptions, progress: TrainProgress | None = None) -> Train
         tissue_batch_size=options.tissue_batch_size, mode=sampler_mode, tissue_prob=options.tissue_prob,
         task_probs=options.task_probs, seed=options.seed))
     patch = PatchConfig(options.patch, options.tissue_patch, foreground_types_only=subtype_head is not None)
-    augment = AugmentConfig(stain=options.stain_augment) if options.augment else AugmentConfig.none()
+    augment = (AugmentConfig(stain=options.stain_augment, blur_p=options.blur_augment)
+               if options.augment else AugmentConfig.none())
     builder = BatchBuilder(train_sets, sampler, patch, augment, steps)
 
     anchor = _anchor(options, model, init).to(device) if options.tune_deepest else None
