@@ -78,8 +78,10 @@ def test_segment_writes_crops_of_the_densest_regions(phantom_slide, tmp_path):
     assert not (out / "phantom.crop-1.overlay.png").exists()
 
 
-def test_negative_crop_count_is_refused(phantom_slide, tmp_path):
-    res = CliRunner().invoke(main, ["segment", str(phantom_slide), "-o", str(tmp_path / "o"),
-                                    "--overlay-crops", "-1"])
-    assert res.exit_code != 0 and "overlay_crops" in res.output.replace("-", "_")
+@pytest.mark.parametrize("args, message", [(["--overlay-crops", "-1"], "--overlay-crops must be >= 0"),
+                                           (["--overlay-crops", "2", "--no-overlay"],
+                                            "--overlay-crops draws on the overlay")])
+def test_bad_crop_options_are_refused(phantom_slide, tmp_path, args, message):
+    res = CliRunner().invoke(main, ["segment", str(phantom_slide), "-o", str(tmp_path / "o"), *args])
+    assert res.exit_code != 0 and message in res.output
     assert "Traceback" not in res.output and not (tmp_path / "o").exists()

@@ -123,6 +123,8 @@ class SegmentOptions:
                 f"--tile + 2 * --margin = {self.tile + 2 * self.margin} px exceeds the "
                 f"{MAX_INPUT_PX} px network input limit")
         require(not self.gzip or self.format == "geojson", "--gzip applies to --format geojson only")
+        require(self.overlay or not self.overlay_crops, "--overlay-crops draws on the overlay: "
+                "drop --no-overlay or set --overlay-crops 0")
         require(self.quantize == "none" or not self.compile,
                 "--compile applies to the float network, not to --quantize int8")
         require(self.writer.nuclei_as == "detection" or self.format == "geojson",

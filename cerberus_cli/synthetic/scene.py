@@ -58,8 +58,8 @@ def fill(img: np.ndarray, polys: list[np.ndarray], value: int, x0: float, y0: fl
 
     cv2 fills every pixel the outline touches, so a raster is larger than its polygon
     (about a fifth for a nucleus). The images are painted from these rasters and the
-    bundled model learnt them, so the slide truth of nuclei is traced from the rasters
-    (:mod:`cerberus_cli.synthetic.truth`), not taken from the polygons.
+    bundled model learnt them, so the slide truth of nuclei, glands and lumina is traced
+    from the rasters (:mod:`cerberus_cli.synthetic.truth`), not taken from the polygons.
     """
     pts = [np.round((p - (x0, y0)) * (1 << SHIFT)).astype(np.int32) for p in polys]
     cv2.fillPoly(img, pts, int(value), lineType=cv2.LINE_8, shift=SHIFT)

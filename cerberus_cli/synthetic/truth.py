@@ -2,8 +2,8 @@
 
 Nuclei, glands and lumina are the outlines of their raster pixels: the rasters are what
 the images are painted from and the tiles hold, and they are larger than the polygons
-they were filled from (a fifth for a nucleus, a pixel all round: see ``scene.fill``). All are moved to
-level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at 0.5 um/px;
+they were filled from (a fifth for a nucleus, a pixel all round: see ``scene.fill``).
+All are moved to level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at 0.5 um/px;
 at 0.25 um/px every coordinate is doubled). Objects carry global ids, so a slide
 written in blocks reports each object once.
 """
