@@ -147,3 +147,6 @@ python model-training/real_crop.py ../shared/real/hgsc_stromal_cells.parquet \
     ../shared/real/hgsc_stromal_he.jpg gt/
 cerberus segment gt/real.png --mpp 0.5 -o out_real --stain-norm macenko   # and the other rows
 cerberus evaluate --task nuclei -m pq --true gt/real.truth.parquet --pred out_real/real.parquet
+# The classical yardstick of the same section (F = 1, 1.3, 1.6):
+python model-training/real_crop_classical.py gt/real.png classical.parquet --factor 1.3
+cerberus evaluate --task nuclei -m pq --true gt/real.truth.parquet --pred classical.parquet
