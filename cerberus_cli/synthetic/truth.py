@@ -3,8 +3,8 @@
 Nuclei, glands and lumina are the outlines of their raster pixels: the rasters are what
 the images are painted from and the tiles hold, and they are larger than the polygons
 they were filled from (a fifth for a nucleus, a pixel all round: see ``scene.fill``).
-All are moved to level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at 0.5 um/px;
-at 0.25 um/px every coordinate is doubled). Objects carry global ids, so a slide
+All are moved to level-0 pixel coordinates (a world pixel ``i`` covers ``[i, i+1)`` at
+0.5 um/px; at 0.25 um/px every coordinate is doubled). Objects carry global ids, so a slide
 written in blocks reports each object once.
 """
 
@@ -53,11 +53,6 @@ def _polygonal(geoms: np.ndarray) -> np.ndarray:
         parts = [p for p in shapely.get_parts(geoms[k]) if shapely.get_type_id(p) in (3, 6)]
         out[k] = shapely.union_all(parts) if parts else shapely.Polygon()
     return out
-
-
-def _clip_polygonal(geom: BaseGeometry, clip: BaseGeometry) -> BaseGeometry:
-    """The areal part of ``geom`` inside ``clip``."""
-    return _polygonal(np.array([shapely.intersection(geom, clip)], dtype=object))[0]
 
 
 def raster_outlines(raster: np.ndarray, ids: np.ndarray, polys: np.ndarray,
@@ -191,36 +186,35 @@ class TruthCollector:
         if not len(idx):
             return []
         rmax = g.radii.max(axis=1)
-        gl, lu, ids, lids = [], [], [], []
+        glands, lumina = [], []
         for k in idx:
             # Higher-priority neighbours keep the pixels where outlines overlap.
             d = np.hypot(g.x - g.x[k], g.y - g.y[k])
             over = np.flatnonzero((g.priority > g.priority[k]) & (d < rmax + rmax[k]))
-            geom = _clip_polygonal(_gland_pixels(g, int(k), over, g.outline), slide)
-            if geom.is_empty:
-                continue
-            gl.append(geom)
-            ids.append(g.gid[k])
-            lumen = _clip_polygonal(_gland_pixels(g, int(k), over, g.lumen_outline), slide)
-            if not lumen.is_empty:
-                lu.append(lumen)
-                lids.append(g.gid[k])
-        if not gl:
+            glands.append(_gland_pixels(g, int(k), over, g.outline))
+            lumina.append(_gland_pixels(g, int(k), over, g.lumen_outline))
+        gl_all = _polygonal(shapely.intersection(np.array(glands, dtype=object), slide))
+        lu_all = _polygonal(shapely.intersection(np.array(lumina, dtype=object), slide))
+        keep = ~shapely.is_empty(gl_all)
+        if not keep.any():
             return []
-        gl_geoms = _to_level0(np.array(gl, dtype=object), self.scale)
-        gl_uuid = truth_uuid(self.seed, 2, np.array(ids))
+        gl, ids = gl_all[keep], g.gid[idx][keep]
+        with_lumen = keep & ~shapely.is_empty(lu_all)
+        lu, lids = lu_all[with_lumen], g.gid[idx][with_lumen]
+        gl_geoms = _to_level0(gl, self.scale)
+        gl_uuid = truth_uuid(self.seed, 2, ids)
         name = GLAND_TYPES[GLAND].name
         self._count("gland", [name] * len(gl))
         recs = make_records(list(gl_geoms), "gland", [GLAND] * len(gl), [name] * len(gl),
                             [1.0] * len(gl), self.mpp, gl_uuid)
-        if lu:
-            parent = dict(zip(ids, gl_uuid))
-            lu_geoms = _to_level0(np.array(lu, dtype=object), self.scale)
+        if len(lu):
+            parent = dict(zip(ids.tolist(), gl_uuid))
+            lu_geoms = _to_level0(lu, self.scale)
             lname = LUMEN_CLASSES[1].name
             self._count("lumen", [lname] * len(lu))
             recs += make_records(list(lu_geoms), "lumen", [1] * len(lu), [lname] * len(lu),
-                                 [1.0] * len(lu), self.mpp, truth_uuid(self.seed, 3, np.array(lids)),
-                                 [parent[i] for i in lids])
+                                 [1.0] * len(lu), self.mpp, truth_uuid(self.seed, 3, lids),
+                                 [parent[i] for i in lids.tolist()])
         return recs
 
     def _surface(self, lab: Labels, x0, y0, w, h) -> None:
