@@ -76,6 +76,17 @@ KATHER_TO_TISSUE = {
 
 
 
+#: Coarse nucleus classes of other datasets, each the set of Cerberus nucleus types it
+#: covers. CoNSeP's 4-class merge (HoVer-Net): "inflammatory" is any white cell,
+#: "spindle-shaped" the connective-tissue cells, "other" a nucleus of unknown type.
+CONSEP_CLASSES = ("background", "other", "inflammatory", "epithelial", "spindle-shaped")
+COARSE_NUCLEUS_TYPES: dict[str, tuple[str, ...]] = {
+    "other": ("neutrophil", "epithelial", "lymphocyte", "plasma", "eosinophil", "connective"),
+    "inflammatory": ("neutrophil", "lymphocyte", "plasma", "eosinophil"),
+    "epithelial": ("epithelial",),
+    "spindle-shaped": ("connective",),
+}
+
 #: Class list of each task's objects (class_id indexes into it).
 TASK_CLASSES: dict[str, tuple[ClassSpec, ...]] = {
     "nuclei": NUCLEUS_TYPES,

@@ -11,15 +11,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import GLAND_TYPES, NUCLEUS_TYPES, TISSUE_TYPES
 from cerberus_cli.training.resample import resample_image, resample_labels
+from cerberus_cli.training.type_codes import IGNORE, is_set, set_members
 
-#: Type-map value meaning "type unknown here": ignored by the type losses.
-IGNORE = 255
+if TYPE_CHECKING:
+    from cerberus_cli.training.class_map import ClassMap
 
 #: Number of type classes each task's type head predicts (lumina have no type head).
 TYPE_CLASSES = {"nuclei": len(NUCLEUS_TYPES), "gland": len(GLAND_TYPES)}
@@ -70,6 +72,10 @@ class TaskDataset(ABC):
         self.names: list[str] = []
         self.groups: list[str] = []
         self.indices: list[int] | None = None
+        #: Maps the source's type ids onto the task's (``with_class_map``); None: they are the task's.
+        self.class_map: ClassMap | None = None
+        #: The source's own class names by id, where it names them (``classes.json``).
+        self.class_names: dict[int, str] | None = None
         if task not in self.tasks:
             raise InputError(f"{self.path}: a {self.format} dataset cannot serve task {task!r} "
                              f"(it serves {', '.join(self.tasks)})")
@@ -104,9 +110,15 @@ class TaskDataset(ABC):
         """The file (or array entry) item ``i`` comes from, for messages."""
         return self._source(self._full_index(i))
 
+    def _read_mapped(self, full: int) -> InstanceItem | TissueItem:
+        item = self._read(full)
+        if self.class_map is not None and isinstance(item, InstanceItem) and item.types is not None:
+            item.types = self.class_map.apply(item.types, self._label_source(full))
+        return item
+
     def load(self, i: int) -> InstanceItem | TissueItem:
-        """Item ``i`` at the model resolution."""
-        item = self._read(self._full_index(i))
+        """Item ``i`` at the model resolution, its types in the task's classes."""
+        item = self._read_mapped(self._full_index(i))
         if isinstance(item, TissueItem):
             item.image = resample_image(item.image, self.source_mpp, self.target_mpp)
             return item
@@ -129,7 +141,7 @@ class TaskDataset(ABC):
         """
         full = self._full_index(i)
         try:
-            item = self._read(full)
+            item = self._read_mapped(full)
         except InputError as exc:
             return str(exc)
         except Exception as exc:  # noqa: BLE001  (any decoder failure is a bad file, not a crash)
@@ -153,8 +165,17 @@ class TaskDataset(ABC):
         view.indices = [self._full_index(i) for i in indices]
         return view
 
+    def with_class_map(self, class_map: ClassMap) -> TaskDataset:
+        """This dataset with its type ids read through ``class_map``."""
+        if class_map.task != self.task:
+            raise InputError(f"{self.path}: class map {class_map.name} is for {class_map.task}, "
+                             f"not {self.task}")
+        self.class_map = class_map
+        return self
+
     def describe(self) -> str:
-        return f"{self.task}: {self.format} {self.path} ({len(self)} items)"
+        mapped = f", classes {self.class_map.describe()}" if self.class_map is not None else ""
+        return f"{self.task}: {self.format} {self.path} ({len(self)} items{mapped})"
 
 
 def _image_problem(image: object) -> str | None:
@@ -188,7 +209,8 @@ def _label_problem(item: InstanceItem, task: str) -> str | None:
     n = TYPE_CLASSES.get(task)
     if n is not None and types.size:
         values = np.unique(types)
-        bad = values[((values < 0) | (values >= n)) & (values != IGNORE)]
+        bad = np.array([v for v in values.tolist() if v != IGNORE and not (
+            0 <= v < n or (is_set(v) and max(set_members(v)) < n))], np.int64)
         if bad.size:
             return f"type values {bad[:5].tolist()} outside 0..{n - 1} (or {IGNORE} for unknown)"
     return None

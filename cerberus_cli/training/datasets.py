@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.core.vocabulary import TASKS
+from cerberus_cli.core.vocabulary import TASK_CLASSES, TASKS
+from cerberus_cli.training.class_map import PRESETS, load_class_map
 from cerberus_cli.training.dataset_base import (
     IGNORE,
     InstanceItem,
@@ -71,11 +72,15 @@ def detect_format(task: str, path: Path) -> str:
 
 
 def open_dataset(task: str, path: str | Path, fmt: str | None = None,
-                 target_mpp: float = 0.5, tissue_map: str | Path | None = None) -> TaskDataset:
+                 target_mpp: float = 0.5, tissue_map: str | Path | None = None,
+                 class_map: str | None = None) -> TaskDataset:
     """Open the dataset at ``path`` for ``task``, detecting its format unless named.
 
     ``tissue_map`` is a class mapping file for tissue class folders whose names are
-    not the Kather-100K ones.
+    not the Kather-100K ones; ``class_map`` (a preset name or JSON file, see
+    :mod:`cerberus_cli.training.class_map`) maps the type ids of an instance dataset
+    onto the task's. A dataset whose ``classes.json`` names other classes than the
+    task's is refused without one, rather than read as if its ids were the task's.
 
     Raises:
         InputError: unknown task or format, missing path, or a malformed dataset.
@@ -92,4 +97,13 @@ def open_dataset(task: str, path: str | Path, fmt: str | None = None,
     ds = FORMATS[name](path, task, target_mpp, **kwargs)
     if len(ds) == 0:
         raise InputError(f"{path}: the {name} dataset for task {task} has no items")
+    if class_map is not None:
+        return ds.with_class_map(load_class_map(class_map, task))
+    own = {i: n for i, n in (ds.class_names or {}).items() if i}
+    names = [c.name for c in TASK_CLASSES.get(task, ())]
+    foreign = {i: n for i, n in own.items() if not (i < len(names) and names[i] == n)}
+    if foreign:
+        listed = ", ".join(f"{i} {n}" for i, n in sorted(foreign.items()))
+        raise InputError(f"{path}: its classes ({listed}) are not the {task} classes of cerberus; "
+                         f"give a class map: --class-map {path}=FILE|PRESET (presets: {', '.join(PRESETS)})")
     return ds

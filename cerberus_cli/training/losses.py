@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from cerberus_cli.core.vocabulary import TISSUE
 from cerberus_cli.model.config import ModelConfig
-from cerberus_cli.training.datasets import IGNORE
+from cerberus_cli.training.type_codes import IGNORE, SET_FLAG, membership_table
 
 
 def weighted_ce(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -36,12 +36,37 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore: int = IGN
     return 1.0 - dice[present].mean() if present.any() else logits.sum() * 0.0
 
 
+def set_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean -log P(class in the pixel's set) over pixels with a known type or class set.
+
+    For a plain class id this is the cross-entropy; for a coarse label (a set code of
+    :mod:`cerberus_cli.training.type_codes`) the summed probability of its members is
+    maximised, so no member is taught over another.
+    """
+    table = torch.from_numpy(membership_table(logits.shape[1])).to(logits.device)
+    allowed = table[target].permute(0, 3, 1, 2)  # (B, C, H, W)
+    logp = logits.float().log_softmax(dim=1)
+    set_logp = logp.masked_fill(~allowed, float("-inf")).logsumexp(dim=1)
+    valid = target != IGNORE
+    return -set_logp[valid].mean()
+
+
 def type_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
-    """CE + Dice on pixels with a known type; ``None`` when there are none."""
+    """CE + Dice on pixels with a known type; ``None`` when there are none.
+
+    Pixels labelled with a class set (a coarse label) join the cross-entropy as the
+    log of the set's summed probability and are left out of the Dice term, which
+    needs one class per pixel.
+    """
     if not (target != IGNORE).any():
         return None
-    ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
-    return ce + soft_dice_loss(logits, target)
+    coarse = (target >= SET_FLAG) & (target != IGNORE)
+    if not coarse.any():
+        ce = F.cross_entropy(logits.float(), target, ignore_index=IGNORE)
+        return ce + soft_dice_loss(logits, target)
+    fine = target.masked_fill(coarse, IGNORE)
+    dice = soft_dice_loss(logits, fine) if (fine != IGNORE).any() else logits.sum() * 0.0
+    return set_nll(logits, target) + dice
 
 
 def task_losses(outputs: dict[str, torch.Tensor], batch: dict, config: ModelConfig,

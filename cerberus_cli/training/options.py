@@ -14,15 +14,21 @@ DEFAULT_STEPS = 20000
 
 @dataclass(frozen=True)
 class DataSpec:
-    """One dataset: its task, path and (optionally) named format."""
+    """One dataset: its task, path, (optionally) named format and sampling weight.
+
+    ``weight`` is the source's share of its task's samples relative to the task's other
+    sources (a source without one weighs 1 when any source of the task has one); when
+    no source of a task is weighted, every item of the task is equally likely.
+    """
 
     task: str
     path: str
     format: str | None = None
+    weight: float | None = None
 
     @staticmethod
     def parse(text: str) -> list[DataSpec]:
-        """Parse ``TASK[:FORMAT]=PATH``; a bare ``PATH`` is a phantom root (all its tasks)."""
+        """Parse ``TASK[:FORMAT][@WEIGHT]=PATH``; a bare ``PATH`` is a phantom root (all its tasks)."""
         from cerberus_cli.core.vocabulary import TASKS
 
         if "=" not in text:
@@ -34,10 +40,19 @@ class DataSpec:
                                  "'cerberus synth tiles' folder)")
             return [DataSpec(t, str(root), "phantom") for t in tasks_in(root)]
         key, path = text.split("=", 1)
+        key, at, weight_text = key.partition("@")
         task, _, fmt = key.partition(":")
         if task not in TASKS:
             raise InputError(f"--data {text}: unknown task {task!r} (choose from {', '.join(TASKS)})")
-        return [DataSpec(task, path, fmt or None)]
+        weight = None
+        if at:
+            try:
+                weight = float(weight_text)
+            except ValueError:
+                weight = -1.0
+            if not weight > 0 or weight == float("inf"):
+                raise InputError(f"--data {text}: the weight after '@' must be a positive number")
+        return [DataSpec(task, path, fmt or None, weight)]
 
 
 def _data(values: tuple[str, ...]) -> list[DataSpec]:
@@ -49,6 +64,16 @@ def _splits(values: tuple[str, ...]) -> dict[str, str]:
     for v in values:
         task, sep, path = v.partition("=")
         out.update({task: path} if sep else {"*": v})
+    return out
+
+
+def _class_maps(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        path, sep, spec = v.rpartition("=")
+        if not sep or not path or not spec:
+            raise InputError(f"--class-map {v}: expected DATA_PATH=FILE|PRESET")
+        out[path] = spec
     return out
 
 
@@ -79,9 +104,10 @@ class TrainOptions:
     output: str = opt("", "Run directory (config, metrics, checkpoints, plot).", flag="--output",
                       short="-o", cli=False)
     data: list[DataSpec] = opt(help="Training data for a task (gland, lumen, nuclei, tissue); the "
-                               f"format ({_FORMATS}) is detected unless named. A bare PATH is a "
-                               "'cerberus synth tiles' folder. Repeatable.", factory=list,
-                               multiple=True, parse=_data, metavar="TASK[:FORMAT]=PATH")
+                               f"format ({_FORMATS}) is detected unless named; @WEIGHT sets the "
+                               "source's share of its task's samples (default: by item count). A "
+                               "bare PATH is a 'cerberus synth tiles' folder. Repeatable.", factory=list,
+                               multiple=True, parse=_data, metavar="TASK[:FORMAT][@WEIGHT]=PATH")
     val_data: list[DataSpec] = opt(help="Held-out validation data (default: --val-fraction of the "
                                    "training data).", factory=list, multiple=True, parse=_data,
                                    metavar="TASK[:FORMAT]=PATH")
@@ -90,6 +116,12 @@ class TrainOptions:
                                  multiple=True, parse=_splits, metavar="[TASK=]FILE")
     val_fraction: float = opt(0.1, "Held-out fraction (by patient where known).")
     tissue_map: str | None = opt(None, "Class mapping file for tissue folders.")
+    class_maps: dict[str, str] = opt(help="Map the type classes of the --data source at DATA_PATH onto "
+                                     "the task's: a JSON file of source id -> class name, list of names "
+                                     "(a coarse class: the loss maximises the set's summed probability) "
+                                     "or null (type unknown), or a preset (consep: CoNSeP's 4 classes). "
+                                     "Repeatable.", factory=dict, flag="--class-map", multiple=True,
+                                     parse=_class_maps, metavar="DATA_PATH=FILE|PRESET")
     tasks: list[str] | None = opt(None, "Comma-separated tasks to train (default: those with --data).",
                                   parse=_task_list, metavar="TASK,...")
     arch: str = opt("reference", "reference: ResNet34, stem stride 1; light: ResNet18, stem stride 2.",
@@ -130,6 +162,8 @@ class TrainOptions:
     stain_augment: float = opt(0.05, "Strength of the stain (HED) jitter: each stain's density scaled "
                                "and shifted by up to this fraction (Tellez et al. use 0.05 light, "
                                "0.2 strong; strong jitter helps on real scans of other labs).")
+    scale_augment: float = opt(0.1, "Largest relative zoom of the affine augmentation (applied to half "
+                               "the patches): 0.2 covers scanners whose true resolution is 20 % off.")
     blur_augment: float = opt(0.2, "Probability of a Gaussian blur (sigma up to 1 px) of a training "
                               "patch: higher makes the model steadier on soft-focus scans.")
     seed: int = opt(0, "Random seed.")
@@ -167,6 +201,8 @@ class TrainOptions:
             raise InputError(f"--tissue-patch must be a multiple of 16 and at least 32, got {self.tissue_patch}")
         if not 0.0 <= self.stain_augment < 1.0:
             raise InputError(f"--stain-augment must be in [0, 1), got {self.stain_augment}")
+        if not 0.0 <= self.scale_augment < 1.0:
+            raise InputError(f"--scale-augment must be in [0, 1), got {self.scale_augment}")
         if not 0.0 <= self.blur_augment <= 1.0:
             raise InputError(f"--blur-augment must be in [0, 1], got {self.blur_augment}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -179,5 +215,9 @@ class TrainOptions:
             raise InputError("--tune-deepest goes with --subtype tissue")
         if self.anchor_weight <= 0:
             raise InputError(f"--anchor-weight must be positive, got {self.anchor_weight}")
+        known = {d.path for d in [*self.data, *self.val_data]}
+        stray = [p for p in self.class_maps if p not in known]
+        if stray:
+            raise InputError(f"--class-map {stray[0]}: not the path of a --data or --val-data source")
         if not self.data and not self.resume:
             raise InputError("no training data: give --data TASK=PATH (or a synth tiles folder)")

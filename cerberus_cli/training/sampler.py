@@ -4,7 +4,8 @@ Tasks are grouped into super-tasks by input size (segmentation patches for the
 instance tasks, smaller patches for tissue type); each batch belongs to one
 super-task, chosen with ``tissue_prob``. In ``mixed`` batches every sample draws its
 own task (p = 1/T unless ``task_probs`` says otherwise); in ``fixed`` batches one
-task serves the whole batch.
+task serves the whole batch. Within a task every item is equally likely, unless its
+sources are weighted (``item_probs``, from :func:`source_item_probs`).
 
 A plan is a pure function of (seed, step): no sampler state needs saving, resuming
 at step ``s`` replays exactly what an uninterrupted run would have drawn, and worker
@@ -57,6 +58,22 @@ class SamplerConfig:
     tissue_prob: float = 0.3
     task_probs: dict[str, float] = field(default_factory=dict)
     seed: int = 0
+    #: Per task, the probability of each item (weighted sources); absent: uniform.
+    item_probs: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+
+def source_item_probs(sizes: list[int], weights: list[float | None]) -> tuple[float, ...] | None:
+    """Item probabilities of a task whose sources have ``sizes`` items and ``weights``.
+
+    ``None`` (every item equally likely) when no source is weighted; otherwise each
+    source gets ``weight / sum of weights`` of the samples (1 for an unweighted one),
+    spread evenly over its items.
+    """
+    if all(w is None for w in weights):
+        return None
+    ws = [1.0 if w is None else float(w) for w in weights]
+    total = sum(w for w, n in zip(ws, sizes, strict=True) if n > 0)
+    return tuple(w / total / n for w, n in zip(ws, sizes, strict=True) for _ in range(n))
 
 
 class TaskSampler:
@@ -108,7 +125,11 @@ class TaskSampler:
                 tasks = [self.seg_tasks[rng.choice(len(self.seg_tasks), p=self.probs)]] * b
             else:
                 tasks = [self.seg_tasks[i] for i in rng.choice(len(self.seg_tasks), size=b, p=self.probs)]
-        samples = tuple(
-            SampleSpec(t, int(rng.integers(self.cfg.sizes[t])), int(rng.integers(2**62))) for t in tasks
-        )
+        samples = tuple(SampleSpec(t, self._item(t, rng), int(rng.integers(2**62))) for t in tasks)
         return BatchPlan(step, super_task, samples)
+
+    def _item(self, task: str, rng: np.random.Generator) -> int:
+        probs = self.cfg.item_probs.get(task)
+        if probs is None:
+            return int(rng.integers(self.cfg.sizes[task]))
+        return int(rng.choice(len(probs), p=probs))

@@ -58,7 +58,7 @@ from cerberus_cli.training.model_init import build_model, heads_for_tasks
 from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
 from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.rundir import Mode, RunDir
-from cerberus_cli.training.sampler import SamplerConfig, SamplerMode, TaskSampler
+from cerberus_cli.training.sampler import SamplerConfig, SamplerMode, TaskSampler, source_item_probs
 from cerberus_cli.training.splits import apply_split_file, random_split
 from cerberus_cli.training.tempfiles import write_file
 from cerberus_cli.training.validation import score, validate
@@ -89,15 +89,30 @@ def _concat(parts: list[TaskDataset]) -> TaskDataset:
     return ConcatDataset(parts)
 
 
-def load_data(options: TrainOptions, mpp: float, tasks: list[str]
-              ) -> tuple[dict[str, TaskDataset], dict[str, TaskDataset]]:
+@dataclass
+class TrainData:
+    """Training and validation datasets per task, and how each task's items are drawn."""
+
+    train: dict[str, TaskDataset]
+    val: dict[str, TaskDataset]
+    #: Per task, the probability of each training item (weighted sources only).
+    item_probs: dict[str, tuple[float, ...]]
+
+
+def _open(options: TrainOptions, spec: DataSpec, mpp: float) -> TaskDataset:
+    return open_dataset(spec.task, spec.path, spec.format, mpp, options.tissue_map,
+                        options.class_maps.get(spec.path))
+
+
+def load_data(options: TrainOptions, mpp: float, tasks: list[str]) -> TrainData:
     """Training and validation datasets per task, at the model resolution."""
     train: dict[str, list[TaskDataset]] = {}
+    weights: dict[str, list[float | None]] = {}
     val: dict[str, list[TaskDataset]] = {}
     for spec in options.data:
         if spec.task not in tasks:
             continue
-        ds = open_dataset(spec.task, spec.path, spec.format, mpp, options.tissue_map)
+        ds = _open(options, spec, mpp)
         split = options.splits.get(spec.task) or options.splits.get("*")
         if split:
             tr, va = apply_split_file(ds, split)
@@ -106,18 +121,22 @@ def load_data(options: TrainOptions, mpp: float, tasks: list[str]
         else:
             tr, va = random_split(ds, options.val_fraction, options.seed)
         train.setdefault(spec.task, []).append(tr)
+        weights.setdefault(spec.task, []).append(spec.weight)
         if va is not None:
             val.setdefault(spec.task, []).append(va)
-        log.info("data %s: %d train, %d val", ds.describe(), len(tr), 0 if va is None else len(va))
+        log.info("data %s: %d train, %d val%s", ds.describe(), len(tr), 0 if va is None else len(va),
+                 "" if spec.weight is None else f", weight {spec.weight:g}")
     for spec in options.val_data:
         if spec.task in tasks:
-            ds = open_dataset(spec.task, spec.path, spec.format, mpp, options.tissue_map)
+            ds = _open(options, spec, mpp)
             val.setdefault(spec.task, []).append(ds)
             log.info("validation data %s", ds.describe())
     missing = [t for t in tasks if t not in train]
     if missing:
         raise InputError(f"no training data for task(s) {', '.join(missing)}: add --data TASK=PATH")
-    return {t: _concat(v) for t, v in train.items()}, {t: _concat(v) for t, v in val.items()}
+    probs = {t: source_item_probs([len(p) for p in parts], weights[t]) for t, parts in train.items()}
+    return TrainData({t: _concat(v) for t, v in train.items()}, {t: _concat(v) for t, v in val.items()},
+                     {t: p for t, p in probs.items() if p is not None})
 
 
 # --- helpers -----------------------------------------------------------------------
@@ -373,16 +392,18 @@ def train(options: TrainOptions, progress: TrainProgress | None = None) -> Train
         raise InputError(f"--init {options.init}: the model has no head for task(s) {', '.join(missing_heads)}")
     model.to(device)
 
-    train_sets, val_sets = load_data(options, cfg.mpp, tasks)
+    data = load_data(options, cfg.mpp, tasks)
+    train_sets, val_sets = data.train, data.val
     check_datasets([*train_sets.values(), *val_sets.values()], threads=max(1, options.workers))
     # validate() checked --sampler against its choices ("mixed", "fixed").
     sampler_mode = cast(SamplerMode, options.sampler)
     sampler = TaskSampler(SamplerConfig(
         sizes={t: len(ds) for t, ds in train_sets.items()}, batch_size=options.batch_size,
         tissue_batch_size=options.tissue_batch_size, mode=sampler_mode, tissue_prob=options.tissue_prob,
-        task_probs=options.task_probs, seed=options.seed))
+        task_probs=options.task_probs, seed=options.seed, item_probs=data.item_probs))
     patch = PatchConfig(options.patch, options.tissue_patch, foreground_types_only=subtype_head is not None)
-    augment = (AugmentConfig(stain=options.stain_augment, blur_p=options.blur_augment)
+    augment = (AugmentConfig(scale=options.scale_augment, stain=options.stain_augment,
+                             blur_p=options.blur_augment)
                if options.augment else AugmentConfig.none())
     builder = BatchBuilder(train_sets, sampler, patch, augment, steps)
 

@@ -28,6 +28,7 @@ from cerberus_cli.training.datasets import (
     TaskDataset,
     TissueItem,
 )
+from cerberus_cli.training.type_codes import set_members
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def object_type_votes(instances: np.ndarray, type_probs: np.ndarray) -> dict[int
 
 
 def true_object_types(instances: np.ndarray, types: np.ndarray) -> dict[int, int]:
-    """Object id -> its ground-truth class (majority over its pixels), IGNORE/0 skipped."""
+    """Object id -> its ground-truth class or class set (majority over its pixels), IGNORE/0 skipped."""
     labelled = np.where(types == IGNORE, 0, types)
     n = int(instances.max()) if instances.size else 0
     n_classes = max(int(labelled.max()) + 1 if labelled.size else 0, 2)
@@ -117,7 +118,8 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
         if type_head is not None and item.types is not None:
             truth = true_object_types(item.instances, item.types)
             votes = object_type_votes(item.instances, maps[type_head.name])
-            correct += sum(votes.get(k) == v for k, v in truth.items())
+            # A coarse label (a class set) is met by any of its members.
+            correct += sum(votes.get(k) in set_members(v) for k, v in truth.items())
             total += len(truth)
     # Both masks empty is undefined (NaN), as in `cerberus evaluate`: left out of the mean.
     valid = [d for d in dices if not np.isnan(d)]

@@ -2,7 +2,9 @@
 
 ``images/NAME.png`` (RGB), ``instances/NAME.png`` (8- or 16-bit instance ids, 0 =
 background) and ``classes/NAME.png`` (uint8 per-pixel class). An optional
-``dataset.json`` with ``"mpp"`` gives the resolution (default: the model's). The
+``dataset.json`` with ``"mpp"`` gives the resolution (default: the model's), and an
+optional ``classes.json`` names the class ids; classes other than the task's need a
+class map (:mod:`cerberus_cli.training.class_map`). The
 phantom gland and lumen datasets use this layout; any instance task can.
 """
 
@@ -43,6 +45,18 @@ def read_mpp(path: Path, default: float) -> float:
     return default
 
 
+def read_class_names(path: Path) -> dict[int, str] | None:
+    """``classes.json`` in ``path`` (``{"1": "name", ...}``) as id -> name, or None."""
+    meta = path / "classes.json"
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        return {int(k): str(v) for k, v in data.items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as exc:
+        raise InputError(f"{meta}: not a JSON object of class id -> name: {exc}") from None
+
+
 class GenericDataset(TaskDataset):
     format = "generic"
     tasks = ("gland", "lumen", "nuclei")
@@ -70,6 +84,7 @@ class GenericDataset(TaskDataset):
             self.files.append((img, inst, cls))
             self.names.append(img.stem)
         self.groups = list(self.names)
+        self.class_names = read_class_names(self.path)
 
     def _source(self, i: int) -> str:
         return str(self.files[i][0])
