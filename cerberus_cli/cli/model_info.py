@@ -52,5 +52,6 @@ def model_info(spec: str | None, list_models: bool, as_json: bool) -> None:
         f"{cfg['mpp']} um/px"
     )
     console.print(f"sha256 {info['sha256']}")
+    console.print(f"weights licence: {info['licence']}")
     if info["provenance"]:
         console.print(f"provenance: {json.dumps(info['provenance'])}")

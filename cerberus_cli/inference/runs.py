@@ -120,6 +120,9 @@ def segment(
         raise InputError(f"segment() takes a list of slide paths, not the single string {inputs!r}")
     options = options or SegmentOptions()
     events = events or RunEvents()
+    loaded = load_model(options.model)
+    log.info("model %s (sha256 %s...): weights licence: %s", options.model or "default",
+             loaded.sha256[:12], loaded.licence)
     slides = collect_inputs(list(inputs), manifest, slides_dir)
     if not slides:
         raise InputError("no slides given (pass slide files, folders, globs or --manifest)")
@@ -140,7 +143,6 @@ def segment(
         log.info("removed %s left in %s by a dead run", name, out)
     summary = RunSummary()
     book = StatusBook(out, options.status)
-    loaded = load_model(options.model)
     todo: list[tuple[SlideInput, SlideOutputs, dict[str, Any]]] = []
     for item in slides:
         if item.error:

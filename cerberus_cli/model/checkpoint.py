@@ -59,6 +59,18 @@ class LoadedModel:
     sha256: str = ""
     package_version: str = ""
 
+    @property
+    def licence(self) -> str:
+        """The terms of the weights as their provenance states them (``provenance["licence"]``).
+
+        Weights inherit the terms of the data they were trained on, which may differ from
+        the code's MIT licence; a file that does not say is reported as such.
+        """
+        terms = self.provenance.get("licence")
+        if isinstance(terms, dict) and terms.get("weights"):
+            return str(terms["weights"])
+        return "not stated in the file (ask whoever trained it)"
+
 
 def _encode(state: dict[str, torch.Tensor], storage: str) -> tuple[dict, dict]:
     out: dict[str, torch.Tensor] = {}

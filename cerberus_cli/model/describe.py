@@ -10,7 +10,7 @@ from cerberus_cli.model.registry import load_model
 
 
 def describe_model(spec: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Load ``spec`` and return its name, source, hash, config and provenance."""
+    """Load ``spec`` and return its name, source, hash, weights licence, config and provenance."""
     loaded = load_model(spec)
     return {
         "name": loaded.config.name,
@@ -18,6 +18,7 @@ def describe_model(spec: str | os.PathLike | None = None) -> dict[str, Any]:
         "sha256": loaded.sha256,
         "package_version": loaded.package_version,
         "parameters": count_parameters(loaded.model),
+        "licence": loaded.licence,
         "config": loaded.config.to_dict(),
         "provenance": loaded.provenance,
     }
