@@ -26,14 +26,16 @@ from cerberus_cli.metrics.report import report_paths
 @click_options(EvaluateOptions)
 def evaluate(true: str, pred: str, out: str | None, overwrite: bool, **values: Any) -> None:
     """Compare predictions with ground truth: Dice, PQ (DQ, SQ), AJI, AJI+, mPQ, mPQ+,
-    detection F1 and per-class F1; for tissue patches accuracy, mean F1, mAP and the
-    confusion matrix.
+    detection F1 and per-class F1, the GlaS gland metrics (object F1, object Dice,
+    object Hausdorff); for tissue patches accuracy, mean F1, mAP and the confusion
+    matrix.
 
     \b
     Examples:
       cerberus evaluate --task nuclei --true phantoms/ --pred preds/ -m pq -m mpq+
       cerberus evaluate --task gland --true gt/instances --true-classes gt/classes \\
           --pred out/instances --pred-classes out/classes -o gland_report.json
+      cerberus evaluate --task gland --true glas/truth --pred glas/pred -m glas
       cerberus evaluate --task nuclei --true slide.truth.parquet --pred out/slide.parquet
       cerberus evaluate --task tissue --true kather_val/ --pred tissue_preds.csv -m all
     """

@@ -1,8 +1,9 @@
-"""Metrics of the field, exact and fast (numpy/scipy only; no torch).
+"""Metrics of the field, exact and fast (numpy/scipy/shapely; no torch).
 
 Every instance metric works from one sparse overlap table (areas of all instances,
 intersections of touching pairs; :mod:`~cerberus_cli.metrics.overlap`), built from
-label maps with one histogram pass, or from polygons with an STRtree query.
+label maps with one histogram pass, or from polygons with an STRtree query; the
+GlaS object Hausdorff distance alone also reads each object's pixels.
 
 Definitions (details in each module):
 
@@ -17,10 +18,16 @@ Definitions (details in each module):
   accuracy and HoVer-Net's per-class F1.
 * Patch classification (:mod:`.classification`): accuracy, F1 and mean F1, AP per
   class and mAP, confusion matrix.
+* GlaS gland metrics (:mod:`.glas`): object F1 (a segmented object is a TP when it
+  covers more than half of its most-overlapping truth object), object Dice and
+  object Hausdorff (area-weighted over the partners of both sets; pixel-set
+  Hausdorff, nearest object as partner when nothing overlaps; image diagonal when
+  one side is empty); dataset values pooled over all objects of all images.
 
 Edge cases, one rule throughout: a value with nothing to count (both maps empty;
 a class absent from truth and prediction) is undefined, NaN (``null`` in JSON) and
-left out of every average; if only one side is empty the value is 0. Ids need not
+left out of every average; if only one side is empty the value is 0 (a distance,
+the object Hausdorff, is then the image diagonal). Ids need not
 be contiguous nor start at 1, and any integer, boolean or integer-valued float
 dtype is accepted; maps of different shapes are an :class:`InputError`.
 
@@ -51,6 +58,13 @@ from cerberus_cli.metrics.detection import (
     pair_centroids,
 )
 from cerberus_cli.metrics.dice import dice
+from cerberus_cli.metrics.glas import (
+    GlasCounts,
+    glas_counts,
+    glas_metrics,
+    mask_hausdorff,
+    partner_distances,
+)
 from cerberus_cli.metrics.labels import Labels, centroids, compact, vote_classes
 from cerberus_cli.metrics.matching import match_iou
 from cerberus_cli.metrics.overlap import Overlap, overlap_from_labels, overlap_from_maps
@@ -69,7 +83,8 @@ __all__ = [
     "aji", "aji_from_overlap", "aji_plus", "aji_plus_from_overlap",
     "ClassificationResult", "average_precision", "classification_metrics", "confusion_matrix",
     "DEFAULT_RADIUS", "DetectionCounts", "detection_counts", "pair_centroids",
-    "dice", "Labels", "centroids", "compact", "vote_classes", "match_iou",
+    "dice", "GlasCounts", "glas_counts", "glas_metrics", "mask_hausdorff", "partner_distances",
+    "Labels", "centroids", "compact", "vote_classes", "match_iou",
     "Overlap", "overlap_from_labels", "overlap_from_maps",
     "ClassPQ", "PQCounts", "class_pq_counts", "image_mpq", "mpq", "mpq_plus",
     "panoptic_quality", "pq_counts",

@@ -17,6 +17,11 @@ Example::
     from cerberus_cli.metrics.evaluate import evaluate
     report = evaluate("phantoms/", "predictions/", metrics=["pq", "mpq+"], task="nuclei")
     print(report.overall["pq"]); report.write("report.json")
+
+GlaS gland metrics (:mod:`cerberus_cli.metrics.glas`)::
+
+    report = evaluate("glas_truth/", "glas_pred/", metrics=["glas"], task="gland")
+    report.overall["object_f1"], report.overall["object_dice"], report.overall["object_hausdorff"]
 """
 
 from __future__ import annotations
@@ -49,6 +54,14 @@ from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample, sample_from_maps, sample_from_objects
 from cerberus_cli.metrics.scoring import instance_metric_names, score_samples
 
+#: How the report describes the object Hausdorff distance of each kind of input.
+_HAUSDORFF_NOTE = {
+    "maps": "px between pixel centres of the object masks; an object with no object on "
+            "the other side: the image diagonal",
+    "polygons": "level-0 px between pixel centres of the rasterised polygons; an object "
+                "with no object on the other side: the diagonal of all objects' extent",
+}
+
 log = logging.getLogger(__name__)
 
 TASK_CLASSES = {"nuclei": NUCLEUS_TYPES, "gland": GLAND_TYPES, "lumen": LUMEN_CLASSES}
@@ -68,8 +81,8 @@ def evaluate(true: PathLike, pred: PathLike, metrics: Sequence[str] = ("all",),
              radius: float = DEFAULT_RADIUS, allow_missing: bool = False) -> Report:
     """Evaluate ``pred`` against ``true`` (folders of maps, or slide object files).
 
-    ``metrics``: names from :data:`~cerberus_cli.metrics.scoring.INSTANCE_METRICS`
-    or ``all``; for ``task="tissue"`` see
+    ``metrics``: names from :data:`~cerberus_cli.metrics.scoring.INSTANCE_METRICS`,
+    ``glas`` (the three GlaS gland metrics) or ``all``; for ``task="tissue"`` see
     :func:`cerberus_cli.metrics.patches.evaluate_patches`. ``threshold`` is the PQ
     matching IoU (pairs need IoU above it); ``radius`` the centroid distance (px)
     for detection. Unpaired inputs are an error unless ``allow_missing``, in which
@@ -96,6 +109,7 @@ def evaluate_folders(true: PathLike, pred: PathLike, task: str, metrics: Sequenc
     """Evaluate folders of label maps paired by file stem."""
     _check_options(threshold, radius)
     names = class_names(task)
+    hausdorff = _wants_hausdorff(metrics, task)
     ts = resolve_source(true, task, true_classes)
     ps = resolve_source(pred, task, pred_classes)
     tmaps, pmaps = list_maps(ts.instances), list_maps(ps.instances)
@@ -108,8 +122,10 @@ def evaluate_folders(true: PathLike, pred: PathLike, task: str, metrics: Sequenc
         tpath, ppath = tmaps[stem], pmaps[stem]
         tm = load_map(tpath, _class_path(tcls, ts.classes, stem, tpath))
         pm = load_map(ppath, _class_path(pcls, ps.classes, stem, ppath))
-        samples.append(sample_from_maps(stem, tm, pm, len(names), str(tpath), str(ppath)))
-    return _finish(samples, task, metrics, names, threshold, radius, missing,
+        samples.append(sample_from_maps(stem, tm, pm, len(names), str(tpath), str(ppath),
+                                        hausdorff))
+    extra = {"hausdorff": _HAUSDORFF_NOTE["maps"]} if hausdorff else {}
+    return _finish(samples, task, metrics, names, threshold, radius, missing, **extra,
                    true=str(ts.instances), pred=str(ps.instances),
                    true_classes=str(ts.classes) if ts.classes else None,
                    pred_classes=str(ps.classes) if ps.classes else None)
@@ -127,16 +143,21 @@ def evaluate_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLik
 
     _check_options(threshold, radius)
     names = class_names(task)
+    hausdorff = _wants_hausdorff(metrics, task)
     pairs, missing = pair_object_files(true_paths, pred_paths, task, allow_missing)
     samples = []
     for key, tpath, ppath in pairs:
         t = _task_objects(tpath, read_objects(tpath), task, "ground truth")
         p = _task_objects(ppath, read_objects(ppath), task, "prediction")
         log.info("%s: %d true and %d predicted %s objects", key, len(t), len(p), task)
-        samples.append(sample_from_objects(key, t, p))
+        try:
+            samples.append(sample_from_objects(key, t, p, hausdorff))
+        except InputError as exc:  # name the files (an empty outline for the Hausdorff)
+            raise InputError(f"{tpath} vs {ppath}: {exc}") from exc
+    extra = {"hausdorff": _HAUSDORFF_NOTE["polygons"]} if hausdorff else {}
     return _finish(samples, task, metrics, names, threshold, radius, missing,
                    true=[str(p) for _, p, _ in pairs], pred=[str(p) for _, _, p in pairs],
-                   matching="polygons")
+                   matching="polygons", **extra)
 
 
 def evaluate_tissue_slides(true_paths: Iterable[PathLike], pred_paths: Iterable[PathLike],
@@ -236,6 +257,11 @@ def _check_patch_probabilities(path: Path) -> None:
                                      "probabilities must be finite")
 
 
+def _wants_hausdorff(metrics: Sequence[str], task: str) -> bool:
+    """Whether ``metrics`` hold ``object-hausdorff`` (checks the names, before any reading)."""
+    return "object-hausdorff" in instance_metric_names(metrics, True, task)
+
+
 def _check_options(threshold: float, radius: float) -> None:
     if not 0.0 <= threshold < 1.0:
         raise InputError(f"IoU threshold must be in [0, 1), got {threshold}")
@@ -255,7 +281,7 @@ def _class_path(listing: dict[str, Path] | None, folder: Path | None, stem: str,
 def _finish(samples: list[Sample], task: str, metrics: Sequence[str], names: list[str],
             threshold: float, radius: float, missing: dict, **settings) -> Report:
     has_classes = all(s.true_classes is not None and s.pred_classes is not None for s in samples)
-    chosen = instance_metric_names(metrics, has_classes)
+    chosen = instance_metric_names(metrics, has_classes, task)
     report = score_samples(samples, task, chosen, names, threshold, radius)
     if not has_classes and "all" in [m.lower() for m in metrics] and len(names) > 2:
         report.settings["not_computed"] = "mpq, mpq+ and per-class F1: inputs carry no classes"

@@ -9,6 +9,7 @@ from cerberus_cli.core.vocabulary import TASKS
 from cerberus_cli.metrics.detection import DEFAULT_RADIUS
 
 METRICS = ("all", "dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection",
+           "glas", "object-f1", "object-dice", "object-hausdorff",
            "accuracy", "f1", "map", "confusion")
 
 
@@ -22,7 +23,9 @@ class EvaluateOptions:
 
     task: str = opt("nuclei", "What is evaluated.", choices=TASKS)
     metrics: tuple[str, ...] = opt(("all",), "Metric to compute (repeatable; default all that the "
-                                   f"inputs allow): {', '.join(METRICS)}.", flag="--metric",
+                                   f"inputs allow): {', '.join(METRICS)}. glas = the GlaS "
+                                   "object-f1, object-dice and object-hausdorff (in all for "
+                                   "--task gland).", flag="--metric",
                                    short="-m", multiple=True, parse=_lower)
     true_classes: str | None = opt(None, "Folder of per-pixel class maps for the ground truth "
                                    "(paired by stem).")

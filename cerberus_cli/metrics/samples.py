@@ -1,7 +1,9 @@
 """One evaluated image (or slide) reduced to what the metrics need.
 
 A :class:`Sample` holds the overlap table, the class of each instance (when known),
-the centroids and the foreground Dice. It is built from two label maps or from two
+the centroids, the foreground Dice and, when asked for, the Hausdorff distance of
+every object to its GlaS partner (the one metric that needs the pixels, so it is
+computed while they are at hand). It is built from two label maps or from two
 object tables (polygons), after which every metric is computed the same way.
 Samples are small (no pixel arrays), so thousands fit in memory.
 """
@@ -15,6 +17,7 @@ import numpy as np
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.dice import dice_from_areas
+from cerberus_cli.metrics.glas import label_distances, polygon_distances
 from cerberus_cli.metrics.labels import (
     Labels,
     centroids,
@@ -38,6 +41,8 @@ class Sample:
     true_xy: np.ndarray
     pred_xy: np.ndarray
     dice: float
+    #: (true, pred) Hausdorff distance of each object to its GlaS partner, or None.
+    partner_distances: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def instance_classes(labels: Labels, m: MapFile, n_classes: int, where: str) -> np.ndarray | None:
@@ -59,8 +64,12 @@ def instance_classes(labels: Labels, m: MapFile, n_classes: int, where: str) -> 
 
 
 def sample_from_maps(name: str, true: MapFile, pred: MapFile, n_classes: int,
-                     true_where: str = "true", pred_where: str = "pred") -> Sample:
-    """A sample from two label maps (``*_where`` name the files in error messages)."""
+                     true_where: str = "true", pred_where: str = "pred",
+                     hausdorff: bool = False) -> Sample:
+    """A sample from two label maps (``*_where`` name the files in error messages).
+
+    ``hausdorff`` also computes the GlaS partner distances (``object-hausdorff``).
+    """
     if np.shape(true.instances) != np.shape(pred.instances):
         raise InputError(f"{pred_where}: shape {tuple(np.shape(pred.instances))} differs from "
                          f"{true_where} {tuple(np.shape(true.instances))}")
@@ -73,11 +82,17 @@ def sample_from_maps(name: str, true: MapFile, pred: MapFile, n_classes: int,
         instance_classes(lp, pred, n_classes, pred_where),
         centroids(lt), centroids(lp),
         dice_from_areas(float(ov.inter.sum()), float(lt.areas.sum()), float(lp.areas.sum())),
+        label_distances(lt, lp, ov) if hausdorff else None,
     )
 
 
-def sample_from_objects(name: str, true: gpd.GeoDataFrame, pred: gpd.GeoDataFrame) -> Sample:
-    """A sample from two object tables (``read_objects`` layout) of one task."""
+def sample_from_objects(name: str, true: gpd.GeoDataFrame, pred: gpd.GeoDataFrame,
+                        hausdorff: bool = False) -> Sample:
+    """A sample from two object tables (``read_objects`` layout) of one task.
+
+    ``hausdorff`` also computes the GlaS partner distances, on the polygons
+    rasterised at level 0 (:class:`~cerberus_cli.metrics.glas.PolygonMasks`).
+    """
     tg, pg = true.geometry.to_numpy(), pred.geometry.to_numpy()
     ov = overlap_from_polygons(tg, pg)
     return Sample(
@@ -86,5 +101,6 @@ def sample_from_objects(name: str, true: gpd.GeoDataFrame, pred: gpd.GeoDataFram
         true[["centroid_x", "centroid_y"]].to_numpy(np.float64),
         pred[["centroid_x", "centroid_y"]].to_numpy(np.float64),
         polygon_dice(tg, pg, ov),
+        polygon_distances(tg, pg, ov) if hausdorff else None,
     )
 

@@ -1,13 +1,22 @@
 """Turn samples into a :class:`Report`: which metrics, and how they are averaged.
 
 Metric names (``--metric``): ``dice``, ``pq`` (gives PQ, DQ, SQ), ``aji``, ``aji+``,
-``mpq``, ``mpq+``, ``detection`` (F1_d, type accuracy, per-class F1) for instance
-tasks; ``all`` = every one that the inputs allow (class metrics need classes).
+``mpq``, ``mpq+``, ``detection`` (F1_d, type accuracy, per-class F1) and the GlaS
+gland metrics ``object-f1`` (keys ``object_f1``, ``object_precision``,
+``object_recall``; per image also ``object_tp/fp/fn``), ``object-dice``
+(``object_dice``) and ``object-hausdorff`` (``object_hausdorff``, px), with
+``glas`` = those three (:mod:`~cerberus_cli.metrics.glas`), for instance tasks;
+``all`` = every one that the inputs allow (class metrics need classes; the GlaS
+metrics are part of ``all`` for the gland task only, and may be asked for by name
+for any instance task).
 
 Dataset-level values: Dice, PQ/DQ/SQ, AJI and AJI+ are per-image means (images
 where a value is undefined, e.g. both maps empty, are skipped and counted);
 mPQ per class averages over images holding the class in the truth, then over
-classes; mPQ+ and the detection scores pool counts over all images.
+classes; mPQ+ and the detection scores pool counts over all images, and so do the
+GlaS metrics (TP/FP/FN summed; object Dice and Hausdorff weighted by area over all
+objects of all images, the challenge's definition). Per-image values are kept for
+every metric, so the per-image means are in the report's summary too.
 """
 
 from __future__ import annotations
@@ -23,30 +32,42 @@ from cerberus_cli.metrics.detection import (
     DetectionCounts,
     detection_counts,
 )
+from cerberus_cli.metrics.glas import GlasCounts, glas_counts
 from cerberus_cli.metrics.pq import class_pq_counts, image_mpq, mpq, mpq_plus, pq_counts
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample
 
-INSTANCE_METRICS = ("dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection")
+#: The GlaS challenge metrics (``glas`` asks for all three).
+GLAS_METRICS = ("object-f1", "object-dice", "object-hausdorff")
+INSTANCE_METRICS = ("dice", "pq", "aji", "aji+", "mpq", "mpq+", "detection", *GLAS_METRICS)
 CLASS_METRICS = ("mpq", "mpq+")
+#: Names that stand for several metrics.
+ALIASES = {"glas": GLAS_METRICS}
+#: Tasks whose ``all`` includes the GlaS metrics.
+GLAS_TASKS = ("gland",)
 #: Per-image keys whose dataset value is the per-image mean.
 _MEAN_KEYS = ("dice", "pq", "dq", "sq", "aji", "aji+")
 
 
-def instance_metric_names(requested: Iterable[str], has_classes: bool) -> list[str]:
-    """Expand ``all``, check names and order them.
+def instance_metric_names(requested: Iterable[str], has_classes: bool,
+                          task: str = "nuclei") -> list[str]:
+    """Expand ``all`` and ``glas``, check names and order them.
 
     ``all`` leaves out the class metrics when the inputs carry no classes; asking
     for one of them explicitly is then an error (raised by :func:`score_samples`).
+    ``all`` holds the GlaS metrics for the tasks of :data:`GLAS_TASKS` only.
     """
     requested = [m.lower() for m in requested] or ["all"]
-    unknown = [m for m in requested if m != "all" and m not in INSTANCE_METRICS]
+    unknown = [m for m in requested
+               if m != "all" and m not in INSTANCE_METRICS and m not in ALIASES]
     if unknown:
         raise InputError(f"unknown metric {unknown[0]!r}; choose from "
-                         f"{', '.join(INSTANCE_METRICS)} or all")
+                         f"{', '.join(INSTANCE_METRICS)}, {', '.join(ALIASES)} or all")
     if "all" in requested:
-        return [m for m in INSTANCE_METRICS if has_classes or m not in CLASS_METRICS]
-    return [m for m in INSTANCE_METRICS if m in requested]
+        return [m for m in INSTANCE_METRICS if (has_classes or m not in CLASS_METRICS)
+                and (task in GLAS_TASKS or m not in GLAS_METRICS)]
+    wanted = {n for m in requested for n in ALIASES.get(m, (m,))}
+    return [m for m in INSTANCE_METRICS if m in wanted]
 
 
 def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
@@ -55,7 +76,9 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
     """Compute ``metrics`` over ``samples``; ``class_names[c]`` names class id ``c``.
 
     Classes 1..len(class_names)-1 are evaluated (0 is no-label). Raises
-    :class:`InputError` when a class metric is asked for samples without classes.
+    :class:`InputError` when a class metric is asked for samples without classes,
+    and ValueError when ``object-hausdorff`` is asked for samples built without
+    their partner distances.
     """
     if not samples:
         raise InputError("nothing to evaluate: no paired images")
@@ -69,6 +92,9 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
     report = Report(task=task, metrics=list(metrics))
     per_class_counts = []
     detection = DetectionCounts()
+    glas = GlasCounts()
+    want_glas = bool(want & set(GLAS_METRICS))
+    hausdorff = "object-hausdorff" in want
     for s in samples:
         row: dict = {"image": s.name, "n_true": s.overlap.n_true, "n_pred": s.overlap.n_pred}
         if "dice" in want:
@@ -92,6 +118,17 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
             d = detection_counts(s.true_xy, s.pred_xy, s.true_classes, s.pred_classes, radius)
             detection = detection + d
             row["f1_d"] = d.f1
+        if want_glas:
+            if hausdorff and s.partner_distances is None:
+                raise ValueError(f"{s.name}: sample built without Hausdorff partner distances")
+            g = glas_counts(s.overlap, s.partner_distances if hausdorff else None)
+            glas = glas + g
+            if "object-f1" in want:
+                row.update(object_f1=g.f1, object_tp=g.tp, object_fp=g.fp, object_fn=g.fn)
+            if "object-dice" in want:
+                row["object_dice"] = g.object_dice
+            if hausdorff:
+                row["object_hausdorff"] = g.object_hausdorff
         report.per_image.append(row)
 
     for key in _MEAN_KEYS:
@@ -120,6 +157,13 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
             report.overall["type_accuracy"] = detection.accuracy
             for c in classes:
                 report.per_class[names[c]]["f1"] = detection.class_f1(c)
+    if "object-f1" in want:
+        report.overall.update(object_f1=glas.f1, object_precision=glas.precision,
+                              object_recall=glas.recall)
+    if "object-dice" in want:
+        report.overall["object_dice"] = glas.object_dice
+    if hausdorff:
+        report.overall["object_hausdorff"] = glas.object_hausdorff
     report.settings.update(
         threshold=threshold, radius=radius, n_images=len(samples),
         n_both_empty=sum(s.overlap.n_true == 0 and s.overlap.n_pred == 0 for s in samples))
