@@ -23,9 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from cerberus_cli.inference import claims
-from cerberus_cli.inference.inputs import SlideInput
-from cerberus_cli.inference.status import StatusBook, cohort_status
+from cerberus_cli.cohort import claims
+from cerberus_cli.cohort.inputs import SlideInput
+from cerberus_cli.cohort.status import StatusBook, cohort_status
 from cerberus_cli.synthetic.slide import write_phantom_slide
 
 N = 200

@@ -5,17 +5,19 @@ The public Python API, imported lazily so that ``import cerberus_cli`` stays che
 
     from cerberus_cli import segment, SegmentOptions, segment_image, train, evaluate
 
-Package map (bottom to top; each layer imports only from layers below it, see
-docs/interfaces.md):
+Package map (bottom to top; each layer imports only from layers below it, and above
+``synthetic`` two wings that never import each other, see docs/interfaces.md):
 
 - ``core``: errors, task/class vocabulary, object records, atomic write, option fields
 - ``model``: network, checkpoints, registry, device; ``slides``: readers, tissue masks
 - ``postprocess``: maps to objects; ``outputs``: objects to files
 - ``synthetic``: phantom tiles and slides with exact truth
-- ``inference``: tiles, engine, map store, the segment pipeline and its sinks
-- ``metrics``: Dice, PQ family, AJI, classification; the evaluate runner
-- ``training``: datasets, targets, sampler, losses, trainer
-- ``transfer``: features, probes, encoder export
+- segmentation wing: ``inference`` (one slide: tile plan, engine, map store, the
+  pipeline and its sinks), then ``cohort`` (many slides: runs, workers on devices and
+  Ray, claims, shards, status, the commit protocol, run records, rerun)
+- learning wing: ``metrics`` (Dice, PQ family, AJI, classification; the evaluate
+  runner), then ``training`` (datasets, targets, sampler, losses, trainer), then
+  ``transfer`` (features, probes, encoder export)
 - ``cli``: the ``cerberus`` command, a thin layer over all of the above
 """
 
@@ -28,9 +30,9 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _API: dict[str, str] = {
-    "segment": "cerberus_cli.inference.runs",
-    "RunSummary": "cerberus_cli.inference.runs",
-    "RunEvents": "cerberus_cli.inference.runs",
+    "segment": "cerberus_cli.cohort.runs",
+    "RunSummary": "cerberus_cli.cohort.runs",
+    "RunEvents": "cerberus_cli.cohort.runs",
     "SegmentOptions": "cerberus_cli.inference.options",
     "PostprocessOptions": "cerberus_cli.postprocess.options",
     "segment_image": "cerberus_cli.inference.memory",

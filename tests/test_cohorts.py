@@ -16,11 +16,11 @@ import pytest
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
+from cerberus_cli.cohort import claims, commit
+from cerberus_cli.cohort.shards import Shard, parse_shard, select, shard_of
+from cerberus_cli.cohort.status import cohort_status, read_status
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.processes import host
-from cerberus_cli.inference import claims, commit
-from cerberus_cli.inference.shards import Shard, parse_shard, select, shard_of
-from cerberus_cli.inference.status import cohort_status, read_status
 from tests._cohort_fixtures import FAST, write_cohort
 
 CLI = [sys.executable, "-m", "cerberus_cli"]

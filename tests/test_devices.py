@@ -16,11 +16,12 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
+from cerberus_cli.cohort.device_list import resolve_devices
+from cerberus_cli.cohort.status import read_status
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.processes import pid_alive
+from cerberus_cli.core.run_flags import parse_devices
 from cerberus_cli.inference.options import SegmentOptions
-from cerberus_cli.inference.placement import parse_devices, resolve_devices
-from cerberus_cli.inference.status import read_status
 from tests._cohort_fixtures import FAST, leftovers, object_ids, write_cohort
 
 CLI = [sys.executable, "-m", "cerberus_cli"]

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.inference import commit
-from cerberus_cli.inference.status import read_status
+from cerberus_cli.cohort import commit
+from cerberus_cli.cohort.status import read_status
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"

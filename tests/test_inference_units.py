@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from cerberus_cli.cohort.inputs import collect_inputs, read_manifest
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.inference.engine import Engine
-from cerberus_cli.inference.inputs import collect_inputs, read_manifest
 from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore, TissueMap
 from cerberus_cli.inference.tiles import Tile, network_work_ratio, plan_tiles
 from cerberus_cli.model.config import light_config

@@ -15,13 +15,19 @@ LAYERS: list[tuple[str, ...]] = [
     ("model", "slides"),
     ("postprocess", "outputs"),
     ("synthetic",),
-    ("inference",),
-    ("metrics",),
-    ("training",),
+    ("inference", "metrics"),
+    ("cohort", "training"),
     ("transfer",),
     ("cli",),
 ]
+#: The two wings above the shared base: segmentation (slides -> inference -> cohort) and
+#: learning (metrics -> training -> transfer). Neither wing imports the other.
+WINGS: dict[str, tuple[str, ...]] = {
+    "segmentation": ("inference", "cohort"),
+    "learning": ("metrics", "training", "transfer"),
+}
 RANK = {pkg: i for i, group in enumerate(LAYERS) for pkg in group}
+WING = {pkg: wing for wing, pkgs in WINGS.items() for pkg in pkgs}
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
@@ -61,6 +67,8 @@ def test_imports_point_down():
                 continue
             if target not in RANK or RANK[target] >= RANK[own]:
                 bad.append(f"{rel}: {own} imports {module}")
+            elif own in WING and target in WING and WING[own] != WING[target]:
+                bad.append(f"{rel}: {own} ({WING[own]}) imports {module} ({WING[target]})")
     assert not bad, "imports against the layer order:\n" + "\n".join(bad)
 
 
@@ -75,3 +83,10 @@ def test_public_api_is_lazy_and_complete():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
     for name in cerberus_cli.__all__:
         assert getattr(cerberus_cli, name) is not None
+
+
+def test_wings_are_ordered_within_their_layers():
+    for pkgs in WINGS.values():
+        ranks = [RANK[p] for p in pkgs]
+        assert ranks == sorted(set(ranks)), f"a wing's packages must climb one layer each: {pkgs}"
+    assert not set(WINGS["segmentation"]) & set(WINGS["learning"])

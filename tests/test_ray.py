@@ -18,13 +18,13 @@ import ray
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
+from cerberus_cli.cohort import claims
+from cerberus_cli.cohort.inputs import SlideInput
+from cerberus_cli.cohort.ray_runner import plan_actors
+from cerberus_cli.cohort.runs import SlideWorker, _provenance
+from cerberus_cli.cohort.status import read_status
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.inference import claims
-from cerberus_cli.inference.inputs import SlideInput
 from cerberus_cli.inference.options import SegmentOptions
-from cerberus_cli.inference.ray_runner import plan_actors
-from cerberus_cli.inference.runs import SlideWorker, _provenance
-from cerberus_cli.inference.status import read_status
 from tests._cohort_fixtures import FAST, leftovers, object_ids, write_cohort
 
 STEMS = [f"s{i}" for i in range(4)]

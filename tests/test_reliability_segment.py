@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.inference import commit
+from cerberus_cli.cohort import commit
 from tests._slide_fixtures import corrupt_tile, smooth_image, write_variant
 
 FAST = ["--tile", "208", "--workers", "0", "--post-workers", "0", "--batch-size", "2",
@@ -238,7 +238,7 @@ def test_header_only_manifest_and_bad_output_folders(tmp_path, phantom_slide):
 
 def test_unreadable_subfolder_is_a_failed_input(tmp_path, monkeypatch):
     """The listing error is injected: CI runs as root, and root reads every folder."""
-    from cerberus_cli.inference import inputs
+    from cerberus_cli.cohort import inputs
 
     folder = tmp_path / "slides"
     (folder / "locked").mkdir(parents=True)

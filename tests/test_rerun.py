@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.inference.rerun import options_from_record
+from cerberus_cli.cohort.rerun import options_from_record
 
 FAST = ["--tile", "208", "--workers", "0", "--post-workers", "0", "--batch-size", "2",
         "--no-overlay"]

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.cohort.doctor import DoctorOptions, doctor
 from cerberus_cli.core.errors import ExitCode
-from cerberus_cli.inference.doctor import DoctorOptions, doctor
 
 
 def _rows(report: dict[str, Any]) -> list[tuple[str, str]]:

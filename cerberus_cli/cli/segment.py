@@ -27,10 +27,10 @@ from rich.table import Table
 
 from cerberus_cli.cli import is_quiet
 from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.cohort.runs import RunEvents, RunSummary, SlideOutcome
 from cerberus_cli.core.errors import ExitCode
 from cerberus_cli.core.optionspec import spec_of
 from cerberus_cli.inference.options import SegmentOptions
-from cerberus_cli.inference.runs import RunEvents, RunSummary, SlideOutcome
 
 _RAY = spec_of(next(f for f in dataclasses.fields(SegmentOptions) if f.name == "ray"))
 assert _RAY is not None
@@ -143,10 +143,10 @@ def segment(ctx: click.Context, slides: tuple[str, ...], out_dir: str | None,
       cerberus segment slides/ -o /shared/out/ --ray            # actors on a Ray cluster
       cerberus segment --rerun out/slide.run.json -o again/ --device cuda
     """
-    from cerberus_cli.inference.runs import segment as run_segment
+    from cerberus_cli.cohort.runs import segment as run_segment
 
     if rerun is not None:
-        from cerberus_cli.inference.rerun import options_from_record
+        from cerberus_cli.cohort.rerun import options_from_record
 
         if slides or manifest or slides_dir:
             raise click.UsageError("--rerun takes its slide from the record: give no SLIDES, "

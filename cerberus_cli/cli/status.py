@@ -13,8 +13,8 @@ from rich.table import Table
 
 from cerberus_cli.cli import is_quiet
 from cerberus_cli.cli.optgen import build, click_options
+from cerberus_cli.cohort.status import STATES, CohortStatus, StatusOptions, cohort_status
 from cerberus_cli.core.errors import ExitCode
-from cerberus_cli.inference.status import STATES, CohortStatus, StatusOptions, cohort_status
 
 _STYLE = {"done": "green", "failed": "red", "running": "cyan", "stale": "yellow", "pending": ""}
 

@@ -21,8 +21,7 @@ from cerberus_cli.core.optionspec import (
     precision_opt,
     require,
 )
-from cerberus_cli.inference.placement import check_placement
-from cerberus_cli.inference.shards import parse_shard
+from cerberus_cli.core.run_flags import check_placement, is_slurm_shard, parse_shard_spec
 from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
@@ -115,8 +114,8 @@ class SegmentOptions:
             check_nonnegative(name, getattr(self, name))
         check_mpp(self.mpp)
         check_positive("claim_timeout", self.claim_timeout)
-        if self.shard is not None and self.shard.strip().lower() != "slurm":
-            parse_shard(self.shard)  # 'slurm' is read from the environment when the run starts
+        if self.shard is not None and not is_slurm_shard(self.shard):
+            parse_shard_spec(self.shard)  # 'slurm' is read from the environment when the run starts
         check_positive("ray_cpus", self.ray_cpus)
         check_placement(self.devices, self.ray, self.device)
         require(self.tile + 2 * self.margin <= MAX_INPUT_PX,

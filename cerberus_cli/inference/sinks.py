@@ -3,7 +3,7 @@
 The pipeline knows nothing of files: it opens a sink with a :class:`SlideContext`,
 streams object records into it chunk by chunk, and finishes it with a
 :class:`SlideResult` (tissue map, optional map store, statistics) or aborts it.
-:class:`~cerberus_cli.inference.slide_outputs.SlideOutputs` writes files;
+:class:`~cerberus_cli.cohort.slide_outputs.SlideOutputs` writes files;
 :class:`MemorySink` keeps everything in memory for Python users.
 """
 

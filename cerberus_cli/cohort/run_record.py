@@ -8,8 +8,8 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from cerberus_cli.cohort.commit import RECORD_FORMAT, RECORD_VERSION
 from cerberus_cli.core.processes import peak_rss_mib
-from cerberus_cli.inference.commit import RECORD_FORMAT, RECORD_VERSION
 
 _PACKAGES = ("cerberus-pathology", "torch", "numpy", "scipy", "scikit-image", "opencv-python-headless",
              "openslide-python", "openslide-bin", "tiffslide", "tifffile", "zarr", "shapely",

@@ -25,17 +25,17 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from cerberus_cli.cohort import claims, commit
+from cerberus_cli.cohort.device_list import resolve_devices
+from cerberus_cli.cohort.inputs import SlideInput, collect_inputs
+from cerberus_cli.cohort.run_record import utc_now
+from cerberus_cli.cohort.shards import parse_shard, select
+from cerberus_cli.cohort.slide_outputs import SlideOutputs
+from cerberus_cli.cohort.status import StatusBook, read_status, write_status
 from cerberus_cli.core.errors import CerberusError, InputError, Terminated
 from cerberus_cli.core.processes import host
-from cerberus_cli.inference import claims, commit
-from cerberus_cli.inference.inputs import SlideInput, collect_inputs
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter
-from cerberus_cli.inference.placement import resolve_devices
-from cerberus_cli.inference.run_record import utc_now
-from cerberus_cli.inference.shards import parse_shard, select
-from cerberus_cli.inference.slide_outputs import SlideOutputs
-from cerberus_cli.inference.status import StatusBook, read_status, write_status
 from cerberus_cli.model.registry import load_model
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def segment(
     slides = _select_shard(slides, options.shard)
     devices = resolve_devices(options.devices) if options.devices is not None else None
     if options.ray is not None:
-        from cerberus_cli.inference.ray_runner import import_ray
+        from cerberus_cli.cohort.ray_runner import import_ray
 
         import_ray()  # a missing extra is a usage error, before any work
     out = Path(out_dir)
@@ -175,11 +175,11 @@ def segment(
         tasks = [(key, item, provenance) for key, (item, _, provenance) in enumerate(todo)]
         first = len(summary.slides)
         if options.ray is not None:
-            from cerberus_cli.inference.ray_runner import run_on_ray
+            from cerberus_cli.cohort.ray_runner import run_on_ray
 
             run_on_ray(tasks, out, options, loaded.sha256, events, report)
         else:
-            from cerberus_cli.inference.devices import run_on_devices
+            from cerberus_cli.cohort.devices import run_on_devices
 
             run_on_devices(devices or [], tasks, out, options, loaded.sha256, events, report)
         # Outcomes arrive as workers finish; the summary lists them in input order.

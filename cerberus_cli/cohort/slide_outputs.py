@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cerberus_cli.cohort import commit
+from cerberus_cli.cohort.run_record import build_record
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.processes import host
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference import commit
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
 from cerberus_cli.inference.options import SegmentOptions
-from cerberus_cli.inference.run_record import build_record
 from cerberus_cli.inference.sinks import SlideContext, SlideResult, SlideStats
 from cerberus_cli.outputs.objects import ObjectWriter, object_suffix, open_object_writer, write_objects
 
 if TYPE_CHECKING:
-    from cerberus_cli.inference.inputs import SlideInput
+    from cerberus_cli.cohort.inputs import SlideInput
     from cerberus_cli.inference.pipeline import Segmenter
     from cerberus_cli.outputs.overlay import OverlayCanvas
     from cerberus_cli.slides import Slide, TissueMask

@@ -1,7 +1,9 @@
-"""Where a run's slides are worked on: the checks of ``--devices`` and ``--ray``.
+"""The grammar of the run-control flags: ``--devices`` lists, ``--ray`` addresses, ``--shard I/N``.
 
-Parsed here without touching CUDA or Ray, so that the options object validates them
-when it is built; :mod:`.devices` and :mod:`.ray_runner` do the work.
+Pure parsing, without CUDA, Ray or the environment, so that the options object of
+``cerberus segment`` can check these flags when it is built; what they mean (which
+devices exist, which slides a shard holds) is decided by the runner
+(``cerberus_cli.cohort``).
 """
 
 from __future__ import annotations
@@ -51,31 +53,16 @@ def check_placement(devices: str | None, ray: str | None, device: str) -> None:
                              "use --device cuda (or auto)")
 
 
-def cuda_device_count() -> int:
-    """CUDA devices on this host, counted without initialising CUDA in this process.
-
-    ``torch.cuda.device_count`` asks NVML first; CUDA is initialised only in the
-    workers, which are spawned (a forked CUDA context is unusable).
-    """
-    import torch
-
-    return int(torch.cuda.device_count())
+def is_slurm_shard(text: str) -> bool:
+    """True for ``--shard slurm`` (the shard is read from the Slurm array variables)."""
+    return text.strip().lower() == "slurm"
 
 
-def resolve_devices(spec: str) -> list[str]:
-    """The workers' devices of ``--devices``: ``all`` counted, CUDA indices checked."""
-    parsed = parse_devices(spec)
-    wants_cuda = parsed is None or any(d.startswith("cuda") for d in parsed)
-    count = cuda_device_count() if wants_cuda else 0
-    if parsed is None:
-        if count == 0:
-            raise InputError("--devices all: this machine has no CUDA device "
-                             "(for CPU workers give --devices cpu,cpu)")
-        return [f"cuda:{i}" for i in range(count)]
-    for d in parsed:
-        if d.startswith("cuda"):
-            if count == 0:
-                raise InputError(f"--devices {spec}: CUDA is not available on this machine")
-            if int(d.split(":")[1]) >= count:
-                raise InputError(f"--devices {spec}: {d} does not exist ({count} CUDA device(s))")
-    return parsed
+def parse_shard_spec(text: str) -> tuple[int, int]:
+    """``(I, N)`` of ``--shard I/N``, with ``1 <= I <= N``."""
+    index, sep, count = text.strip().lower().partition("/")
+    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
+        raise InputError(f"--shard must be I/N (e.g. 1/4) or 'slurm', got {text!r}")
+    if not 1 <= int(index) <= int(count):
+        raise InputError(f"--shard {text}: I must lie in 1..N (shards are numbered from 1)")
+    return int(index), int(count)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.run_flags import is_slurm_shard, parse_shard_spec
 
 T = TypeVar("T")
 
@@ -44,16 +45,9 @@ def shard_of(key: str, count: int) -> int:
 
 def parse_shard(text: str, env: Mapping[str, str] | None = None) -> Shard:
     """``I/N`` (1 <= I <= N) or ``slurm`` (read from ``env``, default the process environment)."""
-    spec = text.strip().lower()
-    if spec == "slurm":
+    if is_slurm_shard(text):
         return slurm_shard(os.environ if env is None else env)
-    index, sep, count = spec.partition("/")
-    if not sep or not index.strip().isdigit() or not count.strip().isdigit():
-        raise InputError(f"--shard must be I/N (e.g. 1/4) or 'slurm', got {text!r}")
-    shard = Shard(int(index), int(count))
-    if not 1 <= shard.index <= shard.count:
-        raise InputError(f"--shard {text}: I must lie in 1..N (shards are numbered from 1)")
-    return shard
+    return Shard(*parse_shard_spec(text))
 
 
 def slurm_shard(env: Mapping[str, str]) -> Shard:

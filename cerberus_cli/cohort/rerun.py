@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cerberus_cli.cohort import commit
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.core.hashing import file_sha256
-from cerberus_cli.inference import commit
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.model.registry import resolve_model
 

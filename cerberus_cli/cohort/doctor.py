@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cerberus_cli.cohort.run_record import versions
 from cerberus_cli.core.errors import first_line
 from cerberus_cli.core.optionspec import opt
-from cerberus_cli.inference.run_record import versions
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from cerberus_cli.cohort import claims, commit
+from cerberus_cli.cohort.inputs import read_manifest
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.optionspec import opt
 from cerberus_cli.core.processes import host
-from cerberus_cli.inference import claims, commit
-from cerberus_cli.inference.inputs import read_manifest
 
 if TYPE_CHECKING:
-    from cerberus_cli.inference.inputs import SlideInput
+    from cerberus_cli.cohort.inputs import SlideInput
 
 STATUS_DIR = "_status"
 STATUS_FORMAT = "cerberus-cli/slide-status"

@@ -1,0 +1,1 @@
+"""Many slides: the runs around the one-slide pipeline (filled in below)."""
