@@ -84,7 +84,7 @@ cerberus train -o runs/lumen_blur --init default --freeze-encoder --tasks lumen 
 # a test set never used for any choice, and on 540 more tissue patches:
 cerberus synth tiles -o phantom/test --count 27 --size 448 --seed 20261201
 cerberus synth tiles -o phantom/tissue_test --tasks tissue --count 540 --size 448 --seed 99
-python model-training/export_default.py phantom/val phantom/test \
+python model-training/export_model.py --name phantom --licence phantom phantom/val phantom/test \
     model-training/default model-training/seg model-training/tissue model-training/tissue2 \
     model-training/tissue3 model-training/nuclei_varied runs/lumen_blur \
     --tissue-test phantom/tissue_test

@@ -1,13 +1,15 @@
-"""Export the bundled default model from its training runs and measure it.
+"""Export a bundled model from its training runs and measure it on phantoms.
 
-    python model-training/export_default.py VAL_DIR TEST_DIR RUN_DIR [RUN_DIR ...] [--tissue-test DIR]
+    python model-training/export_model.py VAL_DIR TEST_DIR RUN_DIR [RUN_DIR ...] \
+        [--tissue-test DIR] [--name default] [--licence real] [--checkpoint last]
 
-The run directories are the training stages in order; the last run's last
-checkpoint becomes ``models/default.pt`` with int8 storage. That file is loaded
-back and evaluated on every tile of two held-out phantom sets: VAL_DIR (the
-validation set of the runs, which chose checkpoints) and TEST_DIR (used for
-nothing else); the metrics go into the checkpoint's provenance and
-``model-training/metrics.json``. Each stage's config,
+The run directories are the training stages in order; the last run's checkpoint
+(``--checkpoint last`` or ``best``) becomes ``models/NAME.pt`` with int8 storage and
+the terms of ``--licence`` (``model-training/stamp_licence.py``) in its provenance.
+That file is loaded back and evaluated on every tile of two held-out phantom sets:
+VAL_DIR (the validation set of the phantom runs, which chose checkpoints) and
+TEST_DIR (used for nothing else); the metrics go into the checkpoint's provenance and
+``model-training/metrics.NAME.json``. Each stage's config,
 metrics and plot are copied to ``model-training/<run name>/``. ``--tissue-test`` adds
 the tissue accuracy on a larger tissue-only phantom set (27 patches resolve steps of
 3.7%).
@@ -19,6 +21,8 @@ import argparse
 import json
 import shutil
 from pathlib import Path
+
+from stamp_licence import TERMS
 
 from cerberus_cli.model.checkpoint import file_sha256, load_checkpoint, save_checkpoint
 from cerberus_cli.training.validation import evaluate_phantom
@@ -43,19 +47,25 @@ def main() -> None:
     p.add_argument("test_dir", type=Path)
     p.add_argument("run_dirs", type=Path, nargs="+")
     p.add_argument("--tissue-test", type=Path, help="a 'cerberus synth tiles --tasks tissue' folder")
+    p.add_argument("--name", default="default", help="registry name: models/NAME.pt and NAME.md")
+    p.add_argument("--licence", choices=sorted(TERMS), default="real")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
     args = p.parse_args()
-    src = args.run_dirs[-1] / "checkpoints" / "last.pt"
+    src = args.run_dirs[-1] / "checkpoints" / f"{args.checkpoint}.pt"
     loaded = load_checkpoint(src)
     training = loaded.provenance.get("training", {})
+    what = ("real annotated H&E (MoNuSeg, CoNSeP, GlaS) and phantom tiles" if args.licence == "real"
+            else "phantom H&E tiles; for demos and tests")
     provenance = {
-        "description": "Cerberus light (ResNet18, stem stride 2, six heads) trained on phantom "
-                       "H&E tiles; for demos and tests, not for diagnosis",
-        "model_card": "default.md",
+        "description": f"Cerberus light (ResNet18, stem stride 2, six heads) trained on {what}; "
+                       "not for diagnosis",
+        "model_card": f"{args.name}.md",
+        "licence": TERMS[args.licence],
         "stages": [_stage_record(r) for r in args.run_dirs],
         "training": {k: training.get(k) for k in ("step", "options", "init", "data")},
         "validation_during_training": training.get("validation"),
     }
-    out = MODELS / "default.pt"
+    out = MODELS / f"{args.name}.pt"
     save_checkpoint(loaded.model, out, provenance, storage="int8")
     # The card's numbers are measured on the file as shipped (int8 weights).
     metrics = evaluate_phantom(out, args.val_dir)
@@ -69,8 +79,8 @@ def main() -> None:
         provenance["tissue_test_phantom_metrics"] = extra["tissue_test_phantom"]
     # Re-quantising dequantised int8 weights gives the same int8 weights back.
     save_checkpoint(load_checkpoint(out).model, out, provenance, storage="int8")
-    (HERE / "metrics.json").write_text(json.dumps(
-        {"checkpoint": f"{args.run_dirs[-1].name} last (step {training.get('step')})",
+    (HERE / f"metrics.{args.name}.json").write_text(json.dumps(
+        {"checkpoint": f"{args.run_dirs[-1].name} {args.checkpoint} (step {training.get('step')})",
          "val_dir": str(args.val_dir), "test_dir": str(args.test_dir), "storage": "int8",
          "sha256": file_sha256(out), "size_bytes": out.stat().st_size,
          "held_out_phantom": metrics, "test_phantom": test_metrics, **extra}, indent=2, sort_keys=True) + "\n")
