@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "finetune": "cerberus_cli.cli.finetune:finetune",
     "info": "cerberus_cli.cli.info:info",
     "model": "cerberus_cli.cli.model_info:model_info",
+    "patches": "cerberus_cli.cli.patches:patches",
     "pretrain": "cerberus_cli.cli.pretrain:pretrain",
     "probe": "cerberus_cli.cli.probe:probe",
     "train": "cerberus_cli.cli.train:train",

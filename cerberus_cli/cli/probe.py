@@ -36,6 +36,8 @@ def probe(features: tuple[str, ...], out_dir: str, **kwargs) -> None:
     if options.predict is not None:
         click.echo(f"wrote {report['predictions']} ({report['rows']} rows)")
         return
+    for warning in report.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
     parts = []
     for m in ("accuracy", "balanced_accuracy", "macro_f1", "roc_auc"):
         v, ci = report.get(m), report.get(f"{m}_ci")

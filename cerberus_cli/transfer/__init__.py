@@ -3,6 +3,8 @@
 Package map (one job per module)::
 
     table.py        the patch table (CSV/TSV/Parquet or image-folder tree), checked
+    patch_sources.py  annotated instance layouts: images, objects, grade / organ tables
+    patch_tasks.py  ``make_patches()``: real patch tasks (nucleus type, gland grade, organ)
     patches.py      reading a table's patches at the model's mpp (worker processes)
     encoder.py      the encoder as a feature extractor: levels, loading, random baseline
     pooling.py      global (avg, avg+max) and masked (per-object) pooling
@@ -17,5 +19,6 @@ Package map (one job per module)::
     probe_store.py  saving / loading a fitted probe (skops), ``predict()``
     export.py       the encoder in torchvision key layout with a JSON sidecar
 
-Data flow: table -> patches -> forward -> featurefile -> probe -> report / probe_store.
+Data flow: (patch_sources -> patch_tasks ->) table -> patches -> forward -> featurefile
+-> probe -> report / probe_store.
 """

@@ -131,7 +131,8 @@ class ProbeOptions:
 
     label: str = opt("label", "Column holding the class label.")
     group: str = opt("group", "Column holding the group (patient, slide, image) that folds keep "
-                     "together; without it every row is its own group.")
+                     "together; without it, or when it holds one value on every row, every row "
+                     "is its own group (said, with what leaks, in the report's warnings).")
     split: str = opt("split", "Column holding train/val/test; without a test split an outer "
                      "grouped cross-validation gives the test predictions.")
     classifier: str = opt("svm", "Probe: linear SVM, logistic regression, or k nearest "

@@ -58,16 +58,52 @@ def load_set(paths: list[str], options: ProbeOptions,
     return table, np.concatenate(blocks), first_meta or {}
 
 
+#: Said in the report (``warnings``) wherever every row is its own group.
+LEAK_WARNING = ("each patch is its own group ({why}): patches of one slide or patient can sit on "
+                "both sides of a split (cross-validation folds, or train and test), which "
+                "inflates the scores; give a '{column}' column naming the patient or slide (image "
+                "folders: --group-regex in 'cerberus features')")
+
+
+def resolve_groups(table: pd.DataFrame, column: str) -> tuple[np.ndarray, str | None]:
+    """The groups of a loaded set, and the leakage warning that applies to them.
+
+    The ``column`` is used as it is unless it is missing or holds one value for every
+    row (a folder-wide file prefix, say): then every row becomes its own group, so a
+    grouped cross-validation can run. Both cases, and a column that differs on every
+    row, give the warning.
+    """
+    n = len(table)
+    per_row = (table["_file"].astype(str) + "#" + table.index.astype(str)).to_numpy()
+    if column not in table.columns:
+        return per_row, LEAK_WARNING.format(why=f"the table has no '{column}' column", column=column)
+    groups = table[column].astype(str).to_numpy()
+    distinct = len(np.unique(groups))
+    if n > 1 and distinct == 1:
+        why = f"'{column}' is {groups[0]!r} on every row, so each patch was made its own group"
+        return per_row, LEAK_WARNING.format(why=why, column=column)
+    if n > 1 and distinct == n:
+        return groups, LEAK_WARNING.format(why=f"'{column}' differs on every row", column=column)
+    return groups, None
+
+
+def _lone_classes(labels: np.ndarray, groups: np.ndarray) -> list[str]:
+    """Classes whose rows all sit in one group (sorted)."""
+    spread = pd.DataFrame({"label": labels, "group": groups}).groupby("label")["group"].nunique()
+    return sorted(str(c) for c in spread[spread < 2].index)
+
+
 def probe_data(table: pd.DataFrame, X: np.ndarray, options: ProbeOptions, source: str) -> ProbeData:
-    """The labels, groups and test rows of a loaded set."""
+    """The labels, groups and test rows of a loaded set (see :func:`resolve_groups`).
+
+    Without a test split, classes held by a single group are left out (with a warning):
+    an outer grouped cross-validation cannot both train on them and test them.
+    """
     labels = table[options.label]
     if labels.isna().any():
         raise InputError(f"{source}: empty label in {int(labels.isna().sum())} row(s)")
-    if options.group in table.columns:
-        groups = table[options.group].astype(str).to_numpy()
-    else:
-        # Without groups every row stands alone.
-        groups = (table["_file"].astype(str) + "#" + table.index.astype(str)).to_numpy()
+    groups, leak = resolve_groups(table, options.group)
+    warnings = [leak] if leak else []
     test = None
     if options.split in table.columns:
         split = table[options.split].astype(str).str.lower()
@@ -78,7 +114,22 @@ def probe_data(table: pd.DataFrame, X: np.ndarray, options: ProbeOptions, source
             test = (split == "test").to_numpy()
             if test.all():
                 raise InputError(f"{source}: every row is in the test split; nothing to train on")
-    return ProbeData(X, labels.astype(str).to_numpy(), groups, test, source)
+    y = labels.astype(str).to_numpy()
+    if test is None and len(np.unique(groups)) >= 2:
+        lone = _lone_classes(y, groups)
+        keep = ~np.isin(y, lone)
+        if lone and len(np.unique(y[keep])) < 2:
+            raise InputError(f"{source}: no test split, and the rows of class(es) "
+                             f"{', '.join(map(repr, lone[:5]))} each sit in a single group: an outer "
+                             "grouped cross-validation cannot train and test on them (give a test "
+                             "split or more groups)")
+        if lone:
+            warnings.append(f"class(es) {', '.join(map(repr, lone[:10]))}"
+                            f"{' ...' if len(lone) > 10 else ''} left out ({int((~keep).sum())} "
+                            "row(s)): each sits in a single group, so an outer grouped "
+                            "cross-validation cannot both train on it and test it")
+            X, y, groups = X[keep], y[keep], groups[keep]
+    return ProbeData(X, y, groups, test, source, warnings)
 
 
 def _tasks(table: pd.DataFrame) -> list[str | None]:
@@ -115,6 +166,18 @@ def mean_ranks(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, float
         for c, r in values.rank(ascending=False, method="average").items():
             ranks[c].append(float(r))
     return {c: float(np.mean(r)) for c, r in ranks.items() if r}
+
+
+def _warnings(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """Every data set's warnings, prefixed by configuration and task where there are several."""
+    out: list[str] = []
+    for config, per_task in results.items():
+        for task, res in per_task.items():
+            where = [config] if len(results) > 1 else []
+            where += [task] if len(per_task) > 1 else []
+            prefix = f"{'/'.join(where)}: " if where else ""
+            out.extend(prefix + w for w in res.get("warnings", []))
+    return out
 
 
 def _clean(obj: Any) -> Any:
@@ -206,6 +269,7 @@ def probe(paths: list[str], out_dir: str | os.PathLike, options: ProbeOptions,
             vals = [r[m] for r in first.values() if r.get(m) is not None]
             report[m] = float(np.mean(vals)) if vals else None
         report["tasks"] = first
+    report["warnings"] = _warnings(results)
     report["files"] = list(paths)
     report["options"] = {k: v for k, v in vars(options).items()}
     if options.compare:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
@@ -37,6 +37,7 @@ class ProbeData:
     groups: np.ndarray       # str groups
     test: np.ndarray | None  # bool mask of test rows, None: outer grouped CV
     source: str              # the file(s), for messages
+    warnings: list[str] = field(default_factory=list)  # carried into the report
 
 
 def pipeline(classifier: str, seed: int, max_iter: int) -> tuple[Pipeline, dict[str, str]]:
@@ -66,18 +67,23 @@ def _scores(model: Any, X: np.ndarray, k: int) -> np.ndarray:
     return np.stack([-d, d], axis=1) if d.ndim == 1 else d.reshape(len(X), k)
 
 
+def fold_count(folds: int, groups: np.ndarray, y: np.ndarray) -> int:
+    """Folds of a stratified group k-fold on (groups, y): at most ``folds``, the groups, and
+    the rows of the largest class (scikit-learn refuses more splits than that)."""
+    return min(folds, len(np.unique(groups)), int(np.bincount(y).max()) if len(y) else 0)
+
+
 def select_and_fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, classifier: str,
                    grid: tuple[float, ...] | tuple[int, ...], folds: int, seed: int,
                    max_iter: int) -> tuple[Pipeline, Any]:
     """Choose the hyper-parameter by stratified group k-fold on (X, y) alone, refit on all."""
-    n_groups = len(np.unique(groups))
     pipe, info = pipeline(classifier, seed, max_iter)
     values = list(grid)
+    splits = fold_count(folds, groups, y)
     if classifier == "knn":
         # k cannot exceed the rows of the smallest training fold.
-        limit = max(1, int(len(y) * (1 - 1 / max(2, min(folds, n_groups)))))
+        limit = max(1, int(len(y) * (1 - 1 / max(2, splits))))
         values = sorted({min(int(v), limit) for v in values})
-    splits = min(folds, n_groups)
     if splits < 2 or len(values) == 1:
         pipe.set_params(**{info["param"]: values[0]})
         return pipe.fit(X, y), values[0]
@@ -138,7 +144,7 @@ def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seed
         protocol = "test split; selection by grouped CV on train+val"
     else:
         test_idx = np.arange(len(y))
-        n_outer = min(folds, len(np.unique(data.groups)))
+        n_outer = fold_count(folds, data.groups, y)
         for seed in range(seeds):
             pred = np.zeros(len(y), np.int64)
             score = np.zeros((len(y), k))
@@ -188,6 +194,7 @@ def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seed
         "chosen": [_jsonable(c) for c in chosen],
         "chosen_mode": _jsonable(Counter(c["value"] for c in chosen).most_common(1)[0][0]),
         "per_seed": per_seed,
+        "warnings": list(data.warnings),
     })
     return result
 

@@ -7,7 +7,8 @@ centre); optional ``mpp`` (um/px of that row's image or slide), ``label``, ``gro
 
 A table is read from CSV, TSV or Parquet, or built from an image-folder tree
 (``ROOT/CLASS/*.png`` or ``ROOT/SPLIT/CLASS/*.png``; group = file-name prefix before the
-first ``_``, or the first capture group of ``group_regex``).
+first ``_``, or the first capture group of ``group_regex``; when the prefix is the same
+for every file, one group per image: its path under ROOT without the suffix).
 """
 
 from __future__ import annotations
@@ -41,7 +42,11 @@ def _images(folder: Path) -> list[Path]:
 
 
 def table_from_folders(root: str | os.PathLike, group_regex: str | None = None) -> pd.DataFrame:
-    """The patch table of ``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` image folders."""
+    """The patch table of ``ROOT/CLASS/*`` or ``ROOT/SPLIT/CLASS/*`` image folders.
+
+    Groups: see :func:`group_of`; without ``group_regex``, a prefix shared by every file
+    gives way to one group per image (``CLASS/stem`` or ``SPLIT/CLASS/stem``).
+    """
     root = Path(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir())
     if not subdirs:
@@ -58,6 +63,11 @@ def table_from_folders(root: str | os.PathLike, group_regex: str | None = None) 
                 rows.append(row)
     if not rows:
         raise InputError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+    if group_regex is None and len(rows) > 1 and len({r["group"] for r in rows}) == 1:
+        # A prefix shared by every file names the data set, not a slide: one group per
+        # image instead (the probe then warns that patches of one slide may leak).
+        for row in rows:
+            row["group"] = Path(row["path"]).relative_to(root).with_suffix("").as_posix()
     return pd.DataFrame(rows)
 
 
