@@ -24,6 +24,7 @@ from cerberus_cli.metrics.options import EvaluateOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.synthetic.options import SynthSlideOptions, SynthTilesOptions
 from cerberus_cli.training.options import TrainOptions
+from cerberus_cli.transfer.patch_tasks import PatchesOptions
 
 FAST = ["--tile", "208", "--workers", "0", "--post-workers", "0", "--batch-size", "2",
         "--no-overlay"]
@@ -35,6 +36,7 @@ COMMAND_OPTIONS = [
     (["evaluate"], EvaluateOptions),
     (["synth", "tiles"], SynthTilesOptions),
     (["synth", "slide"], SynthSlideOptions),
+    (["patches"], PatchesOptions),
 ]
 
 
