@@ -11,15 +11,19 @@ from rich.table import Table
 
 from cerberus_cli.cli.optgen import build, click_options
 from cerberus_cli.metrics.options import EvaluateOptions
-from cerberus_cli.metrics.report import report_paths
+from cerberus_cli.metrics.report import Report, report_paths
 
 
 @click.command("evaluate")
 @click.option("--true", "true", required=True, type=click.Path(exists=True),
-              help="Ground truth: folder of label maps (or dataset root), slide object "
-                   "file(s), or for tissue a folder of class folders / CSV.")
+              help="Ground truth: folder of label maps (or dataset root with instances/ and "
+                   "classes/), one map file, slide object file(s), or for tissue a folder of "
+                   "class folders / CSV.")
 @click.option("--pred", "pred", required=True, type=click.Path(exists=True),
-              help="Predictions in the same form (tissue: CSV with image, class_id/prob_k).")
+              help="Predictions: label maps or object files (a segment output folder, or one "
+                   "file); object files against label maps are rasterised onto the maps and "
+                   "paired by name (out/NAME.parquet <-> instances/NAME.png). Tissue: CSV with "
+                   "image, class_id/prob_k.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False),
               help="Write the report: NAME.json and NAME.csv.")
 @click.option("--overwrite", is_flag=True, help="Replace existing report files.")
@@ -30,9 +34,17 @@ def evaluate(true: str, pred: str, out: str | None, overwrite: bool, **values: A
     object Hausdorff); for tissue patches accuracy, mean F1, mAP and the confusion
     matrix.
 
+    Predicted objects (segment's out/NAME.parquet) against label maps: the polygons
+    are rasterised onto each truth map's pixels and scored as label maps. With
+    --class-map the predicted classes are scored in the truth's classes (CoNSeP:
+    --class-map consep; per-class rows then name CoNSeP's classes, and mpq_predictable
+    averages over the classes a prediction can take).
+
     \b
     Examples:
       cerberus evaluate --task nuclei --true phantoms/ --pred preds/ -m pq -m mpq+
+      cerberus segment consep_test/images --mpp 0.25 -o out/
+      cerberus evaluate --true consep_test/ --pred out/ --class-map consep -m pq -m mpq
       cerberus evaluate --task gland --true gt/instances --true-classes gt/classes \\
           --pred out/instances --pred-classes out/classes -o gland_report.json
       cerberus evaluate --task gland --true glas/truth --pred glas/pred -m glas
@@ -47,7 +59,7 @@ def evaluate(true: str, pred: str, out: str | None, overwrite: bool, **values: A
     report = run_evaluation(true, pred, metrics=list(o.metrics), task=o.task,
                             true_classes=o.true_classes, pred_classes=o.pred_classes,
                             threshold=o.iou_threshold, radius=o.radius,
-                            allow_missing=o.allow_missing)
+                            allow_missing=o.allow_missing, class_map=o.class_map)
     written = report.write(out, overwrite=overwrite) if out else []
     print_report(report, Console())
     for path in written:
@@ -62,7 +74,7 @@ def _count(v: float) -> str:
     return f"{v:,.0f}"
 
 
-def print_report(report, console: Console) -> None:
+def print_report(report: Report, console: Console) -> None:
     """Rich tables: overall values with per-image mean/std, per class, confusion."""
     s = report.settings
     table = Table(title=f"{report.task}: {s.get('n_images', 0)} images")
@@ -101,3 +113,29 @@ def print_report(report, console: Console) -> None:
                       "undefined, left out of per-image means")
     if s.get("not_computed"):
         console.print(f"not computed: {s['not_computed']}")
+    for line in class_map_notes(report):
+        console.print(line)
+
+
+def class_map_notes(report: Report) -> list[str]:
+    """What a class map did: which truth class each predicted class counts as, and
+    which truth classes no prediction can be."""
+    cm = report.settings.get("class_map")
+    if not cm:
+        return []
+    by_truth: dict[str, list[str]] = {}
+    for pred, truth in cm["pred_to_truth"].items():
+        by_truth.setdefault(truth, []).append(pred)
+    lines = [f"class map {cm['name']}: predictions scored in the truth's classes ("
+             + "; ".join(f"{', '.join(p)} -> {t}" for t, p in by_truth.items()) + ")"]
+    for name in cm["unpredictable"]:
+        n = report.per_class.get(name, {}).get("n_true")
+        held = (f"the truth holds {n:,}" if n else "absent from the truth here") \
+            if n is not None else "as the truth holds it"
+        lines.append(f"no predicted class maps to {name} ({held}): it scores PQ 0 wherever the "
+                     "truth holds it, counted in mpq and mpq+; mpq_predictable and "
+                     "mpq+_predictable average over " + ", ".join(cm["predictable"]) + " only")
+    if cm["unmapped_pred"]:
+        lines.append("predicted classes in no truth class (scored unclassified): "
+                     + ", ".join(cm["unmapped_pred"]))
+    return lines

@@ -50,9 +50,10 @@ of the weighted sums whose set has objects.
 
 Polygons (slide object files) are rasterised for the Hausdorff distance: a
 level-0 pixel ``(row, col)`` belongs to an object when its centre ``(col + 0.5,
-row + 0.5)`` lies inside the polygon (holes respected; a vectorised scanline
-fill), so pixel-aligned polygons give the same distances as label maps; an object
-too thin to hold a pixel centre keeps the pixel under a point on its surface.
+row + 0.5)`` lies inside the polygon (holes respected; the scanline fill of
+:func:`cerberus_cli.metrics.polygons.fill_polygon`), so pixel-aligned polygons give
+the same distances as label maps; an object too thin to hold a pixel centre keeps
+the pixel under a point on its surface.
 
 Quick use::
 
@@ -68,13 +69,12 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-import shapely
 from scipy import ndimage
 
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.metrics.labels import Labels, check_same_shape, compact
 from cerberus_cli.metrics.overlap import Overlap, overlap_from_labels
-from cerberus_cli.metrics.polygons import valid_geometries
+from cerberus_cli.metrics.polygons import polygon_pixels, valid_geometries
 
 #: A segmented object is a true positive above this share of its partner's area.
 TP_COVER = 0.5
@@ -252,20 +252,10 @@ class PolygonMasks(ObjectMasks):
         """Object ``k`` as (y0, x0, mask) cropped to its pixels."""
         if k in self._cache:
             return self._cache[k]
-        g = self.geoms[k]
-        if g is None or shapely.is_empty(g):
+        out = polygon_pixels(self.geoms[k])
+        if out is None:
             raise InputError(f"object {k + 1} of {self.geoms.size} has an empty outline "
                              "(no pixels for the object Hausdorff distance)")
-        minx, miny, maxx, maxy = shapely.bounds(g)
-        x0, y0 = math.floor(minx), math.floor(miny)
-        mask = _rasterise(g, y0, x0, (math.ceil(maxy) - y0 + 1, math.ceil(maxx) - x0 + 1))
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if rows.size:
-            out = (y0 + int(rows[0]), x0 + int(cols[0]),
-                   mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
-        else:  # too thin for any pixel centre: the pixel under a point on its surface
-            p = shapely.point_on_surface(g)
-            out = (math.floor(p.y), math.floor(p.x), np.ones((1, 1), dtype=bool))
         if self._cached + out[2].size <= _CACHE_PIXELS:
             self._cache[k] = out
             self._cached += out[2].size
@@ -276,56 +266,6 @@ class PolygonMasks(ObjectMasks):
         out = np.zeros(shape, dtype=bool)
         out[oy - y0:oy - y0 + m.shape[0], ox - x0:ox - x0 + m.shape[1]] = m
         return out
-
-
-def _polygons(geom: shapely.Geometry) -> list[shapely.Polygon]:
-    """The polygons of a (Multi)Polygon or geometry collection."""
-    if isinstance(geom, shapely.Polygon):
-        return [] if geom.is_empty else [geom]
-    if isinstance(geom, (shapely.MultiPolygon, shapely.GeometryCollection)):
-        return [p for part in geom.geoms for p in _polygons(part)]
-    return []
-
-
-def _rasterise(geom: shapely.Geometry, y0: int, x0: int, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels of the window at (y0, x0) whose centres lie inside ``geom``.
-
-    A vectorised scanline fill: every ring edge is cut with the rows of pixel
-    centres it spans (half-open in y, so a vertex on a row counts once), and the
-    crossings of each row, sorted, bound the inside spans by the even-odd rule over
-    all rings, which respects holes and islands in holes. A centre exactly on an
-    edge belongs to the span on its right, so polygons that share an edge never
-    both hold a pixel.
-    """
-    h, w = shape
-    rows_all, xs_all = [], []
-    for poly in _polygons(geom):
-        for ring in (poly.exterior, *poly.interiors):
-            xy = np.asarray(ring.coords, dtype=np.float64)[:, :2]
-            gx, gy = xy[:, 0] - 0.5 - x0, xy[:, 1] - 0.5 - y0  # pixel centres at integers
-            ax, ay, bx, by = gx[:-1], gy[:-1], gx[1:], gy[1:]
-            r0 = np.clip(np.ceil(np.minimum(ay, by)), 0, h).astype(np.int64)
-            r1 = np.clip(np.ceil(np.maximum(ay, by)), 0, h).astype(np.int64)
-            n = r1 - r0
-            total = int(n.sum())
-            if total == 0:
-                continue
-            edge = np.repeat(np.arange(n.size), n)
-            rows = np.repeat(r0, n) + np.arange(total) - np.repeat(np.cumsum(n) - n, n)
-            xs = ax[edge] + (rows - ay[edge]) * (bx[edge] - ax[edge]) / (by[edge] - ay[edge])
-            rows_all.append(rows)
-            xs_all.append(xs)
-    if not rows_all:
-        return np.zeros(shape, dtype=bool)
-    rows, xs = np.concatenate(rows_all), np.concatenate(xs_all)
-    order = np.lexsort((xs, rows))  # every row holds an even number of crossings
-    rows, xs = rows[order], xs[order]
-    start = np.clip(np.ceil(xs[0::2]), 0, w).astype(np.int64)
-    stop = np.clip(np.ceil(xs[1::2]), 0, w).astype(np.int64)
-    diff = np.zeros((h, w + 1), dtype=np.int32)
-    np.add.at(diff, (rows[0::2], start), 1)
-    np.add.at(diff, (rows[0::2], stop), -1)
-    return np.cumsum(diff, axis=1)[:, :w] > 0
 
 
 def mask_hausdorff(a: np.ndarray, b: np.ndarray) -> float:

@@ -27,10 +27,21 @@ class EvaluateOptions:
                                    "object-f1, object-dice and object-hausdorff (in all for "
                                    "--task gland).", flag="--metric",
                                    short="-m", multiple=True, parse=_lower)
-    true_classes: str | None = opt(None, "Folder of per-pixel class maps for the ground truth "
-                                   "(paired by stem).")
+    true_classes: str | None = opt(None, "Per-pixel class maps of the ground truth: a folder "
+                                   "paired by stem, or one file when --true is one map "
+                                   "(default: classes/ of a dataset root, NAME.classes.EXT "
+                                   "beside NAME.instances.EXT).")
     pred_classes: str | None = opt(None, "Folder of per-pixel class maps for the predictions "
-                                   "(paired by stem).")
+                                   "(paired by stem; label-map predictions only).")
+    class_map: str | None = opt(None, "Score the predictions in the ground truth's own classes: "
+                                "consep (CoNSeP's other, inflammatory, epithelial, "
+                                "spindle-shaped) or a JSON file of truth class id -> the "
+                                "predicted class name(s) it covers (the format of train "
+                                "--class-map). Each predicted class counts as the most specific "
+                                "truth class holding it; a truth class none maps to (CoNSeP's "
+                                "other) scores PQ 0 where present, and mpq_predictable / "
+                                "mpq+_predictable leave it out. Names come from the preset or "
+                                "the dataset's classes.json.", metavar="PRESET|JSON")
     iou_threshold: float = opt(0.5, "PQ matching: pairs need IoU above this (Hungarian matching "
                                "below 0.5).")
     radius: float = opt(DEFAULT_RADIUS, "Detection: centroid matching distance in pixels.")

@@ -1,17 +1,21 @@
 """Read ground-truth and predicted instance maps from folders, paired by file stem.
 
-Supported files: PNG and TIFF (8/16/32-bit single channel), NPY (H x W, or
+Supported files: PNG, BMP and TIFF (8/16/32-bit single channel), NPY (H x W, or
 H x W x 2 = instance ids and per-pixel classes, the CoNIC layout) and MAT (Lizard:
 ``inst_map`` with ``id`` and ``class``; HoVer-Net/CoNSeP: ``inst_map`` with
 ``inst_type`` ordered by id, or a ``type_map``).
 
 A folder may be given at several levels: a synthetic/generic dataset root
 (``DIR/<task>/...``), a task folder holding ``labels/`` (MAT) or ``instances/``
-(with optional ``classes/`` class maps beside it), or a flat folder of maps.
+(with optional ``classes/`` class maps beside it), or a flat folder of maps; or
+one map file (``NAME.instances.png`` finds ``NAME.classes.png`` beside it). A
+``classes.json`` (``{"0": "background", "1": "other", ...}``) at the dataset root
+names the class ids (:func:`find_class_names`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +27,11 @@ import tifffile
 
 from cerberus_cli.core.errors import InputError
 
-MAP_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".mat")
+MAP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".npy", ".mat")
+#: Name parts of a single map file and of the class map found beside it.
+_INSTANCES, _CLASSES = ".instances", ".classes"
+#: Sub-folders of a dataset root that hold the maps (classes.json sits above them).
+_MAP_FOLDERS = ("instances", "labels")
 
 
 @dataclass
@@ -47,16 +55,31 @@ class MapFile:
 
 @dataclass(frozen=True)
 class MapSource:
-    """Where one side's maps come from: instance folder and optional class folder."""
+    """Where one side's maps come from: instance folder and optional class folder.
+
+    Both may instead be single files (one map and its class map).
+    """
 
     instances: Path
     classes: Path | None = None
 
+    @property
+    def single(self) -> bool:
+        """True when the source is one map file rather than a folder."""
+        return self.instances.is_file()
+
 
 def resolve_source(path: str | os.PathLike[str], task: str,
                    classes: str | os.PathLike[str] | None = None) -> MapSource:
-    """Find the folder of instance maps (and class maps) under ``path`` for ``task``."""
+    """Find the folder of instance maps (and class maps) under ``path`` for ``task``.
+
+    ``path`` may also be one map file; ``classes`` is then its class map file,
+    found beside it when not given for a map named ``NAME.instances.EXT``
+    (``NAME.classes.EXT``).
+    """
     root = Path(path)
+    if root.is_file():
+        return _single_source(root, classes)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder of label maps")
     if (root / task).is_dir() and ((root / task / "labels").is_dir()
@@ -72,6 +95,67 @@ def resolve_source(path: str | os.PathLike[str], task: str,
             class_dir = root / "classes"
         return MapSource(root / "instances", class_dir)
     return MapSource(root, class_dir)
+
+
+def _single_source(path: Path, classes: str | os.PathLike[str] | None) -> MapSource:
+    if path.suffix.lower() not in MAP_SUFFIXES:
+        raise InputError(f"{path}: not a label map ({', '.join(MAP_SUFFIXES)})")
+    if classes is not None:
+        cls = Path(classes)
+        if not cls.is_file():
+            raise InputError(f"{cls}: not a class map file (the ground truth is one map, "
+                             f"{path.name})")
+        return MapSource(path, cls)
+    if path.stem.endswith(_INSTANCES):
+        beside = path.with_name(path.stem[: -len(_INSTANCES)] + _CLASSES + path.suffix)
+        if beside.is_file():
+            return MapSource(path, beside)
+    return MapSource(path)
+
+
+def map_name(path: Path) -> str:
+    """The name a map pairs by: its stem, less a ``.instances`` part."""
+    stem = path.stem
+    return stem[: -len(_INSTANCES)] if stem.endswith(_INSTANCES) else stem
+
+
+def list_source(source: MapSource) -> tuple[dict[str, Path], dict[str, Path] | None]:
+    """Instance maps and class maps (or None) of a source, by name."""
+    if source.single:
+        name = map_name(source.instances)
+        return {name: source.instances}, {name: source.classes} if source.classes else None
+    return list_maps(source.instances), list_maps(source.classes) if source.classes else None
+
+
+def read_class_names(folder: Path) -> dict[int, str] | None:
+    """``classes.json`` in ``folder`` (``{"1": "name", ...}``) as id -> name, or None."""
+    meta = folder / "classes.json"
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        names = {int(k): str(v) for k, v in data.items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as exc:
+        raise InputError(f"{meta}: not a JSON object of class id -> name: {exc}") from None
+    if any(i < 0 for i in names):
+        raise InputError(f"{meta}: class ids must be >= 0")
+    return names
+
+
+def find_class_names(path: str | os.PathLike[str]) -> tuple[Path, dict[int, str]] | None:
+    """The ``classes.json`` naming the classes of the maps at ``path``, and its names.
+
+    Looked for in the folder given (or holding the file given), and above it when
+    that folder is a dataset's ``instances/`` or ``labels/``.
+    """
+    p = Path(path)
+    folder = p if p.is_dir() else p.parent
+    candidates = [folder] + ([folder.parent] if folder.name in _MAP_FOLDERS else [])
+    for d in candidates:
+        names = read_class_names(d)
+        if names is not None:
+            return d / "classes.json", names
+    return None
 
 
 def list_maps(folder: Path) -> dict[str, Path]:

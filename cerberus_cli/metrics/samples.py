@@ -65,10 +65,13 @@ def instance_classes(labels: Labels, m: MapFile, n_classes: int, where: str) -> 
 
 def sample_from_maps(name: str, true: MapFile, pred: MapFile, n_classes: int,
                      true_where: str = "true", pred_where: str = "pred",
-                     hausdorff: bool = False) -> Sample:
+                     hausdorff: bool = False, pred_to_truth: np.ndarray | None = None) -> Sample:
     """A sample from two label maps (``*_where`` name the files in error messages).
 
-    ``hausdorff`` also computes the GlaS partner distances (``object-hausdorff``).
+    ``n_classes`` is the number of truth classes (0 included). ``hausdorff`` also
+    computes the GlaS partner distances (``object-hausdorff``). ``pred_to_truth``
+    (:attr:`cerberus_cli.metrics.class_map.TruthClasses.lut`) translates predicted
+    class ids, which then range over its length, into truth class ids.
     """
     if np.shape(true.instances) != np.shape(pred.instances):
         raise InputError(f"{pred_where}: shape {tuple(np.shape(pred.instances))} differs from "
@@ -76,10 +79,14 @@ def sample_from_maps(name: str, true: MapFile, pred: MapFile, n_classes: int,
     lt = compact(true.instances, true_where)
     lp = compact(pred.instances, pred_where)
     ov = overlap_from_labels(lt, lp)
+    n_pred_classes = n_classes if pred_to_truth is None else int(pred_to_truth.size)
+    pred_classes = instance_classes(lp, pred, n_pred_classes, pred_where)
+    if pred_classes is not None and pred_to_truth is not None:
+        pred_classes = pred_to_truth[pred_classes]
     return Sample(
         name, ov,
         instance_classes(lt, true, n_classes, true_where),
-        instance_classes(lp, pred, n_classes, pred_where),
+        pred_classes,
         centroids(lt), centroids(lp),
         dice_from_areas(float(ov.inter.sum()), float(lt.areas.sum()), float(lp.areas.sum())),
         label_distances(lt, lp, ov) if hausdorff else None,

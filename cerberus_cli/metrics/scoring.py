@@ -33,7 +33,14 @@ from cerberus_cli.metrics.detection import (
     detection_counts,
 )
 from cerberus_cli.metrics.glas import GlasCounts, glas_counts
-from cerberus_cli.metrics.pq import class_pq_counts, image_mpq, mpq, mpq_plus, pq_counts
+from cerberus_cli.metrics.pq import (
+    class_pq_counts,
+    image_mpq,
+    mean_defined,
+    mpq,
+    mpq_plus,
+    pq_counts,
+)
 from cerberus_cli.metrics.report import Report
 from cerberus_cli.metrics.samples import Sample
 
@@ -55,7 +62,8 @@ def instance_metric_names(requested: Iterable[str], has_classes: bool,
 
     ``all`` leaves out the class metrics when the inputs carry no classes; asking
     for one of them explicitly is then an error (raised by :func:`score_samples`).
-    ``all`` holds the GlaS metrics for the tasks of :data:`GLAS_TASKS` only.
+    ``all`` holds the GlaS metrics for the tasks of :data:`GLAS_TASKS` only; metrics
+    named beside ``all`` are added to it.
     """
     requested = [m.lower() for m in requested] or ["all"]
     unknown = [m for m in requested
@@ -63,19 +71,23 @@ def instance_metric_names(requested: Iterable[str], has_classes: bool,
     if unknown:
         raise InputError(f"unknown metric {unknown[0]!r}; choose from "
                          f"{', '.join(INSTANCE_METRICS)}, {', '.join(ALIASES)} or all")
-    if "all" in requested:
-        return [m for m in INSTANCE_METRICS if (has_classes or m not in CLASS_METRICS)
-                and (task in GLAS_TASKS or m not in GLAS_METRICS)]
-    wanted = {n for m in requested for n in ALIASES.get(m, (m,))}
+    wanted = {n for m in requested if m != "all" for n in ALIASES.get(m, (m,))}
+    if "all" in requested:  # with any named besides (``-m all -m glas`` for nuclei)
+        wanted |= {m for m in INSTANCE_METRICS if (has_classes or m not in CLASS_METRICS)
+                   and (task in GLAS_TASKS or m not in GLAS_METRICS)}
     return [m for m in INSTANCE_METRICS if m in wanted]
 
 
 def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
                   class_names: Sequence[str], threshold: float = 0.5,
-                  radius: float = DEFAULT_RADIUS) -> Report:
+                  radius: float = DEFAULT_RADIUS,
+                  predictable: Sequence[int] | None = None) -> Report:
     """Compute ``metrics`` over ``samples``; ``class_names[c]`` names class id ``c``.
 
-    Classes 1..len(class_names)-1 are evaluated (0 is no-label). Raises
+    Classes 1..len(class_names)-1 are evaluated (0 is no-label). ``predictable``
+    (class ids the predictions can take, where that is not all of them: a truth
+    scored through a class map) adds ``mpq_predictable`` and ``mpq+_predictable``,
+    the means over those classes only. Raises
     :class:`InputError` when a class metric is asked for samples without classes,
     and ValueError when ``object-hausdorff`` is asked for samples built without
     their partner distances.
@@ -141,16 +153,15 @@ def score_samples(samples: Sequence[Sample], task: str, metrics: Sequence[str],
                 "n_true": int(sum(np.count_nonzero(s.true_classes == c) for s in samples)),
                 "n_pred": int(sum(np.count_nonzero(s.pred_classes == c) for s in samples)),
             }
-    if "mpq" in want:
-        m = mpq(per_class_counts)
-        report.overall["mpq"] = m.value
+    for key, fn in (("mpq", mpq), ("mpq+", mpq_plus)):
+        if key not in want:
+            continue
+        m = fn(per_class_counts)
+        report.overall[key] = m.value
+        if predictable is not None:
+            report.overall[f"{key}_predictable"] = mean_defined(m.per_class[c] for c in predictable)
         for c in classes:
-            report.per_class[names[c]]["mpq"] = m.per_class[c]
-    if "mpq+" in want:
-        m = mpq_plus(per_class_counts)
-        report.overall["mpq+"] = m.value
-        for c in classes:
-            report.per_class[names[c]]["mpq+"] = m.per_class[c]
+            report.per_class[names[c]][key] = m.per_class[c]
     if "detection" in want:
         report.overall["f1_d"] = detection.f1
         if unclassified is None:
