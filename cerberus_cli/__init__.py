@@ -31,8 +31,8 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _API: dict[str, str] = {
     "segment": "cerberus_cli.cohort.runs",
-    "RunSummary": "cerberus_cli.cohort.runs",
-    "RunEvents": "cerberus_cli.cohort.runs",
+    "RunSummary": "cerberus_cli.cohort.outcomes",
+    "RunEvents": "cerberus_cli.cohort.outcomes",
     "SegmentOptions": "cerberus_cli.inference.options",
     "PostprocessOptions": "cerberus_cli.postprocess.options",
     "segment_image": "cerberus_cli.inference.memory",

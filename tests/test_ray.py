@@ -20,8 +20,9 @@ from click.testing import CliRunner
 from cerberus_cli.cli import main
 from cerberus_cli.cohort import claims
 from cerberus_cli.cohort.inputs import SlideInput
+from cerberus_cli.cohort.provenance import slide_provenance
 from cerberus_cli.cohort.ray_runner import plan_actors
-from cerberus_cli.cohort.runs import SlideWorker, _provenance
+from cerberus_cli.cohort.slide_worker import SlideWorker
 from cerberus_cli.cohort.status import read_status
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.inference.options import SegmentOptions
@@ -103,7 +104,7 @@ def test_a_retry_takes_over_its_dead_attempts_claim_on_another_host(cohort, tmp_
         {"host": "node7", "pid": 4242, "token": "t0", "start": now, "heartbeat": now, "timeout": 600}))
     (out / ".s2.staging.node7.4242").mkdir()
     with SlideWorker(out, options, "cpu") as worker:
-        provenance = _provenance(item, options, worker.segmenter.loaded.sha256)
+        provenance = slide_provenance(item, options, worker.segmenter.loaded.sha256)
         outcome = worker.run(item, provenance)
         assert outcome.status == "running elsewhere" and "node7 pid 4242" in outcome.message
         outcome = worker.run(item, provenance, takeover=lambda h: (h.host, h.pid) == ("node7", 4242))

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from cerberus_cli.cli import is_quiet
 from cerberus_cli.cli.optgen import build, click_options
-from cerberus_cli.cohort.runs import RunEvents, RunSummary, SlideOutcome
+from cerberus_cli.cohort.outcomes import RunEvents, RunSummary, SlideOutcome
 from cerberus_cli.core.errors import ExitCode
 from cerberus_cli.core.optionspec import spec_of
 from cerberus_cli.inference.options import SegmentOptions

@@ -6,9 +6,9 @@ initialises CUDA (``all`` is counted through NVML). Each worker loads the model 
 and has its own tile readers and post-processing pool; it asks the parent for a
 slide whenever it is free, so a fast device takes more slides. Every slide goes
 through the same claim, commit record and status file as in a one-process run
-(:class:`~cerberus_cli.cohort.runs.SlideWorker`), and the parent turns the
-workers' messages into one stream of :class:`~cerberus_cli.cohort.runs.RunEvents`
-and one :class:`~cerberus_cli.cohort.runs.RunSummary`.
+(:class:`~cerberus_cli.cohort.slide_worker.SlideWorker`), and the parent turns the
+workers' messages into one stream of :class:`~cerberus_cli.cohort.outcomes.RunEvents`
+and one :class:`~cerberus_cli.cohort.outcomes.RunSummary`.
 
 Each worker talks to the parent over its own pipe (no lock shared between workers,
 so a worker killed mid-message harms no other). A worker that dies mid-slide
@@ -36,12 +36,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cerberus_cli.cohort.runs import (
-    RunEvents,
-    SlideOutcome,
-    SlideWorker,
-    settle_dead_worker,
-)
+from cerberus_cli.cohort.outcomes import RunEvents, SlideOutcome
+from cerberus_cli.cohort.slide_worker import SlideWorker, settle_dead_worker
 from cerberus_cli.core.errors import Terminated, first_line
 from cerberus_cli.core.processes import deferred_stop, die_with_parent, raise_if_stopped
 

@@ -5,7 +5,7 @@ when no GPU is asked for (``--device cpu``, or ``auto`` on a cluster without GPU
 one actor per ``--ray-cpus`` CPUs: ``num_gpus`` is requested only for CUDA, since a
 request no node can satisfy waits forever. How many actors fit is counted per node
 from ``ray.nodes()``; none fitting is an error, not a hang. Each actor loads the model
-once (:class:`~cerberus_cli.cohort.runs.SlideWorker`) and is given one slide at a
+once (:class:`~cerberus_cli.cohort.slide_worker.SlideWorker`) and is given one slide at a
 time, as a path (slide handles cannot be pickled), so a fast actor takes more
 slides. The driver never initialises CUDA; each actor sees only its own GPU.
 
@@ -44,7 +44,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cerberus_cli.cohort.runs import RunEvents, SlideOutcome, SlideWorker
+from cerberus_cli.cohort.outcomes import RunEvents, SlideOutcome
+from cerberus_cli.cohort.slide_worker import SlideWorker
 from cerberus_cli.core.errors import InputError, Terminated, first_line
 from cerberus_cli.core.processes import deferred_stop, host, raise_if_stopped
 
