@@ -99,8 +99,8 @@ def test_interrupted_swap_is_old_or_new_and_the_next_run_finishes_it(done, tmp_p
     out = tmp_path / "o"
     shutil.copytree(done, out)
     old = commit.read_commit(out, "phantom")
-    staging = out / commit.staging_name("phantom")
-    staging.mkdir()
+    slide = commit.SlideCommit(out, "phantom")
+    staging = slide.begin()
     for name in [*old["files"], "phantom.run.json"]:
         src = out / name
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, staging / name)
@@ -118,12 +118,12 @@ def test_interrupted_swap_is_old_or_new_and_the_next_run_finishes_it(done, tmp_p
 
     monkeypatch.setattr(commit.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
-        commit.swap_in(out, "phantom", staging)
+        slide.commit()
         raise KeyboardInterrupt  # the swap finished before the death: also fine
     monkeypatch.setattr(commit.os, "replace", real_replace)
     seen = commit.read_commit(out, "phantom")
     assert seen is None or seen["finished"] in (old["finished"], "new")
-    commit.recover(out, "phantom")  # what the next run does first, then its clean-up
+    commit.SlideCommit(out, "phantom").recover()  # what the next run does first, then its clean-up
     commit.clean_stale(out)
     # Dying before the journal was written (the first rename) leaves the old set, whole;
     # any later death is rolled forward to the new set.

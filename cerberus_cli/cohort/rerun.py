@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cerberus_cli.cohort import commit
+from cerberus_cli.cohort.provenance import input_fingerprint, is_result_option
 from cerberus_cli.core.errors import CerberusError, InputError
-from cerberus_cli.core.hashing import file_sha256
+from cerberus_cli.core.hashing import file_digest, file_sha256
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.model.registry import resolve_model
 
@@ -37,7 +38,7 @@ def options_from_record(path: str | os.PathLike,
     """The slide and the options of the run recorded in commit record ``path``.
 
     ``overrides`` (field name -> value) replaces options that do not change results
-    (see ``commit.is_result_option``); overriding any other option is refused, as a
+    (see :func:`~.provenance.is_result_option`); overriding any other option is refused, as a
     re-run with other results would not be a re-run.
 
     Raises:
@@ -53,7 +54,7 @@ def options_from_record(path: str | os.PathLike,
     overrides = dict(overrides or {})
     if "shard" in overrides:
         raise InputError(f"{where}: --shard does not apply to --rerun (one slide)")
-    shaping = sorted(k for k in overrides if commit.is_result_option(k))
+    shaping = sorted(k for k in overrides if is_result_option(k))
     if shaping:
         flags = ", ".join("--" + k.replace("_", "-") for k in shaping)
         raise InputError(f"{where}: {flags} cannot be given with --rerun (the record fixes "
@@ -122,7 +123,7 @@ def _checked_mask(mask: dict[str, Any], where: str) -> str:
     """The recorded mask's absolute path, when the file there is still the same."""
     mask_path = Path(mask.get("path", ""))
     try:
-        digest = commit.file_digest(mask_path)
+        digest = file_digest(mask_path)
     except OSError:
         raise InputError(f"{where}: the recorded mask {mask_path} is missing") from None
     if digest["sha256"] != mask.get("sha256"):
@@ -133,7 +134,7 @@ def _checked_mask(mask: dict[str, Any], where: str) -> str:
 def _check_slide(slide: Path, recorded: dict[str, Any], where: str) -> None:
     """Refuse a slide that is missing or whose fingerprint is not the recorded one."""
     try:
-        now = commit.input_fingerprint(slide)
+        now = input_fingerprint(slide)
     except OSError:
         raise InputError(f"{where}: the recorded slide {slide} is missing") from None
     if (now["size"], now["sha256_head_tail"]) != (recorded.get("size"),

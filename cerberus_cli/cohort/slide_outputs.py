@@ -1,26 +1,28 @@
-"""The files one slide's segmentation writes, and when they count as complete.
+"""The files one slide's segmentation writes: the file sink of the segment pipeline.
 
-Every file is written under a temporary name and renamed when it is whole; the run
-record ``S.run.json`` is written last, so its presence (with every file it lists)
-is what marks a slide as done.
+:class:`SlideOutputs` is an :class:`~cerberus_cli.inference.sinks.ObjectSink`. Every
+file is built in the slide's staging folder under its final name (each one written
+aside and renamed when whole), then the commit record ``S.run.json`` (with the size
+and sha256 of every file) last, and the set is swapped into the output folder by the
+slide's :class:`~.commit.SlideCommit`. Until that record is in place and valid the
+slide's outputs do not count (:func:`~.commit.read_commit`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cerberus_cli.cohort import commit
+from cerberus_cli.cohort.commit import SlideCommit
 from cerberus_cli.cohort.run_record import build_record
 from cerberus_cli.core.atomic import AtomicPath
+from cerberus_cli.core.hashing import file_digest
 from cerberus_cli.core.processes import host
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
@@ -39,13 +41,15 @@ log = logging.getLogger(__name__)
 class SlideOutputs:
     """The files of one slide: an :class:`~cerberus_cli.inference.sinks.ObjectSink`.
 
-    Files are built in a staging folder inside ``folder`` (see :mod:`.commit`) and
-    swapped in by :meth:`commit` once the commit record is written.
+    ``final`` is the output folder, ``folder`` where files are written now (the staging
+    folder between :meth:`begin` and :meth:`commit` / :meth:`abort`), ``slide_commit``
+    the slide's commit protocol (:class:`~.commit.SlideCommit`).
     """
 
     def __init__(self, folder: Path, stem: str, options: SegmentOptions) -> None:
         self.final = Path(folder)
         self.folder = self.final
+        self.slide_commit = SlideCommit(self.final, stem)
         self.stem = stem
         self.options = options
         self._suffix = object_suffix(options.format, options.gzip)
@@ -91,7 +95,7 @@ class SlideOutputs:
     # --- completeness ------------------------------------------------------------------
     def committed(self) -> dict[str, Any] | None:
         """The slide's valid commit record in the output folder, or None."""
-        return commit.read_commit(self.final, self.stem)
+        return self.slide_commit.committed()
 
     def complete(self) -> bool:
         """True when a valid commit record lists whole files."""
@@ -99,10 +103,7 @@ class SlideOutputs:
 
     def begin(self) -> Path:
         """Create this process's staging folder; every file is written there."""
-        self.folder = self.final / commit.staging_name(self.stem)
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        self.folder.mkdir()
+        self.folder = self.slide_commit.begin()
         self._written = {}
         return self.folder
 
@@ -226,7 +227,7 @@ class SlideOutputs:
                      seconds: float, provenance: dict[str, Any], started: str) -> dict[str, str]:
         """Write the commit record ``S.run.json`` last (in staging); returns the outputs."""
         loaded = segmenter.loaded
-        files = {name: commit.file_digest(self.folder / name) for name in self._written.values()}
+        files = {name: file_digest(self.folder / name) for name in self._written.values()}
         status = "done with damage" if run.damage else "done"
         record = build_record(
             postprocess_worker_rss_mib=run.postprocess_worker_rss_mib,
@@ -249,12 +250,12 @@ class SlideOutputs:
             timings={**{k: round(v, 3) for k, v in run.timings.items()}, "slide_s": round(seconds, 3)},
             outputs=dict(self._written),
         )
-        AtomicPath(self.record_path, overwrite=True).write_text(json.dumps(record, indent=2))
-        return {**self._written, "record": self.record_path.name}
+        path = self.slide_commit.write_record(record)
+        return {**self._written, "record": path.name}
 
     def commit(self) -> None:
         """Swap the staged set into the output folder (the record goes last)."""
-        commit.swap_in(self.final, self.stem, self.folder)
+        self.slide_commit.commit()
         self.folder = self.final
 
     def abort(self) -> None:
@@ -262,6 +263,5 @@ class SlideOutputs:
         if self._writer is not None:
             self._writer.abort()
             self._writer = None
-        if self.folder != self.final:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = self.final
+        self.slide_commit.abort()
+        self.folder = self.final

@@ -4,7 +4,8 @@ The one-process loop (:mod:`.runs`), a device worker (:mod:`.devices`) and a Ray
 (:mod:`.ray_runner`) all come here for each slide: take the claim (:mod:`.claims`),
 finish or drop a swap a dead run left (:mod:`.commit`), skip a slide whose committed
 outputs have the same provenance, then build the outputs in staging
-(:class:`~.slide_outputs.SlideOutputs`), check the claim is still ours and commit.
+(:class:`~.slide_outputs.SlideOutputs`, through the slide's
+:class:`~.commit.SlideCommit`), check the claim is still ours and commit.
 The status file (:mod:`.status`) follows each step.
 """
 
@@ -12,16 +13,16 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cerberus_cli.cohort import claims, commit
+from cerberus_cli.cohort import claims
 from cerberus_cli.cohort.inputs import SlideInput
 from cerberus_cli.cohort.outcomes import RunEvents, SlideOutcome, Status
+from cerberus_cli.cohort.provenance import differences
 from cerberus_cli.cohort.run_record import utc_now
 from cerberus_cli.cohort.slide_outputs import SlideOutputs
 from cerberus_cli.cohort.status import StatusBook
@@ -35,13 +36,12 @@ log = logging.getLogger(__name__)
 def existing_outcome(item: SlideInput, outputs: SlideOutputs, provenance: dict[str, Any],
                      options: SegmentOptions, model_sha256: str) -> SlideOutcome | None:
     """Skipped (same provenance) or failed (other provenance) when complete outputs exist."""
-    if commit.swap_pending(outputs.final, item.stem):
+    if outputs.slide_commit.pending:
         return None  # finished (or dropped) under the claim first
     record = outputs.committed()
     if record is None or options.overwrite:
         return None
-    diffs = commit.differences(record, provenance["input"], model_sha256,
-                               provenance["options_all"])
+    diffs = differences(record, provenance["input"], model_sha256, provenance["options_all"])
     if diffs:
         return SlideOutcome(
             str(item.path), "failed",
@@ -72,11 +72,11 @@ def run_claimed(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, e
         return SlideOutcome(str(item.path), "running elsewhere", f"claimed by {got.describe()}")
     with got as claim:
         try:
-            done = commit.recover(folder, item.stem)
+            done = outputs.slide_commit.recover()
             if done:
                 log.warning("%s: %s", item.stem, done)
             if previous is not None and previous.token != claim.token and previous.pid > 0:
-                remove_staging(folder, item.stem, previous.host, previous.pid)
+                outputs.slide_commit.remove_staging(previous.host, previous.pid)
             existing = existing_outcome(item, outputs, provenance, options, segmenter.loaded.sha256)
         except (OSError, CerberusError) as exc:
             existing = SlideOutcome(str(item.path), "failed", failure_message(item.path, exc))
@@ -93,14 +93,6 @@ def run_claimed(segmenter: Segmenter, item: SlideInput, outputs: SlideOutputs, e
             book.finished(item, outcome.status, outcome.message if outcome.status == "failed" else "",
                           outcome.objects, outcome.counts)
         return outcome
-
-
-def remove_staging(folder: Path, stem: str, holder_host: str, pid: int) -> None:
-    """The staging folder a dead holder left (named as :func:`commit.staging_name` names it)."""
-    staging = folder / f".{stem}.staging.{holder_host}.{pid}"
-    if staging.is_dir():
-        shutil.rmtree(staging, ignore_errors=True)
-        log.info("%s: removed %s left by a dead runner", stem, staging.name)
 
 
 def failure_message(path: Path, exc: BaseException) -> str:

@@ -14,11 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cerberus_cli.cohort import claims, commit
+from cerberus_cli.cohort import claims
 from cerberus_cli.cohort.inputs import SlideInput
 from cerberus_cli.cohort.outcomes import RunEvents, SlideOutcome, Status
 from cerberus_cli.cohort.slide_outputs import SlideOutputs
-from cerberus_cli.cohort.slide_run import existing_outcome, failure_message, remove_staging, run_claimed
+from cerberus_cli.cohort.slide_run import existing_outcome, failure_message, run_claimed
 from cerberus_cli.cohort.status import StatusBook, read_status, write_status
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.core.processes import host
@@ -79,17 +79,17 @@ def settle_dead_worker(out: Path, item: SlideInput, provenance: dict[str, Any],
     got = claims.acquire(out, item.stem, options.claim_timeout)
     if isinstance(got, claims.Holder):  # another runner took it over meanwhile
         return SlideOutcome(str(item.path), "failed", message)
+    outputs = SlideOutputs(out, item.stem, options)
     with got:
         try:
-            commit.recover(out, item.stem)
-            remove_staging(out, item.stem, host(), pid)
-            existing = existing_outcome(item, SlideOutputs(out, item.stem, options), provenance,
-                                        options, model_sha256)
+            outputs.slide_commit.recover()
+            outputs.slide_commit.remove_staging(host(), pid)
+            existing = existing_outcome(item, outputs, provenance, options, model_sha256)
         except (OSError, CerberusError) as exc:
             log.warning("%s: %s", item.stem, failure_message(item.path, exc))
             existing = None
         if existing is not None and existing.status == "skipped":
-            record = commit.read_commit(out, item.stem) or {}
+            record = outputs.committed() or {}
             state: Status = "done with damage" if record.get("status") == "done with damage" else "done"
             objects, counts = int(record.get("objects") or 0), record.get("counts") or {}
             _close_status(out, item, pid, options.status, state, "", objects, counts)
