@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from cerberus_cli.inference.engine import Engine, inference_network
-from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.inference.tile_plan import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 from cerberus_cli.model.device import (
     prepare_model,
     resolve_device,
@@ -93,7 +93,7 @@ def network_variant(loaded, device, tile: int, margin: int, batch: int, seconds:
 def phantom_agreement(loaded, slide: Path, tiles: int, quantize: str = "int8") -> dict[str, float]:
     """Per-pixel argmax agreement of a variant with the fp32 network on a slide's tiles."""
     from cerberus_cli.inference.loader import TileDataset
-    from cerberus_cli.inference.tiles import plan_tiles
+    from cerberus_cli.inference.tile_plan import plan_tiles
     from cerberus_cli.slides import detect_tissue, open_slide
 
     cfg = loaded.config

@@ -18,7 +18,8 @@ Package map (bottom to top; each layer imports only from layers below it, and ab
 - learning wing: ``metrics`` (Dice, PQ family, AJI, classification; the evaluate
   runner), then ``training`` (datasets, targets, sampler, losses, trainer), then
   ``transfer`` (features, probes, encoder export)
-- ``cli``: the ``cerberus`` command, a thin layer over all of the above
+- ``cli``: the ``cerberus`` command, a thin layer over all of the above; ``python -m
+  cerberus_cli`` runs it too (``__main__``)
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from cerberus_cli.cohort.inputs import collect_inputs, read_manifest
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.inference.engine import Engine
 from cerberus_cli.inference.mapstore import Box, ChunkTracker, MapStore, TissueMap
-from cerberus_cli.inference.tiles import Tile, network_work_ratio, plan_tiles
+from cerberus_cli.inference.tile_plan import Tile, network_work_ratio, plan_tiles
 from cerberus_cli.model.config import light_config
 from cerberus_cli.model.device import resolve_device, resolve_precision
 from cerberus_cli.model.network import CerberusNet

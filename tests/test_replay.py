@@ -59,7 +59,7 @@ def test_replay_writes_the_same_objects_with_and_without_workers(tmp_path):
 def test_map_store_chunk_files_read_and_write_as_zarr(tmp_path):
     """Tiles written as chunk files read back through zarr, and windows read as zarr's."""
     from cerberus_cli.inference.mapstore import Box, MapStore
-    from cerberus_cli.inference.tiles import Tile
+    from cerberus_cli.inference.tile_plan import Tile
 
     cfg = reference_config().with_heads(["nuclei", "nuclei_type"])
     store = MapStore.create(tmp_path / "m.zarr", cfg, 200, 150, tile=64)

@@ -4,6 +4,12 @@ Subcommands are imported lazily so that ``cerberus --help`` does not import torc
 Each subcommand is a thin wrapper over a library function: its options are generated
 from the function's options dataclass (:mod:`.optgen`), and it only renders what the
 function returns. ``-v``/``-q``, the exit-code table and SIGTERM are handled here once.
+
+One module per subcommand (registered in ``COMMANDS``): segmentation :mod:`.segment`,
+:mod:`.status`, :mod:`.info`, :mod:`.doctor`; models :mod:`.model_info` (``model``),
+:mod:`.convert` (``convert-weights``); phantoms :mod:`.synth`; learning :mod:`.train`,
+:mod:`.evaluate`, :mod:`.patches`, :mod:`.features`, :mod:`.probe`, :mod:`.pretrain`,
+:mod:`.finetune`, :mod:`.export_encoder` (``export-encoder``).
 """
 
 from __future__ import annotations

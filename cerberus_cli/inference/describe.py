@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cerberus_cli.core.optionspec import backend_opt, check_mpp, check_options, mpp_opt, opt
-from cerberus_cli.inference.tiles import (
+from cerberus_cli.inference.tile_plan import (
     DEFAULT_MARGIN,
     DEFAULT_TILE,
     REFERENCE_TILE,

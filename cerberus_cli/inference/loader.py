@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cerberus_cli.core.processes import die_with_parent
-from cerberus_cli.inference.tiles import Tile
+from cerberus_cli.inference.tile_plan import Tile
 
 
 def implausible(rgb: np.ndarray) -> bool:

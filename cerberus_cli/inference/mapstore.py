@@ -27,7 +27,7 @@ from zarr.codecs import BloscCodec, BytesCodec
 from zarr.storage import LocalStore
 
 from cerberus_cli.core.vocabulary import TISSUE_TYPES, ClassSpec
-from cerberus_cli.inference.tiles import Tile
+from cerberus_cli.inference.tile_plan import Tile
 from cerberus_cli.model.config import ModelConfig
 
 _CODEC = BloscCodec(cname="lz4", clevel=1, shuffle="noshuffle")

@@ -22,7 +22,7 @@ from cerberus_cli.core.optionspec import (
     require,
 )
 from cerberus_cli.core.run_flags import check_placement, is_slurm_shard, parse_shard_spec
-from cerberus_cli.inference.tiles import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.inference.tile_plan import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
 from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.slides.stain_norm import METHODS as STAIN_METHODS

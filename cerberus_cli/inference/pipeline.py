@@ -56,7 +56,7 @@ from cerberus_cli.inference.slide_adapt import (
     read_tiles,
     sample_tiles,
 )
-from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
+from cerberus_cli.inference.tile_plan import Tile, grid_size, plan_tiles
 from cerberus_cli.model.checkpoint import LoadedModel
 from cerberus_cli.model.classifier import attach_classifier
 from cerberus_cli.model.config import ModelConfig

@@ -33,7 +33,7 @@ import zarr
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.mapstore import ChunkTracker, MapStore, subarray, subgroup, tiles_in
 from cerberus_cli.inference.pipeline import WindowResult, process_window
-from cerberus_cli.inference.tiles import Tile, grid_size, plan_tiles
+from cerberus_cli.inference.tile_plan import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.postprocess.chunks import required_margin
 from cerberus_cli.postprocess.options import PostprocessOptions

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from cerberus_cli.inference.loader import TileDataset
-from cerberus_cli.inference.tiles import Tile
+from cerberus_cli.inference.tile_plan import Tile
 from cerberus_cli.model.bn_adapt import reestimate_batchnorm
 from cerberus_cli.slides.stain_norm import StainNormaliser
 

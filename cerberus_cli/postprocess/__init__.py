@@ -5,4 +5,5 @@
 - :mod:`.types`: per-object class by majority vote of a type map
 - :mod:`.polygons`: label map -> pixel-edge polygons with holes
 - :mod:`.chunks`: chunked processing with ownership, deterministic UUIDs, records
+- :mod:`.tissue_regions`: connected regions of one class of the tissue map, as records
 """

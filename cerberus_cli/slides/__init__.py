@@ -3,6 +3,16 @@
 ``open_slide`` gives a :class:`Slide` (OpenSlide, tiffslide or plain-image
 backend, RGB uint8 whatever the file); ``read_scaled`` reads any region at any
 um/px; ``detect_tissue`` / ``load_mask`` say where the tissue is.
+
+- :mod:`.slide`: :class:`Slide`, one opened slide whatever reader is behind it
+- :mod:`.backends`: the three readers (OpenSlide, tiffslide, plain image) behind one interface
+- :mod:`.sniff`: a readable file, and its format from its first bytes
+- :mod:`.resolution`: a slide's um/px from its metadata
+- :mod:`.scale`: regions read on a grid of any um/px (the segmentation hot path), thumbnails
+- :mod:`.tissue`: tissue detection on a thumbnail; :mod:`.tissue_options`: its options
+- :mod:`.masks`: user-supplied tissue masks (raster images or GeoJSON polygons)
+- :mod:`.stain_norm`: stain normalisation of H&E tiles to a reference (Macenko, Reinhard)
+- :mod:`.writer`: pyramidal whole-slide TIFF files that OpenSlide, tiffslide and QuPath open
 """
 
 from cerberus_cli.core.optionspec import BACKENDS
