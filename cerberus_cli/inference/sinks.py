@@ -110,7 +110,6 @@ class MemorySink:
         self.context: SlideContext | None = None
         self.records: list[ObjectRecord] = []
         self.tissue_classes: np.ndarray | None = None
-        self.tissue_confidence: np.ndarray | None = None
         self.tissue_mpp: float | None = None
         self.stats: SlideStats | None = None
 
@@ -125,7 +124,6 @@ class MemorySink:
         self.stats = result.stats
         if result.tissue is not None:
             self.tissue_classes = result.tissue.classes
-            self.tissue_confidence = result.tissue.confidence
             self.tissue_mpp = result.tissue.mpp
 
     def abort(self) -> None:

@@ -139,9 +139,6 @@ class CoarseFields:
     def sdf_map(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         return self._upsample(self.sdf, x0, y0, w, h)
 
-    def orient_map(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        return self._upsample(self.orient, x0, y0, w, h)
-
 
 def surface_band(region: np.ndarray, sdf: np.ndarray, width: float) -> np.ndarray:
     """Pixels of surface epithelium: normal mucosa within ``width`` of the glass."""

@@ -39,39 +39,6 @@ def hash_uniform(seed: int, stream: int, *keys: np.ndarray | int) -> np.ndarray:
     return (hash_u64(seed, stream, *keys) >> np.uint64(11)).astype(np.float64) * (2.0 ** -53)
 
 
-def value_noise(seed: int, stream: int, x: np.ndarray, y: np.ndarray, scale: float,
-                octaves: int = 3, persistence: float = 0.5) -> np.ndarray:
-    """Smooth fractal value noise in about [-1, 1] at global points ``(x, y)``.
-
-    ``scale`` is the lattice spacing of the first octave in pixels; each further
-    octave halves it. Lattice values are hashed, so the field is defined everywhere.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    total = np.zeros(np.broadcast(x, y).shape)
-    amp, norm = 1.0, 0.0
-    for o in range(octaves):
-        s = scale / (2 ** o)
-        gx, gy = x / s, y / s
-        ix, iy = np.floor(gx), np.floor(gy)
-        fx, fy = gx - ix, gy - iy
-        fx = fx * fx * (3 - 2 * fx)
-        fy = fy * fy * (3 - 2 * fy)
-        ix = ix.astype(np.int64)
-        iy = iy.astype(np.int64)
-        st = stream * 64 + o
-        v00 = hash_uniform(seed, st, ix, iy)
-        v10 = hash_uniform(seed, st, ix + 1, iy)
-        v01 = hash_uniform(seed, st, ix, iy + 1)
-        v11 = hash_uniform(seed, st, ix + 1, iy + 1)
-        v = (v00 * (1 - fx) + v10 * fx) * (1 - fy) + (v01 * (1 - fx) + v11 * fx) * fy
-        total += amp * (2 * v - 1)
-        norm += amp
-        amp *= persistence
-    # Averaging octaves shrinks the spread; rescale to roughly unit range.
-    return total / norm * 1.7
-
-
 NOISE_TILE = 256
 
 
@@ -100,10 +67,12 @@ def white_noise(seed: int, stream: int, x0: int, y0: int, h: int, w: int) -> np.
 
 def value_noise_grid(seed: int, stream: int, xs: np.ndarray, ys: np.ndarray, scale: float,
                      octaves: int = 3, persistence: float = 0.5) -> np.ndarray:
-    """:func:`value_noise` on the grid ``xs`` x ``ys`` (len(ys) x len(xs)), much faster.
+    """Smooth fractal value noise in about [-1, 1] on the grid ``xs`` x ``ys`` (len(ys) x len(xs)).
 
-    Hashes only the lattice nodes the grid spans and interpolates separably (rows,
-    then columns); values equal :func:`value_noise` at the grid points.
+    ``scale`` is the lattice spacing of the first octave in pixels; each further octave
+    halves it. Lattice values are hashed, so the field is defined everywhere; only the
+    lattice nodes the grid spans are hashed, and the interpolation (smoothstep) is
+    separable: rows, then columns.
     """
     xs = np.asarray(xs, dtype=np.float64)
     ys = np.asarray(ys, dtype=np.float64)

@@ -49,7 +49,6 @@ class Labels:
     cytoplasm: np.ndarray    # uint8 nucleus class of the cell owning the cytoplasm
     glands: Glands
     nuclei: Nuclei
-    n_surface: int
     fields: CoarseFields
 
 
@@ -131,4 +130,4 @@ class PhantomWorld:
             fill(nucleus, lob, i + 1, X0, Y0)
             fill(ncls, lob, int(nuc.cls[i]), X0, Y0)
         return Labels(x0, y0, tissue, sdf,
-                      gland, kind, lumen, nucleus[crop], ncls[crop], cyto[crop], glands, nuc, n_surf, f)
+                      gland, kind, lumen, nucleus[crop], ncls[crop], cyto[crop], glands, nuc, f)

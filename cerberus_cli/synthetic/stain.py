@@ -49,9 +49,6 @@ class Stain:
         return cv2.exp(neg_od) * np.float32(255.0)
 
 
-REFERENCE_STAIN = Stain(H_REF / np.linalg.norm(H_REF), E_REF / np.linalg.norm(E_REF))
-
-
 def finish(rgb: np.ndarray, blur_sigma: float, noise: np.ndarray | None) -> np.ndarray:
     """Optical blur and sensor noise, then uint8."""
     if blur_sigma > 0:
