@@ -90,3 +90,39 @@ def test_wings_are_ordered_within_their_layers():
         ranks = [RANK[p] for p in pkgs]
         assert ranks == sorted(set(ranks)), f"a wing's packages must climb one layer each: {pkgs}"
     assert not set(WINGS["segmentation"]) & set(WINGS["learning"])
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_import_cycle_below_the_learning_wing():
+    """No module of the base or the segmentation wing imports, however indirectly and
+    however late (inside a function), a module that imports it back."""
+    learning = set(WINGS["learning"]) | {"cli"}
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")
+             if _package(_module_name(p)) not in learning}
+    graph: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for module, names in _imports(path):
+            for target in (module, *(f"{module}.{n}" for n in names)):
+                # A package's __init__ is imported with each of its modules: not an edge back.
+                if target in paths and target != name and not name.startswith(target + "."):
+                    graph[name].add(target)
+    cycles, done, stack = [], set(), []
+
+    def visit(node: str) -> None:
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if nxt in stack:
+                cycles.append(" -> ".join([*stack[stack.index(nxt):], nxt]))
+            elif nxt not in done:
+                visit(nxt)
+        stack.pop()
+        done.add(node)
+
+    for node in sorted(graph):
+        if node not in done:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

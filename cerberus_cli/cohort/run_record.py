@@ -47,7 +47,8 @@ def peak_memory(postprocess_worker_rss_mib: float | None = None) -> dict[str, fl
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    """The time now, UTC, to the second (ISO 8601)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def build_record(postprocess_worker_rss_mib: float | None = None,
