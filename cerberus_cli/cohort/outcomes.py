@@ -39,9 +39,11 @@ class RunSummary:
 
     @property
     def ok(self) -> bool:
+        """True when no slide failed or was interrupted."""
         return all(s.status not in ("failed", "interrupted") for s in self.slides)
 
     def count(self, status: Status) -> int:
+        """How many slides ended with ``status``."""
         return sum(s.status == status for s in self.slides)
 
     def to_dict(self) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class SlideWorker:
             return SlideOutcome(str(item.path), "failed", failure_message(item.path, exc))
 
     def close(self) -> None:
+        """Shut the segmenter's post-processing pool down."""
         self.segmenter.close()
 
     def __enter__(self) -> SlideWorker:
