@@ -33,7 +33,6 @@ that names other classes than the preset it is scored with is an error.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,23 +40,12 @@ from typing import Any
 
 import numpy as np
 
+from cerberus_cli.core.class_maps import read_class_map
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.core.vocabulary import (
-    COARSE_NUCLEUS_TYPES,
-    CONSEP_CLASSES,
-    TASK_CLASSES,
-    class_id_for,
-)
+from cerberus_cli.core.vocabulary import TASK_CLASSES, class_id_for
 
-#: Built-in class maps: name -> (task, truth class names by id, truth id -> covered names).
-PRESETS: dict[str, tuple[str, tuple[str, ...], dict[int, tuple[str, ...]]]] = {
-    "consep": ("nuclei", CONSEP_CLASSES,
-               {i: COARSE_NUCLEUS_TYPES[n] for i, n in enumerate(CONSEP_CLASSES) if i}),
-}
 #: Tasks whose predictions carry classes that a class map can translate.
 MAPPABLE_TASKS = ("nuclei", "gland")
-#: Largest truth class id a class map may name.
-_MAX_ID = 255
 
 
 @dataclass(frozen=True)
@@ -125,10 +113,9 @@ def load_class_map(spec: str, task: str,
     """
     if task not in MAPPABLE_TASKS:
         raise InputError(f"--class-map {spec}: task {task!r} has no predicted classes to map")
-    if spec in PRESETS:
-        preset_task, preset_names, table = PRESETS[spec]
-        if preset_task != task:
-            raise InputError(f"--class-map {spec}: a {preset_task} class map, not one for {task}")
+    sets = read_class_map(spec, task)
+    if sets.source_names is not None:
+        preset_names = sets.source_names
         if truth_names is not None:
             where, found = truth_names
             bad = [i for i, n in found.items() if i > 0 and
@@ -137,8 +124,8 @@ def load_class_map(spec: str, task: str,
                 raise InputError(f"{where}: names class {bad[0]} {found[bad[0]]!r}, but the "
                                  f"{spec} class map has {', '.join(preset_names[1:])} (ids "
                                  f"1..{len(preset_names) - 1}); give a class map of these classes")
-        return _build(spec, task, list(preset_names), dict(table))
-    covers = _read_file(Path(spec), task)
+        return _build(spec, task, list(preset_names), dict(sets.covers))
+    covers = dict(sets.covers)
     top = max([*covers, *(truth_names[1] if truth_names else {})])
     names = [f"class {i}" for i in range(top + 1)]
     names[0] = "background"
@@ -146,37 +133,6 @@ def load_class_map(spec: str, task: str,
         for i, n in truth_names[1].items():
             names[i] = n
     return _build(spec, task, names, covers)
-
-
-def _read_file(path: Path, task: str) -> dict[int, tuple[str, ...]]:
-    if not path.is_file():
-        raise InputError(f"--class-map {path}: neither a preset ({', '.join(PRESETS)}) nor a file")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable JSON class map: {exc}") from None
-    if not isinstance(data, dict) or not data:
-        raise InputError(f"{path}: a class map is a JSON object of truth class id -> "
-                         "predicted class name(s)")
-    known = [c.name for c in TASK_CLASSES[task]][1:]
-    covers: dict[int, tuple[str, ...]] = {}
-    for key, target in data.items():
-        try:
-            tid = int(key)
-        except ValueError:
-            raise InputError(f"{path}: key {key!r} is not a class id") from None
-        if not 0 < tid <= _MAX_ID:
-            raise InputError(f"{path}: class id {tid} must be 1..{_MAX_ID} (0 is background)")
-        items = [] if target is None else [target] if isinstance(target, str) else target
-        if not isinstance(items, list) or not all(isinstance(n, str) for n in items):
-            raise InputError(f"{path}: class {tid} maps to a class name, a list of names or null, "
-                             f"got {target!r}")
-        unknown = [n for n in items if n not in known]
-        if unknown:
-            raise InputError(f"{path}: class {tid}: unknown {task} class(es) "
-                             f"{', '.join(map(repr, unknown))} (choose from {', '.join(known)})")
-        covers[tid] = tuple(items)
-    return covers
 
 
 def _build(name: str, task: str, names: list[str], covers: dict[int, tuple[str, ...]]) -> TruthClasses:
