@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 CERBERUS=.venv/bin/cerberus
 mkdir -p demo
-[ -f demo/phantom.svs ] || $CERBERUS synth slide demo/phantom.svs --size 4096x4096 --seed 7
+[ -f demo/phantom.svs ] || $CERBERUS synth slide demo/phantom.svs --size 1536x1536 --seed 3
 $CERBERUS info demo/phantom.svs
 $CERBERUS segment demo/phantom.svs -o demo/out --overlay-crops 2
 for task in nuclei gland lumen; do
