@@ -1,7 +1,8 @@
 """The bottom layer: facts and primitives every other package builds on.
 
 - :mod:`.errors`: the expected-failure exceptions (one-line messages, exit codes).
-- :mod:`.vocabulary`: task names, class lists and colours.
+- :mod:`.vocabulary`: task names, class lists and colours; :mod:`.class_maps`: a
+  dataset's class ids onto cerberus classes (one format for train and evaluate).
 - :mod:`.records`: :class:`ObjectRecord`, the unit every writer and reader exchanges,
   and the object ids.
 - :mod:`.atomic`: write-then-rename, the one atomic-write primitive.
