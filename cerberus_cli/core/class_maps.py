@@ -88,3 +88,18 @@ def read_class_map(spec: str, task: str) -> ClassSets:
                              f"{', '.join(map(repr, unknown))} (choose from {', '.join(known)})")
         covers[cid] = tuple(items)
     return ClassSets(str(path), task, covers)
+
+
+def read_class_names(folder: Path) -> dict[int, str] | None:
+    """A dataset's ``classes.json`` in ``folder`` (``{"1": "name", ...}``) as id -> name, or None."""
+    meta = folder / "classes.json"
+    if not meta.is_file():
+        return None
+    try:
+        data = json.loads(meta.read_text())
+        names = {int(k): str(v) for k, v in data.items()}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as exc:
+        raise InputError(f"{meta}: not a JSON object of class id -> name: {exc}") from None
+    if any(i < 0 for i in names):
+        raise InputError(f"{meta}: class ids must be >= 0")
+    return names

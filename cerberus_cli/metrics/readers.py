@@ -15,7 +15,6 @@ names the class ids (:func:`find_class_names`).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import scipy.io
 import tifffile
 
+from cerberus_cli.core.class_maps import read_class_names
 from cerberus_cli.core.errors import InputError
 
 MAP_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".npy", ".mat")
@@ -125,21 +125,6 @@ def list_source(source: MapSource) -> tuple[dict[str, Path], dict[str, Path] | N
         name = map_name(source.instances)
         return {name: source.instances}, {name: source.classes} if source.classes else None
     return list_maps(source.instances), list_maps(source.classes) if source.classes else None
-
-
-def read_class_names(folder: Path) -> dict[int, str] | None:
-    """``classes.json`` in ``folder`` (``{"1": "name", ...}``) as id -> name, or None."""
-    meta = folder / "classes.json"
-    if not meta.is_file():
-        return None
-    try:
-        data = json.loads(meta.read_text())
-        names = {int(k): str(v) for k, v in data.items()}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as exc:
-        raise InputError(f"{meta}: not a JSON object of class id -> name: {exc}") from None
-    if any(i < 0 for i in names):
-        raise InputError(f"{meta}: class ids must be >= 0")
-    return names
 
 
 def find_class_names(path: str | os.PathLike[str]) -> tuple[Path, dict[int, str]] | None:

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cerberus_cli.core.class_maps import read_class_names
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.training.dataset_base import image_files, read_label_png, read_rgb
-from cerberus_cli.training.formats.generic import read_class_names, read_mpp
+from cerberus_cli.training.formats.generic import read_mpp
 
 GRADE_FILE = "grade.csv"
 ORGAN_FILE = "organs.csv"

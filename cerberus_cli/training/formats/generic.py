@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cerberus_cli.core.class_maps import read_class_names
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.training.dataset_base import (
     InstanceItem,
@@ -43,18 +44,6 @@ def read_mpp(path: Path, default: float) -> float:
                 except (TypeError, ValueError):
                     raise InputError(f"{meta}: 'mpp' must be a number, got {data['mpp']!r}") from None
     return default
-
-
-def read_class_names(path: Path) -> dict[int, str] | None:
-    """``classes.json`` in ``path`` (``{"1": "name", ...}``) as id -> name, or None."""
-    meta = path / "classes.json"
-    if not meta.is_file():
-        return None
-    try:
-        data = json.loads(meta.read_text())
-        return {int(k): str(v) for k, v in data.items()}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError, ValueError) as exc:
-        raise InputError(f"{meta}: not a JSON object of class id -> name: {exc}") from None
 
 
 class GenericDataset(TaskDataset):
