@@ -23,7 +23,7 @@ from cerberus_cli.training.augment import AugmentConfig
 from cerberus_cli.training.batches import BatchBuilder, PatchConfig
 from cerberus_cli.training.formats.phantom import open_phantom
 from cerberus_cli.training.model_init import build_model
-from cerberus_cli.training.sampler import (
+from cerberus_cli.training.task_sampler import (
     SEGMENTATION,
     TISSUE,
     BatchPlan,

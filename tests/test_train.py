@@ -22,7 +22,7 @@ from cerberus_cli.training.datasets import open_dataset
 from cerberus_cli.training.losses import task_losses
 from cerberus_cli.training.model_init import build_model, new_config
 from cerberus_cli.training.options import DataSpec
-from cerberus_cli.training.sampler import (
+from cerberus_cli.training.task_sampler import (
     BatchPlan,
     SamplerConfig,
     SampleSpec,

@@ -20,7 +20,7 @@ from cerberus_cli.core.vocabulary import NUCLEUS_TYPES
 from cerberus_cli.training.class_map import load_class_map
 from cerberus_cli.training.datasets import open_dataset
 from cerberus_cli.training.losses import set_nll, type_loss
-from cerberus_cli.training.sampler import SamplerConfig, TaskSampler, source_item_probs
+from cerberus_cli.training.task_sampler import SamplerConfig, TaskSampler, source_item_probs
 from cerberus_cli.training.type_codes import IGNORE, SET_FLAG, set_code, set_members
 from tests._train_fixtures import nuclei_tile, write_phantom
 

@@ -9,16 +9,16 @@ from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.vocabulary import TISSUE
 from cerberus_cli.training.augment import AugmentConfig, geometric, photometric
 from cerberus_cli.training.datasets import IGNORE
-from cerberus_cli.training.sampler import (
-    SEGMENTATION,
-    SamplerConfig,
-    TaskSampler,
-)
 from cerberus_cli.training.targets import (
     instance_targets,
     relabel,
     type_targets,
     unet_weight_map,
+)
+from cerberus_cli.training.task_sampler import (
+    SEGMENTATION,
+    SamplerConfig,
+    TaskSampler,
 )
 
 

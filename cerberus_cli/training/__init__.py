@@ -11,12 +11,12 @@ Modules, one job each:
 * ``resample``   bringing images and label maps to the model resolution
 * ``augment``    geometric and colour augmentation
 * ``targets``    inner/boundary maps, U-Net weight maps, type maps
-* ``sampler``    the super-task / task sampler (a pure function of seed and step)
+* ``task_sampler`` the super-task / task sampler (a pure function of seed and step)
 * ``batches``    batch assembly in worker processes
 * ``losses``     masked per-task losses
 * ``validation`` Dice, PQ and accuracies on held-out data (``evaluate_phantom``)
 * ``model_init`` the network a run starts from; ``anchor`` the tune-deepest anchor loss
-* ``checkpoints`` one verified checkpoint file with the whole training state
+* ``run_checkpoints`` a run's ``last.pt``: one verified file with the whole training state
 * ``tempfiles``  temporary names with host and pid; stale ones of dead runs removed
 * ``rundir``     the run directory: config, metrics, checkpoints; ``plot`` its plot
 * ``trainer``    ``train(TrainOptions)``, the one entry point of ``cerberus train``

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset
 from cerberus_cli.core.vocabulary import TISSUE
 from cerberus_cli.training.augment import AugmentConfig, geometric, photometric
 from cerberus_cli.training.datasets import InstanceItem, TaskDataset, TissueItem
-from cerberus_cli.training.sampler import BatchPlan, TaskSampler
 from cerberus_cli.training.targets import (
     KERNELS,
     instance_targets,
@@ -24,6 +23,7 @@ from cerberus_cli.training.targets import (
     type_targets,
     unet_weight_map,
 )
+from cerberus_cli.training.task_sampler import BatchPlan, TaskSampler
 
 
 @dataclass(frozen=True)

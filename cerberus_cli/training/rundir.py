@@ -6,7 +6,7 @@
     RUN/metrics.jsonl         one JSON record per logged step or validation
     RUN/metrics.csv           the same records as a table (rewritten as the run goes)
     RUN/checkpoints/last.pt   the latest weights with the whole training state (one file,
-                              see :mod:`cerberus_cli.training.checkpoints`)
+                              see :mod:`cerberus_cli.training.run_checkpoints`)
     RUN/checkpoints/best.pt   the weights with the best validation score
     RUN/plot.png              training losses and validation metrics
 

@@ -12,7 +12,7 @@ the decoders' input stays as it was (:mod:`cerberus_cli.training.anchor`).
 
 Resuming is bit-for-bit: batches are a pure function of (seed, step), and the one
 checkpoint file carries the weights (fp32), the optimizer, the AMP scaler, every RNG
-state and where metrics.jsonl stood (:mod:`cerberus_cli.training.checkpoints`). Every
+state and where metrics.jsonl stood (:mod:`cerberus_cli.training.run_checkpoints`). Every
 training and validation item is checked once before the first step
 (:mod:`cerberus_cli.training.datacheck`), and the run directory is created only then.
 """
@@ -37,16 +37,6 @@ from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.training.anchor import BridgeAnchor, tuned_modules
 from cerberus_cli.training.augment import AugmentConfig
 from cerberus_cli.training.batches import BatchBuilder, PatchConfig, batch_loader
-from cerberus_cli.training.checkpoints import (
-    ResumePoint,
-    TrainState,
-    capture_rng,
-    load_training,
-    restore_rng,
-    save_model,
-    save_training,
-    seed_all,
-)
 from cerberus_cli.training.datacheck import check_datasets
 from cerberus_cli.training.datasets import (
     ConcatDataset,
@@ -57,9 +47,19 @@ from cerberus_cli.training.losses import task_losses
 from cerberus_cli.training.model_init import build_model, heads_for_tasks
 from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
 from cerberus_cli.training.plot import plot_run
+from cerberus_cli.training.run_checkpoints import (
+    ResumePoint,
+    TrainState,
+    capture_rng,
+    load_training,
+    restore_rng,
+    save_model,
+    save_training,
+    seed_all,
+)
 from cerberus_cli.training.rundir import Mode, RunDir
-from cerberus_cli.training.sampler import SamplerConfig, SamplerMode, TaskSampler, source_item_probs
 from cerberus_cli.training.splits import apply_split_file, random_split
+from cerberus_cli.training.task_sampler import SamplerConfig, SamplerMode, TaskSampler, source_item_probs
 from cerberus_cli.training.tempfiles import write_file
 from cerberus_cli.training.validation import score, validate
 

@@ -53,7 +53,7 @@ from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.bn_adapt import adapt_batchnorm
 from cerberus_cli.model.classifier import CLASSIFIER_KEY
 from cerberus_cli.model.device import resolve_device
-from cerberus_cli.training.checkpoints import model_payload
+from cerberus_cli.training.run_checkpoints import model_payload
 from cerberus_cli.transfer.encoder import Encoder
 from cerberus_cli.transfer.finetune_heads import FinetuneNet, fit_standardisation
 from cerberus_cli.transfer.metrics import METRICS, group_bootstrap

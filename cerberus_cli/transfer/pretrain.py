@@ -32,7 +32,8 @@ from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.encoder import ResNetEncoder
 from cerberus_cli.model.network import CerberusNet
-from cerberus_cli.training.checkpoints import (
+from cerberus_cli.training.plot import plot_run
+from cerberus_cli.training.run_checkpoints import (
     TrainState,
     capture_rng,
     content_digest,
@@ -41,7 +42,6 @@ from cerberus_cli.training.checkpoints import (
     restore_rng,
     seed_all,
 )
-from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.rundir import RunDir
 from cerberus_cli.training.tempfiles import write_file
 from cerberus_cli.transfer.encoder import Encoder, load_encoder

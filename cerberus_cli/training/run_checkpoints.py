@@ -198,7 +198,7 @@ def model_payload(model: CerberusNet, provenance: dict[str, Any]) -> dict[str, A
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "config": model.config.to_dict(),
         "provenance": dict(provenance),
         "storage": "fp32",
