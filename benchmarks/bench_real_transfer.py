@@ -1,0 +1,363 @@
+"""Transfer on real patch tasks: linear probes, fine-tuning, a data-efficiency curve and
+per-nucleus (object) features, on CoNSeP, GlaS and MoNuSeg.
+
+Every figure of the "Real tasks" section of ``benchmarks/transfer.md`` comes from here.
+Each step is a ``cerberus`` command (printed as it runs, recorded in the JSON); the
+script only cuts subsets of the patch tables, writes the organ table of MoNuSeg, builds
+the random reference-architecture checkpoint and, for the object probe, labels the
+predicted nuclei with the truth nucleus they overlap at IoU > 0.5.
+
+    nice -n 19 .venv/bin/python benchmarks/bench_real_transfer.py \\
+        --data ../shared/real-train --work /tmp/realtx [--stages patches,features,probe,...]
+
+Outputs in ``--work`` are reused when present (delete a folder to redo that step); the
+summary goes to ``--json`` (default ``benchmarks/transfer_real.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("patches", "features", "probe", "curve", "finetune", "objects")
+
+#: MoNuSeg 2018 train images are TCGA diagnostic slides; the tissue source site (the
+#: second field of the barcode) fixes the TCGA project, hence the organ. MoNuSeg's own
+#: list calls the lung sites (LUSC 18, 21; LUAD 38, 49, 50) "liver"; the label names do
+#: not change any score.
+TCGA_SITE_ORGAN = {
+    "A7": "breast", "AR": "breast", "E2": "breast",
+    "B0": "kidney", "HE": "kidney",
+    "18": "lung", "21": "lung", "38": "lung", "49": "lung", "50": "lung",
+    "G9": "prostate", "CH": "prostate",
+    "DK": "bladder", "G2": "bladder",
+    "AY": "colon", "NH": "colon",
+    "KB": "stomach", "RD": "stomach",
+}
+
+
+class Bench:
+    """Runs the commands, keeps their log and timings."""
+
+    def __init__(self, data: Path, work: Path, threads: int) -> None:
+        self.data, self.work = data, work
+        self.commands: list[dict[str, Any]] = []
+        self.env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+    def cerberus(self, *args: str) -> float:
+        """Run ``cerberus ARGS`` (this checkout's package); return its wall time in s."""
+        cmd = [sys.executable, "-m", "cerberus_cli", *args]
+        shown = "cerberus " + " ".join(args)
+        print("$", shown, flush=True)
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(f"failed ({proc.returncode}): {shown}\n{proc.stderr[-3000:]}")
+        self.commands.append({"command": shown, "wall_s": round(wall, 1)})
+        return wall
+
+
+# ---------------------------------------------------------------- patch tasks and subsets
+
+def organ_table(data: Path, out: Path) -> Path:
+    """organs.csv (name, organ) of the MoNuSeg train images, from their TCGA site codes."""
+    rows = []
+    for img in sorted((data / "nuclei-monuseg-train" / "images").iterdir()):
+        rows.append({"name": img.stem, "organ": TCGA_SITE_ORGAN[img.stem.split("-")[1]]})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    return out
+
+
+def make_patch_tasks(b: Bench) -> None:
+    d, w = b.data, b.work
+    if not (w / "consep" / "patches.csv").exists():
+        b.cerberus("patches", f"train={d}/nuclei-consep-train", f"test={d}/nuclei-consep-test",
+                   "-o", str(w / "consep"))
+    # GlaS test A shares patients with train: both folders as one pool, grouped CV by patient.
+    if not (w / "glas" / "patches.csv").exists():
+        b.cerberus("patches", f"{d}/gland-glas-train", f"{d}/gland-glas-testA",
+                   "--kind", "gland-grade", "-o", str(w / "glas"))
+    if not (w / "monuseg" / "patches.csv").exists():
+        organs = organ_table(d, w / "organs.csv")
+        b.cerberus("patches", f"{d}/nuclei-monuseg-train", "--kind", "organ",
+                   "--organs", str(organs), "-o", str(w / "monuseg"))
+
+
+def subset(table: Path, out: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """A seeded uniform sample of ``per_split[split]`` rows of each split (all if fewer);
+    paths made absolute so the subset can live anywhere."""
+    df = pd.read_csv(table)
+    parts = []
+    for split, n in per_split.items():
+        rows = df[df["split"] == split]
+        parts.append(rows.sample(n=min(n, len(rows)), random_state=seed))
+    sub = pd.concat(parts).sort_index()
+    sub["path"] = [str((table.parent / p).resolve()) for p in sub["path"]]
+    sub.to_csv(out, index=False)
+    return out
+
+
+def with_val(table: Path, out: Path, val_groups: int, seed: int = 0) -> Path:
+    """``table`` with the train rows of ``val_groups`` seeded groups (images) moved to val."""
+    df = pd.read_csv(table)
+    groups = sorted(df.loc[df["split"] == "train", "group"].unique())
+    rng = np.random.default_rng(seed)
+    val = set(rng.choice(groups, size=val_groups, replace=False).tolist())
+    df.loc[(df["split"] == "train") & df["group"].isin(val), "split"] = "val"
+    df.to_csv(out, index=False)
+    return out
+
+
+def reference_random(path: Path) -> Path:
+    """A reference-configuration Cerberus network (ResNet34, stem 1) with seed-0 weights."""
+    if path.exists():
+        return path
+    import torch
+
+    from cerberus_cli.model.checkpoint import save_checkpoint
+    from cerberus_cli.model.config import reference_config
+    from cerberus_cli.model.network import CerberusNet
+
+    torch.manual_seed(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(CerberusNet(reference_config()).eval(), path)
+
+
+def encoders(work: Path, names: list[str]) -> dict[str, list[str]]:
+    """``cerberus features`` / ``finetune`` arguments of each encoder."""
+    table = {
+        "real": ["--model", "models/default.pt"],
+        "phantom": ["--model", "models/phantom.pt"],
+        "random": ["--model", "models/default.pt", "--random-init", "0"],
+    }
+    if "resnet34-random" in names:
+        table["resnet34-random"] = ["--model", str(reference_random(work / "reference_random.pt"))]
+    return {n: table[n] for n in names}
+
+
+# ---------------------------------------------------------------- probes
+
+def probe_summary(report: dict[str, Any]) -> dict[str, Any]:
+    keys = ("balanced_accuracy", "balanced_accuracy_ci", "roc_auc", "roc_auc_ci", "accuracy",
+            "macro_f1", "n_test", "chosen", "warnings")
+    out = {k: report[k] for k in keys if k in report}
+    knn = report.get("baselines", {}).get("knn")
+    if knn:
+        out["knn_balanced_accuracy"] = knn.get("balanced_accuracy")
+    return out
+
+
+def run_probe(b: Bench, feats: Path, out: Path, args: list[str]) -> dict[str, Any]:
+    if not (out / "report.json").exists():
+        b.cerberus("probe", str(feats), "-o", str(out), *args)
+    return probe_summary(json.loads((out / "report.json").read_text()))
+
+
+def curve(b: Bench, feats: Path, sizes: list[int], probe_args: list[str]) -> dict[str, Any]:
+    """Probe on the first n rows of one seeded permutation of the train split (each set
+    inside the next), the test split fixed."""
+    from cerberus_cli.transfer.featurefile import read_features, write_features
+
+    cols, X, meta = read_features(feats)
+    train = np.flatnonzero(cols["split"].to_numpy() == "train")
+    test = np.flatnonzero(cols["split"].to_numpy() == "test")
+    order = np.random.default_rng(0).permutation(train)
+    out = {}
+    for n in sizes:
+        keep = np.sort(np.concatenate([order[:n], test]))
+        part = feats.parent / "curve" / f"{feats.stem}.n{n}.parquet"
+        if not part.exists():
+            part.parent.mkdir(parents=True, exist_ok=True)
+            write_features(part, cols.iloc[keep], X[keep], meta)
+        out[str(n)] = run_probe(b, part, b.work / "probe_curve" / part.stem, probe_args)
+    return out
+
+
+def finetune(b: Bench, table: Path, enc: list[str], out: Path, bootstrap: int) -> dict[str, Any]:
+    if not (out / "report.json").exists():
+        b.cerberus("finetune", str(table), "-o", str(out), "--mode", "frozen", "--head", "linear",
+                   "--epochs", "15", "--lr-grid", "0.01,0.001", "--seeds", "1", "--patch-px", "64",
+                   "--bootstrap", str(bootstrap), "--device", "cpu", *enc)
+    rep = json.loads((out / "report.json").read_text())
+    test = rep.get("test", rep)
+    return {k: test[k] for k in ("balanced_accuracy", "balanced_accuracy_ci", "roc_auc",
+                                 "roc_auc_ci", "accuracy") if k in test} | {"report": str(out)}
+
+
+# ---------------------------------------------------------------- objects
+
+def label_objects(data: Path, seg: Path, names: list[str]) -> pd.DataFrame:
+    """Predicted nuclei matched one-to-one to truth nuclei at IoU > 0.5: uuid, slide,
+    truth class (CoNSeP name), the type head's vote in CoNSeP's classes, IoU."""
+    import geopandas as gpd
+
+    from cerberus_cli.metrics.class_map import load_class_map
+    from cerberus_cli.metrics.labels import compact, vote_classes
+    from cerberus_cli.metrics.matching import match_iou
+    from cerberus_cli.metrics.overlap import overlap_from_labels
+    from cerberus_cli.metrics.polygons import rasterise_polygons
+    from cerberus_cli.training.dataset_base import read_label_png
+
+    consep = load_class_map("consep", "nuclei")
+    rows = []
+    for name in names:
+        inst = read_label_png(data / "instances" / f"{name}.png")
+        cls = read_label_png(data / "classes" / f"{name}.png")
+        pred = gpd.read_parquet(seg / f"{name}.parquet")
+        pred = pred[pred["task"] == "nuclei"].reset_index(drop=True)
+        true_l = compact(inst, "true")
+        pred_l = compact(rasterise_polygons(pred.geometry.to_numpy(), inst.shape), "pred")
+        truth = vote_classes(true_l, cls.astype(np.int64), len(consep.names))
+        ti, pi, iou = match_iou(overlap_from_labels(true_l, pred_l), 0.5)
+        obj = pred_l.ids[pi] - 1                      # rasterised id k + 1 is row k
+        vote = consep.to_truth(pred["class_id"].to_numpy()[obj])
+        for t, o, v, q in zip(truth[ti], obj, vote, iou):
+            if t > 0:                                 # a truth nucleus with no classed pixel
+                rows.append({"uuid": str(pred["uuid"].iloc[o]), "slide": name,
+                             "truth": consep.names[int(t)],
+                             "vote": consep.names[int(v)] if v else "none", "iou": float(q)})
+    return pd.DataFrame(rows)
+
+
+def vote_score(labels: pd.DataFrame, bootstrap: int) -> dict[str, Any]:
+    """The type head's own vote scored like a probe (balanced accuracy, group bootstrap)."""
+    from cerberus_cli.transfer.metrics import group_bootstrap, metrics
+
+    classes = sorted(labels["truth"].unique())
+    index = {c: i for i, c in enumerate(classes)}
+    y = labels["truth"].map(index).to_numpy()
+    p = labels["vote"].map(lambda v: index.get(v, -1)).to_numpy()
+    p = np.where(p < 0, len(classes), p)              # "none": wrong for every class
+    onehot = np.eye(len(classes) + 1)[p][:, :len(classes)]
+    m = metrics(y, p, onehot)
+    ci = group_bootstrap(y, [p], [onehot], labels["slide"].to_numpy(), bootstrap, 0.95)
+    return {"balanced_accuracy": m["balanced_accuracy"],
+            "balanced_accuracy_ci": ci.get("balanced_accuracy"), "accuracy": m["accuracy"],
+            "n": int(len(y)), "classes": classes}
+
+
+def objects_stage(b: Bench, names: list[str], encs: dict[str, list[str]],
+                  probe_args: list[str], bootstrap: int) -> dict[str, Any]:
+    from cerberus_cli.transfer.featurefile import read_features, write_features
+
+    data = b.data / "nuclei-consep-test"
+    seg = b.work / "seg"
+    images = [str(next((data / "images").glob(f"{n}.*"))) for n in names]
+    b.cerberus("segment", *images, "-o", str(seg), "--mpp", "0.25", "--tissue-method", "all",
+               "--device", "cpu", "--workers", "0", "--no-overlay")
+    labels = label_objects(data, seg, names)
+    out: dict[str, Any] = {"images": names, "matched": int(len(labels)),
+                           "truth_counts": labels["truth"].value_counts().to_dict()}
+    three = labels[labels["truth"] != "other"]
+    out["vote"] = vote_score(labels, bootstrap)
+    out["vote_3class"] = vote_score(three, bootstrap)
+    for e, args in encs.items():
+        fdir = b.work / "objfeat" / e
+        if not fdir.exists():
+            b.cerberus("features", *images, "--kind", "objects", "--objects", str(seg),
+                       "--tasks", "nuclei", "--mpp", "0.25", "-o", str(fdir), "--workers", "0",
+                       "--device", "cpu", *args)
+        for tag, lab in (("4class", labels), ("3class", three)):
+            parts_c, parts_x, meta = [], [], {}
+            for f in sorted(fdir.glob("*.features.parquet")):
+                cols, X, meta = read_features(f)
+                keep = cols["uuid"].isin(lab["uuid"]).to_numpy()
+                parts_c.append(cols[keep])
+                parts_x.append(X[keep])
+            cols = pd.concat(parts_c).merge(lab[["uuid", "truth"]], on="uuid", how="left")
+            cols["label"] = cols.pop("truth")
+            labelled = b.work / "objfeat" / f"{e}.{tag}.parquet"
+            if not labelled.exists():
+                write_features(labelled, cols, np.concatenate(parts_x), meta)
+            out.setdefault("probe", {}).setdefault(e, {})[tag] = run_probe(
+                b, labelled, b.work / "probe_objects" / f"{e}.{tag}", probe_args)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "real-train")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/realtx"))
+    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "transfer_real.json")
+    ap.add_argument("--stages", default=",".join(STAGES))
+    ap.add_argument("--encoders", default="real,phantom,random,resnet34-random")
+    ap.add_argument("--consep", default="1500,800", help="train,test patches sampled")
+    ap.add_argument("--glas", type=int, default=200, help="gland patches sampled (one pool)")
+    ap.add_argument("--monuseg", type=int, default=120, help="organ patches sampled")
+    ap.add_argument("--tasks", default="consep,glas,monuseg", help="patch tasks to extract and probe")
+    ap.add_argument("--bootstrap", type=int, default=500)
+    ap.add_argument("--object-images", type=int, default=6, help="CoNSeP test images segmented")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    stages = set(args.stages.split(","))
+    w = args.work
+    w.mkdir(parents=True, exist_ok=True)
+    b = Bench(args.data.resolve(), w, args.threads)
+    results: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {}
+    results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), CPU only"
+
+    if "patches" in stages:
+        make_patch_tasks(b)
+    n_tr, n_te = (int(v) for v in args.consep.split(","))
+    tables = {
+        "consep": subset(w / "consep" / "patches.csv", w / "consep_sub.csv",
+                         {"train": n_tr, "test": n_te}),
+        "glas": subset(w / "glas" / "patches.csv", w / "glas_sub.csv", {"train": args.glas}),
+        "monuseg": subset(w / "monuseg" / "patches.csv", w / "monuseg_sub.csv",
+                          {"train": args.monuseg}),
+    }
+    results["subsets"] = {t: pd.read_csv(p).groupby(["split", "label"]).size()
+                          .rename(lambda k: "/".join(k) if isinstance(k, tuple) else k).to_dict()
+                          for t, p in tables.items()}
+    encs = encoders(w, args.encoders.split(","))
+    feats = {(t, e): w / "features" / f"{t}.{e}.parquet"
+             for t in args.tasks.split(",") for e in encs}
+    if "features" in stages:
+        (w / "features").mkdir(exist_ok=True)
+        for (t, e), f in feats.items():
+            if not f.exists():
+                wall = b.cerberus("features", str(tables[t]), "-o", str(f), "--workers", "0",
+                                  "--batch-size", "64", "--device", "cpu", *encs[e])
+                results.setdefault("features_s", {})[f"{t}.{e}"] = round(wall, 1)
+    probe_args = ["--seeds", "1", "--folds", "3", "--c-grid", "0.001,0.01,0.1",
+                  "--bootstrap", str(args.bootstrap)]
+    if "probe" in stages:
+        for (t, e), f in feats.items():
+            if f.exists():
+                results.setdefault("probe", {}).setdefault(t, {})[e] = run_probe(
+                    b, f, w / "probe" / f"{t}.{e}", probe_args)
+    if "curve" in stages:
+        sizes = [50, 200, 500, n_tr]
+        for e in encs:
+            f = feats.get(("consep", e))
+            if f is not None and f.exists():
+                results.setdefault("curve", {})[e] = curve(b, f, sizes, probe_args)
+    if "finetune" in stages:
+        ft_table = with_val(tables["consep"], w / "consep_ft.csv", val_groups=4)
+        for e, a in encs.items():
+            results.setdefault("finetune", {})[e] = finetune(b, ft_table, a, w / "ft" / e,
+                                                             args.bootstrap)
+    if "objects" in stages:
+        names = [f"test_{i}" for i in range(1, args.object_images + 1)]
+        obj_encs = {e: a for e, a in encs.items() if e in ("real", "random")}
+        results["objects"] = objects_stage(b, names, obj_encs, probe_args, args.bootstrap)
+    results["commands"] = results.get("commands", []) + b.commands
+    args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(json.dumps(results.get("probe", {}), indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
