@@ -7,7 +7,10 @@ import pyarrow.parquet as pq
 import shapely
 import zarr
 
+from cerberus_cli.inference.mapstore import MapStore
+from cerberus_cli.inference.multiscale import write_multiscale
 from cerberus_cli.inference.replay import STAGES, replay_slide, start_pool
+from cerberus_cli.inference.tile_plan import Tile
 from cerberus_cli.model.config import reference_config
 from cerberus_cli.synthetic.maps import instance_maps, paint_ellipses, type_map
 from cerberus_cli.synthetic.slide import write_phantom_slide
@@ -15,27 +18,31 @@ from cerberus_cli.synthetic.slide import write_phantom_slide
 TILE, MARGIN, CHUNK = 144, 152, 288
 
 
-def _saved_maps(path, width: int, height: int) -> None:
-    """A ``--save-maps`` layout (level 0 only) with nuclei and glands over the whole grid."""
+def _saved_maps(path, cfg, width: int, height: int) -> None:
+    """What ``--save-maps`` writes (OME-Zarr), with nuclei and glands over the whole grid."""
     rng = np.random.default_rng(0)
     h, w = -(-height // TILE) * TILE, -(-width // TILE) * TILE
     nu = paint_ellipses((h, w), 400, (3.0, 7.0), rng, gap=1)
     gl = paint_ellipses((h, w), 8, (18, 40), rng, gap=14)
-    g = zarr.open_group(str(path), mode="w")
-    for name, lab, k in (("nuclei", nu, 3), ("gland", gl, 11), ("lumen", gl * 0, 3)):
-        g.create_array(f"prob/{name}/0", data=np.round(instance_maps(lab, k) * 255)
-                       .astype(np.uint8))
-    g.create_array("type/nuclei_type/0", data=type_map(nu, 7, rng)[0].astype(np.uint8))
-    g.create_array("type/gland_type/0", data=type_map(gl, 3, rng)[0].astype(np.uint8))
-    g.attrs.update({"mpp": 0.5})
+    prob = {name: np.round(instance_maps(lab, k) * 255).astype(np.uint8)
+            for name, lab, k in (("nuclei", nu, 3), ("gland", gl, 11), ("lumen", gl * 0, 3))}
+    types = {"nuclei_type": type_map(nu, 7, rng)[0].astype(np.uint8),
+             "gland_type": type_map(gl, 3, rng)[0].astype(np.uint8)}
+    store = MapStore.create(path.with_suffix(".store.zarr"), cfg, width, height, TILE)
+    for y in range(0, h, TILE):
+        for x in range(0, w, TILE):
+            store.write(Tile(x, y, TILE, MARGIN),
+                        {n: a[:, y:y + TILE, x:x + TILE] for n, a in prob.items()},
+                        {n: a[y:y + TILE, x:x + TILE] for n, a in types.items()})
+    write_multiscale(store, path, valid_size=(width, height))
 
 
 def test_replay_writes_the_same_objects_with_and_without_workers(tmp_path):
     slide = tmp_path / "s.svs"
     write_phantom_slide(slide, (600, 500), seed=1, truth=False)
-    _saved_maps(tmp_path / "s.maps.zarr", 600, 500)
     cfg = reference_config().with_heads(["nuclei", "nuclei_type", "gland", "gland_type",
                                          "lumen"])
+    _saved_maps(tmp_path / "s.maps.zarr", cfg, 600, 500)
     kw = dict(tile=TILE, margin=MARGIN, chunk=CHUNK, overlay=False)
     inline = replay_slide(slide, tmp_path / "s.maps.zarr", tmp_path / "a.parquet", cfg, None,
                           keep_records=True, **kw)

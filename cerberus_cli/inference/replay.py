@@ -31,7 +31,7 @@ import numpy as np
 import zarr
 
 from cerberus_cli.core.records import ObjectRecord
-from cerberus_cli.inference.mapstore import ChunkTracker, MapStore, subarray, subgroup, tiles_in
+from cerberus_cli.inference.mapstore import ChunkTracker, MapStore, subarray, tiles_in
 from cerberus_cli.inference.pipeline import WindowResult, process_window
 from cerberus_cli.inference.tile_plan import Tile, grid_size, plan_tiles
 from cerberus_cli.model.config import ModelConfig
@@ -78,16 +78,23 @@ class ReplayResult:
 
 
 class SavedMaps:
-    """Level 0 of a ``--save-maps`` zarr: the map store's arrays at the model grid."""
+    """Level 0 of a ``--save-maps`` OME-Zarr image: the map store's maps at the model grid.
+
+    Instance head ``n`` is the channel pair ``"n inner"``, ``"n boundary"`` of the
+    ``s0`` image (:mod:`cerberus_cli.inference.multiscale`); type head ``t`` is the
+    label image ``labels/t/s0``.
+    """
 
     def __init__(self, path: str | Path) -> None:
         group = zarr.open_group(str(path), mode="r")
         self.path = Path(path)
-        self.prob = {n: subarray(group, f"prob/{n}/0") for n in subgroup(group, "prob").group_keys()} \
-            if "prob" in group else {}
-        self.types = {n: subarray(group, f"type/{n}/0") for n in subgroup(group, "type").group_keys()} \
-            if "type" in group else {}
-        self.mpp = float(cast(float, group.attrs["mpp"]))
+        attrs = cast(dict[str, Any], group.attrs["cerberus"])
+        channels: list[str] = list(attrs["channels"])
+        image = subarray(group, "s0")
+        self.prob = {c.removesuffix(" inner"): _Channels(image, channels.index(c))
+                     for c in channels if c.endswith(" inner")}
+        self.types = {n: subarray(group, f"labels/{n}/s0") for n in attrs.get("type_maps", {})}
+        self.mpp = float(attrs["mpp"])
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -100,6 +107,18 @@ class SavedMaps:
         ys, xs = slice(tile.y, tile.y + tile.size), slice(tile.x, tile.x + tile.size)
         return ({n: cast(np.ndarray, a[:, ys, xs]) for n, a in self.prob.items()},
                 {n: cast(np.ndarray, a[ys, xs]) for n, a in self.types.items()})
+
+
+class _Channels:
+    """The inner and boundary channels (``index``, ``index + 1``) of a saved image."""
+
+    def __init__(self, image: zarr.Array, index: int) -> None:
+        self.image, self.index = image, index
+        self.shape = (2,) + tuple(int(s) for s in image.shape[1:])
+
+    def __getitem__(self, key: tuple[slice, slice, slice]) -> np.ndarray:
+        _, ys, xs = key
+        return cast(np.ndarray, self.image[self.index:self.index + 2, ys, xs])
 
 
 # --- worker side ------------------------------------------------------------------------
