@@ -24,6 +24,7 @@ from cerberus_cli.postprocess.chunks import ChunkMaps, process_chunk
 from cerberus_cli.postprocess.instances import (
     _above,
     as_probability,
+    fill_label_holes,
     gland_instances,
     lumen_instances,
     nuclei_instances,
@@ -227,6 +228,28 @@ def test_label_maps_equal_the_previous_algorithm(quantise, opt):
         new_l = lumen_instances(p["lumen"][0], p["lumen"][1], new_g, opt)
         assert np.array_equal(new_l, _old_lumina(p["lumen"][0], p["lumen"][1], new_g, opt))
         assert new_g.max() > 0 and new_l.max() > 0
+
+
+def test_hole_filling_equals_binary_fill_holes():
+    """The flood fill finds the holes scipy's binary_fill_holes finds, object by object."""
+    rng = np.random.default_rng(4)
+    nested = np.zeros((60, 70), np.int32)  # rings in rings: each encloses the next
+    for i, (a, b) in enumerate(((3, 57), (8, 52), (13, 47), (18, 42)), start=1):
+        nested[a:b, a:b + 10] = i
+        nested[a + 2:b - 2, a + 2:b + 8] = 0
+    nested[30, 25] = 0
+    maps = [nested, np.where(nested == 2, 0, nested)]
+    for _ in range(6):
+        blobs = cv2.medianBlur((rng.random((120, 140)) > rng.uniform(0.3, 0.6))
+                               .astype(np.uint8) * 255, 3) > 0
+        lab = ndi.label(blobs, np.ones((3, 3)))[0].astype(np.int32)
+        maps += [lab, np.where(rng.random(lab.shape) < 0.05, 0, lab)]  # pepper holes
+    filled = 0
+    for lab in maps:
+        new = fill_label_holes(lab)
+        assert np.array_equal(new, _old_fill(lab))
+        filled += int((new != lab).sum())
+    assert filled > 100
 
 
 def test_integer_thresholds_match_float_arithmetic_for_every_value():
