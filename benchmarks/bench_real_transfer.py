@@ -188,6 +188,7 @@ def curve(b: Bench, feats: Path, sizes: list[int], probe_args: list[str]) -> dic
 
 def finetune(b: Bench, table: Path, enc: list[str], out: Path, bootstrap: int) -> dict[str, Any]:
     if not (out / "report.json").exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
         b.cerberus("finetune", str(table), "-o", str(out), "--mode", "frozen", "--head", "linear",
                    "--epochs", "15", "--lr-grid", "0.01,0.001", "--seeds", "1", "--patch-px", "64",
                    "--bootstrap", str(bootstrap), "--device", "cpu", *enc)
@@ -213,6 +214,7 @@ def label_objects(data: Path, seg: Path, names: list[str]) -> pd.DataFrame:
 
     consep = load_class_map("consep", "nuclei")
     rows = []
+    n_truth = n_pred = 0
     for name in names:
         inst = read_label_png(data / "instances" / f"{name}.png")
         cls = read_label_png(data / "classes" / f"{name}.png")
@@ -221,6 +223,7 @@ def label_objects(data: Path, seg: Path, names: list[str]) -> pd.DataFrame:
         true_l = compact(inst, "true")
         pred_l = compact(rasterise_polygons(pred.geometry.to_numpy(), inst.shape), "pred")
         truth = vote_classes(true_l, cls.astype(np.int64), len(consep.names))
+        n_truth, n_pred = n_truth + int((truth > 0).sum()), n_pred + len(pred)
         ti, pi, iou = match_iou(overlap_from_labels(true_l, pred_l), 0.5)
         obj = pred_l.ids[pi] - 1                      # rasterised id k + 1 is row k
         vote = consep.to_truth(pred["class_id"].to_numpy()[obj])
@@ -229,7 +232,9 @@ def label_objects(data: Path, seg: Path, names: list[str]) -> pd.DataFrame:
                 rows.append({"uuid": str(pred["uuid"].iloc[o]), "slide": name,
                              "truth": consep.names[int(t)],
                              "vote": consep.names[int(v)] if v else "none", "iou": float(q)})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs.update(truth_nuclei=n_truth, predicted_nuclei=n_pred)
+    return out
 
 
 def vote_score(labels: pd.DataFrame, bootstrap: int) -> dict[str, Any]:
@@ -240,8 +245,8 @@ def vote_score(labels: pd.DataFrame, bootstrap: int) -> dict[str, Any]:
     index = {c: i for i, c in enumerate(classes)}
     y = labels["truth"].map(index).to_numpy()
     p = labels["vote"].map(lambda v: index.get(v, -1)).to_numpy()
-    p = np.where(p < 0, len(classes), p)              # "none": wrong for every class
-    onehot = np.eye(len(classes) + 1)[p][:, :len(classes)]
+    p = np.where(p < 0, (y + 1) % len(classes), p)    # no vote (no-label): counted wrong
+    onehot = np.eye(len(classes))[p]
     m = metrics(y, p, onehot)
     ci = group_bootstrap(y, [p], [onehot], labels["slide"].to_numpy(), bootstrap, 0.95)
     return {"balanced_accuracy": m["balanced_accuracy"],
@@ -259,7 +264,7 @@ def objects_stage(b: Bench, names: list[str], encs: dict[str, list[str]],
     b.cerberus("segment", *images, "-o", str(seg), "--mpp", "0.25", "--tissue-method", "all",
                "--device", "cpu", "--workers", "0", "--no-overlay")
     labels = label_objects(data, seg, names)
-    out: dict[str, Any] = {"images": names, "matched": int(len(labels)),
+    out: dict[str, Any] = {"images": names, "matched": int(len(labels)), **labels.attrs,
                            "truth_counts": labels["truth"].value_counts().to_dict()}
     three = labels[labels["truth"] != "other"]
     out["vote"] = vote_score(labels, bootstrap)
@@ -285,6 +290,53 @@ def objects_stage(b: Bench, names: list[str], encs: dict[str, list[str]],
             out.setdefault("probe", {}).setdefault(e, {})[tag] = run_probe(
                 b, labelled, b.work / "probe_objects" / f"{e}.{tag}", probe_args)
     return out
+
+
+def _ci(r: dict[str, Any] | None, key: str) -> str:
+    if not r or r.get(key) is None:
+        return "-"
+    ci = r.get(f"{key}_ci")
+    return f"{r[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The tables of benchmarks/transfer.md's real-task section, from the JSON."""
+    lines = []
+    for t, per in results.get("probe", {}).items():
+        lines += [f"probe {t}", "| encoder | balanced accuracy [95 % CI] | ROC AUC [95 % CI] | "
+                  "accuracy | kNN bal. acc. |", "|---|---|---|---|---|"]
+        for e, r in per.items():
+            knn = r.get("knn_balanced_accuracy")
+            lines.append(f"| {e} | {_ci(r, 'balanced_accuracy')} | {_ci(r, 'roc_auc')} | "
+                         f"{r['accuracy']:.3f} | {'-' if knn is None else f'{knn:.3f}'} |")
+        lines.append("")
+    for key in ("curve",):
+        for metric in ("balanced_accuracy", "roc_auc"):
+            per = results.get(key, {})
+            if not per:
+                continue
+            sizes = list(next(iter(per.values())))
+            lines += [f"{key} {metric}", "| encoder | " + " | ".join(f"n={n}" for n in sizes) + " |",
+                      "|---|" + "---|" * len(sizes)]
+            lines += [f"| {e} | " + " | ".join(_ci(c.get(n), metric) for n in sizes) + " |"
+                      for e, c in per.items()]
+            lines.append("")
+    if results.get("finetune"):
+        lines += ["finetune consep", "| encoder | balanced accuracy [95 % CI] | ROC AUC [95 % CI] |",
+                  "|---|---|---|"]
+        lines += [f"| {e} | {_ci(r, 'balanced_accuracy')} | {_ci(r, 'roc_auc')} |"
+                  for e, r in results["finetune"].items()]
+        lines.append("")
+    obj = results.get("objects")
+    if obj:
+        lines += ["objects", "| features | 4 classes: bal. acc. [95 % CI] | 3 classes: bal. acc. "
+                  "[95 % CI] | 3 classes: ROC AUC |", "|---|---|---|---|"]
+        for e, r in obj.get("probe", {}).items():
+            lines.append(f"| probe, {e} | {_ci(r['4class'], 'balanced_accuracy')} | "
+                         f"{_ci(r['3class'], 'balanced_accuracy')} | {_ci(r['3class'], 'roc_auc')} |")
+        lines.append(f"| type head's vote | {_ci(obj['vote'], 'balanced_accuracy')} | "
+                     f"{_ci(obj['vote_3class'], 'balanced_accuracy')} | - |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -356,7 +408,7 @@ def main() -> None:
         results["objects"] = objects_stage(b, names, obj_encs, probe_args, args.bootstrap)
     results["commands"] = results.get("commands", []) + b.commands
     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    print(json.dumps(results.get("probe", {}), indent=1, default=str))
+    print(markdown(results))
 
 
 if __name__ == "__main__":
