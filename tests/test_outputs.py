@@ -16,10 +16,11 @@ from shapely.geometry import MultiPolygon, Point, Polygon, box
 
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.core.records import make_record, make_records, object_uuid
+from cerberus_cli.outputs.frame import COLUMNS
 from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter, write_geojson
 from cerberus_cli.outputs.geoparquet import GeoParquetWriter, write_geoparquet
 from cerberus_cli.outputs.options import WriterOptions
-from cerberus_cli.outputs.read import COLUMNS, read_objects
+from cerberus_cli.outputs.read import read_objects
 from cerberus_cli.outputs.spatial import hilbert_index, hilbert_order
 
 GEOMETRY_TYPES = {"Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",

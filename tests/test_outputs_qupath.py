@@ -28,11 +28,8 @@ from shapely.geometry import Point, box
 from cerberus_cli.core.errors import InputError
 from cerberus_cli.core.records import make_record
 from cerberus_cli.outputs.geojson import QuPathGeoJSONWriter, write_geojson
-from cerberus_cli.outputs.object_files import (
-    object_suffix,
-    open_object_writer,
-    write_objects,
-)
+from cerberus_cli.outputs.object_files import open_object_writer, write_objects
+from cerberus_cli.outputs.object_formats import object_suffix
 from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.outputs.read import read_objects
 

@@ -28,7 +28,8 @@ from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.mapstore import MapStore, TissueMap
 from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.sinks import SlideContext, SlideResult, SlideStats
-from cerberus_cli.outputs.object_files import ObjectWriter, object_suffix, open_object_writer, write_objects
+from cerberus_cli.outputs.object_files import open_object_writer, write_objects
+from cerberus_cli.outputs.object_formats import ObjectWriter, object_suffix
 
 if TYPE_CHECKING:
     from cerberus_cli.cohort.inputs import SlideInput

@@ -23,6 +23,7 @@ from cerberus_cli.core.optionspec import (
 )
 from cerberus_cli.core.run_flags import check_placement, is_slurm_shard, parse_shard_spec
 from cerberus_cli.inference.tile_plan import DEFAULT_MARGIN, DEFAULT_TILE, REFERENCE_TILE
+from cerberus_cli.outputs.object_formats import FORMAT_NAMES, object_format
 from cerberus_cli.outputs.options import WriterOptions
 from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.slides.stain_norm import METHODS as STAIN_METHODS
@@ -31,7 +32,6 @@ from cerberus_cli.slides.tissue_options import TissueOptions
 #: Largest network input side (tile + 2 * margin), px: a 8192^2 fp32 batch of one
 #: already needs ~10 GB of activations in the reference network.
 MAX_INPUT_PX = 8192
-FORMATS = ("parquet", "geojson")
 QUANTIZE = ("none", "int8")
 
 
@@ -70,7 +70,7 @@ class SegmentOptions:
     mpp: float | None = mpp_opt()
     mask: str | None = opt(None, "Tissue mask (PNG/TIFF spanning the slide, or GeoJSON polygons in "
                            "level-0 px) instead of automatic detection.")
-    format: str = opt("parquet", "Object file format.", choices=FORMATS)
+    format: str = opt("parquet", "Object file format.", choices=FORMAT_NAMES)
     gzip: bool = opt(False, "Gzip the GeoJSON output (--format geojson only).")
     tissue_polygons: bool = opt(False, "Also write tissue-type regions as polygons.")
     save_maps: bool = opt(False, "Keep the probability maps as a multiscale zarr.")
@@ -121,7 +121,8 @@ class SegmentOptions:
         require(self.tile + 2 * self.margin <= MAX_INPUT_PX,
                 f"--tile + 2 * --margin = {self.tile + 2 * self.margin} px exceeds the "
                 f"{MAX_INPUT_PX} px network input limit")
-        require(not self.gzip or self.format == "geojson", "--gzip applies to --format geojson only")
+        require(not self.gzip or object_format(self.format).gzip_suffix is not None,
+                "--gzip applies to --format geojson only")
         require(self.overlay or not self.overlay_crops, "--overlay-crops draws on the overlay: "
                 "drop --no-overlay or set --overlay-crops 0")
         require(self.quantize == "none" or not self.compile,

@@ -36,8 +36,9 @@ Quick use::
     from cerberus_cli.metrics import panoptic_quality, dice, aji
     c = panoptic_quality(true_map, pred_map)       # c.pq, c.dq, c.sq, c.tp ...
 
-For folders and slide outputs see :func:`cerberus_cli.metrics.evaluate.evaluate`; it
-also scores ``cerberus segment``'s object files against label maps (rasterised onto
+For folders and slide outputs see :func:`cerberus_cli.metrics.evaluate.evaluate` (truth
+paired with predictions by name, :mod:`.pairing`: object files of any format of
+:mod:`cerberus_cli.outputs.object_formats`); it also scores ``cerberus segment``'s object files against label maps (rasterised onto
 the maps' pixels, :func:`~cerberus_cli.metrics.polygons.rasterise_polygons`) and, with a
 class map (:mod:`.class_map`), predictions in the ground truth's own coarser classes.
 """

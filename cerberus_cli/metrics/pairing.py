@@ -1,12 +1,13 @@
 """Find inputs and pair ground truth with predictions by name.
 
 Label maps pair by file stem. Slide object files pair by slide name: the format
-suffix (``.parquet``, ``.geoparquet``, ``.geojson``, ``.geojson.gz``) and a
-``.truth`` suffix are removed, so ``slide.truth.parquet`` (``cerberus synth
+suffix (any of the object format table, :mod:`cerberus_cli.outputs.object_formats`:
+``.parquet``, ``.geoparquet``, ``.geojson``, ``.geojson.gz``) and a ``.truth`` suffix
+are removed, so ``slide.truth.parquet`` (``cerberus synth
 slide``) pairs with ``slide.parquet`` (``cerberus segment``). A segment output
 folder also holds ``slide.tissue.parquet`` (tissue-type regions): it is used for
 the tissue task, in place of ``slide.parquet``, and ignored otherwise. Where a
-slide has both a GeoParquet and a GeoJSON file, the GeoParquet file is used.
+slide has files of several formats, the table's first (GeoParquet) is used.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.outputs.object_formats import OBJECT_SUFFIXES, format_of_name, format_rank, suffix_of
 
-OBJECT_SUFFIXES = (".parquet", ".geoparquet", ".geojson", ".geojson.gz")
 PathLike = str | os.PathLike
 
 
@@ -29,19 +30,13 @@ def is_object_input(path: PathLike) -> bool:
     """
     p = Path(path)
     if p.is_file():
-        return object_suffix(p) is not None
-    return p.is_dir() and any(f.is_file() and object_suffix(f) for f in p.iterdir())
-
-
-def object_suffix(path: Path) -> str | None:
-    """The object-file suffix of ``path`` (case-insensitive), or None."""
-    name = path.name.lower()
-    return next((s for s in OBJECT_SUFFIXES if name.endswith(s)), None)
+        return suffix_of(p) is not None
+    return p.is_dir() and any(f.is_file() and suffix_of(f) for f in p.iterdir())
 
 
 def slide_key(path: Path) -> str:
     """Slide name of an object file: ``a.truth.parquet`` and ``a.geojson.gz`` give ``a``."""
-    suffix = object_suffix(path) or path.suffix
+    suffix = suffix_of(path) or path.suffix
     base = path.name[: len(path.name) - len(suffix)]
     return base[: -len(".truth")] if base.endswith(".truth") else base
 
@@ -52,9 +47,9 @@ def object_files(paths: Iterable[PathLike], task: str) -> dict[str, Path]:
     found: dict[str, tuple[int, Path]] = {}
     for entry in map(Path, paths):
         if entry.is_dir():
-            files = [f for f in sorted(entry.iterdir()) if f.is_file() and object_suffix(f)]
+            files = [f for f in sorted(entry.iterdir()) if f.is_file() and suffix_of(f)]
         elif entry.is_file():
-            if not object_suffix(entry):
+            if not suffix_of(entry):
                 raise InputError(f"{entry}: not an object file ({', '.join(OBJECT_SUFFIXES)})")
             files = [entry]
         else:
@@ -70,7 +65,9 @@ def object_files(paths: Iterable[PathLike], task: str) -> dict[str, Path]:
                 key = key[: -len(".tissue")]
             # Tissue regions beat the objects file for the tissue task; GeoParquet
             # beats the GeoJSON copy that synth and segment may write beside it.
-            rank = 2 * tissue_file + (object_suffix(f) in (".parquet", ".geoparquet"))
+            fmt = format_of_name(f)
+            assert fmt is not None  # files hold object suffixes only
+            rank = 2 * len(OBJECT_SUFFIXES) * tissue_file + format_rank(fmt)
             if key in found and found[key][0] == rank:
                 raise InputError(f"{f}: a second object file for slide {key!r} ({found[key][1]})")
             if key not in found or rank > found[key][0]:

@@ -267,3 +267,13 @@ def write_geojson(path: str | os.PathLike, records: Iterable[ObjectRecord],
                              mpp=mpp) as writer:
         writer.write(records)
     return writer.path
+
+
+def open_geojson_writer(path: str | os.PathLike, options: WriterOptions | None = None,
+                        metadata: dict[str, Any] | None = None, slide: str | None = None,
+                        overwrite: bool = False) -> QuPathGeoJSONWriter:
+    """The GeoJSON writer of the object format table: gzipped for a ``.gz`` name, the
+    slide's um/px from ``metadata["slide"]["mpp"]``; QuPath has no place for the rest."""
+    mpp = ((metadata or {}).get("slide") or {}).get("mpp")
+    return QuPathGeoJSONWriter(path, gzip=str(path).endswith(".gz"), overwrite=overwrite,
+                               options=options, mpp=mpp)

@@ -308,3 +308,10 @@ def write_geoparquet(path: str | os.PathLike, records: Iterable[ObjectRecord],
                           options=options, slide=slide) as writer:
         writer.write(records)
     return writer.path
+
+
+def open_geoparquet_writer(path: str | os.PathLike, options: WriterOptions | None = None,
+                           metadata: dict[str, Any] | None = None, slide: str | None = None,
+                           overwrite: bool = False) -> GeoParquetWriter:
+    """The GeoParquet writer of the object format table (metadata and slide column kept)."""
+    return GeoParquetWriter(path, metadata, overwrite=overwrite, options=options, slide=slide)

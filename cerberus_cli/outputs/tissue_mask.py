@@ -20,6 +20,7 @@ from shapely.geometry import MultiPolygon, Polygon, box
 
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.records import ObjectRecord, make_record, object_uuid
+from cerberus_cli.outputs.object_formats import object_suffix
 
 #: Class of the mask's polygons (not one of the tissue types, hence id -1).
 MASK_CLASS = "tissue mask"
@@ -34,7 +35,7 @@ class _MaskLike(Protocol):
 def mask_paths(folder: str | os.PathLike, stem: str, fmt: str = "parquet") -> dict[str, Path]:
     """The file names :func:`save_mask` is meant to write for slide ``stem``."""
     folder = Path(folder)
-    suffix = ".parquet" if fmt == "parquet" else ".geojson"
+    suffix = object_suffix(fmt)
     return {"png": folder / f"{stem}.mask.png", "polygons": folder / f"{stem}.mask{suffix}"}
 
 
@@ -102,12 +103,11 @@ def save_mask(mask: _MaskLike, slide_mpp: float, png_path: str | os.PathLike,
               overwrite: bool = False) -> dict[str, Path]:
     """Write the mask as a PNG and (optionally) its polygons; returns the paths written.
 
-    The polygon format follows ``polygons_path``'s suffix: ``.parquet`` GeoParquet,
-    ``.geojson`` (or ``.geojson.gz``) QuPath GeoJSON. Every file is written under a
-    temporary name and renamed when complete.
+    The polygon format follows ``polygons_path``'s suffix (``.parquet`` GeoParquet,
+    ``.geojson`` or ``.geojson.gz`` QuPath GeoJSON: the object format table). Every file
+    is written under a temporary name and renamed when complete.
     """
-    from cerberus_cli.outputs.geojson import write_geojson
-    from cerberus_cli.outputs.geoparquet import write_geoparquet
+    from cerberus_cli.outputs.object_files import write_objects
 
     out: dict[str, Path] = {}
     target = AtomicPath(png_path, overwrite=overwrite)
@@ -121,12 +121,7 @@ def save_mask(mask: _MaskLike, slide_mpp: float, png_path: str | os.PathLike,
         raise
     out["png"] = target.commit()
     if polygons_path is not None:
-        records = mask_records(mask, slide_mpp, key)
-        name = str(polygons_path).lower()
-        if name.endswith((".geojson", ".geojson.gz", ".json")):
-            out["polygons"] = write_geojson(polygons_path, records, overwrite=overwrite)
-        else:
-            meta = {"task": "tissue mask", "mask_mpp": float(mask.mpp),
-                    "coordinates": "level-0 pixels"}
-            out["polygons"] = write_geoparquet(polygons_path, records, meta, overwrite=overwrite)
+        meta = {"task": "tissue mask", "mask_mpp": float(mask.mpp), "coordinates": "level-0 pixels"}
+        out["polygons"] = write_objects(polygons_path, mask_records(mask, slide_mpp, key),
+                                        metadata=meta, overwrite=overwrite)
     return out
