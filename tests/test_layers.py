@@ -97,12 +97,10 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def test_no_import_cycle_below_the_learning_wing():
-    """No module of the base or the segmentation wing imports, however indirectly and
-    however late (inside a function), a module that imports it back."""
-    learning = set(WINGS["learning"]) | {"cli"}
-    paths = {_module_name(p): p for p in ROOT.rglob("*.py")
-             if _package(_module_name(p)) not in learning}
+def test_no_import_cycle():
+    """No module imports, however indirectly and however late (inside a function), a
+    module that imports it back."""
+    paths = {_module_name(p): p for p in ROOT.rglob("*.py")}
     graph: dict[str, set[str]] = {name: set() for name in paths}
     for name, path in paths.items():
         for module, names in _imports(path):

@@ -11,8 +11,8 @@ from cerberus_cli.model.config import (
     light_config,
     reference_config,
 )
-from cerberus_cli.model.encoder import ResNetEncoder
 from cerberus_cli.model.network import CerberusNet, count_parameters
+from cerberus_cli.model.resnet import ResNetEncoder
 
 
 def test_reference_parameter_counts():

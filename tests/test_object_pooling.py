@@ -19,7 +19,7 @@ from cerberus_cli.transfer.decoder_levels import (
     load_network,
     split_level,
 )
-from cerberus_cli.transfer.encoder import load_encoder
+from cerberus_cli.transfer.loaded_encoder import load_encoder
 from cerberus_cli.transfer.objects import object_mask, pool_object
 
 
@@ -62,14 +62,16 @@ def test_object_beyond_the_map_takes_the_cell_of_its_centre():
 
 
 def test_level_names_dims_and_defaults():
+    encoder = load_encoder(None)
     assert split_level("nuclei_type.hidden") == ("nuclei_type", "hidden")
     assert split_level("layer4") is None and split_level("nuclei_type.layer4") is None
-    assert level_dims(("layer4", "nuclei_type.dec1", "gland.dec4", "nuclei_type.hidden"), "avgmax") == {
+    assert level_dims(("layer4", "nuclei_type.dec1", "gland.dec4", "nuclei_type.hidden"), "avgmax",
+                      encoder.level_channels()) == {
         "layer4": 1024, "nuclei_type.dec1": 256, "gland.dec4": 128, "nuclei_type.hidden": 192}
-    assert default_layers("patches", ("nuclei_type",)) == ("layer2", "layer3", "layer4")
-    assert "nuclei_type.hidden" in default_layers("objects", ("nuclei", "nuclei_type"))
-    assert "gland_type.hidden" not in default_layers("objects", ("nuclei", "nuclei_type"))
-    assert default_layers("objects", ()) == ("layer2", "layer3", "layer4")
+    assert default_layers("patches", ("nuclei_type",), encoder) == ("layer2", "layer3", "layer4")
+    assert default_layers("objects", ("nuclei", "nuclei_type"), encoder) == (
+        "nuclei_type.hidden", "layer3", "layer4")
+    assert default_layers("objects", (), encoder) == ("layer2", "layer3", "layer4")
 
 
 def test_decoder_levels_are_the_networks_own_maps():
@@ -81,7 +83,8 @@ def test_decoder_levels_are_the_networks_own_maps():
     images = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)]
     maps = fwd.maps(images)
     # Patch and grid features pool the same levels globally.
-    assert fwd(images).shape == (1, sum(level_dims(layers, "avg").values())) == (1, 128 + 64 + 96)
+    dims = level_dims(layers, "avg", encoder.level_channels())
+    assert fwd(images).shape == (1, sum(dims.values())) == (1, 128 + 64 + 96)
     stride = encoder.stem_stride
     assert maps["nuclei_type.hidden"].shape == (1, 96, 64 // stride, 64 // stride)
     assert maps["nuclei_type.dec3"].shape == (1, 64, 64 // (2 * stride), 64 // (2 * stride))

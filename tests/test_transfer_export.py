@@ -8,8 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.model.encoder import ResNetEncoder
 from cerberus_cli.model.registry import load_model
+from cerberus_cli.model.resnet import ResNetEncoder
 
 
 def test_exported_encoder_loads_and_gives_identical_features(tmp_path):

@@ -9,8 +9,8 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.model.encoder import ResNetEncoder
-from cerberus_cli.transfer.encoder import load_encoder
+from cerberus_cli.model.resnet import ResNetEncoder
+from cerberus_cli.transfer.loaded_encoder import load_encoder
 
 
 def run(*args: object) -> tuple[int, str]:

@@ -8,7 +8,6 @@ from click.testing import CliRunner
 
 from cerberus_cli.cli import main
 from cerberus_cli.outputs.read import read_objects
-from cerberus_cli.transfer.decoder_levels import OBJECT_LAYERS
 from cerberus_cli.transfer.featurefile import read_features
 
 
@@ -76,7 +75,8 @@ def test_object_default_layers_and_bad_decoder_level(slide, tmp_path):
               "-o", tmp_path)
     assert res.exit_code == 0, res.output
     _, X, meta = read_features(tmp_path / "s.features.parquet")
-    assert meta["layers"] == list(OBJECT_LAYERS) and X.shape[1] == sum(meta["level_dims"].values())
+    assert meta["layers"] == ["nuclei_type.hidden", "gland_type.hidden", "layer3", "layer4"]
+    assert X.shape[1] == sum(meta["level_dims"].values())
     res = run("features", slide, "--kind", "objects", "--objects", truth, "--layers",
               "lumen_type.hidden", "-o", tmp_path / "bad")
     assert res.exit_code != 0 and "no head lumen_type" in res.output

@@ -27,7 +27,8 @@ from cerberus_cli.core.errors import CheckpointError
 from cerberus_cli.core.vocabulary import ClassSpec
 from cerberus_cli.model.checkpoint import LoadedModel
 from cerberus_cli.model.config import HeadSpec
-from cerberus_cli.model.encoder import CHANNELS, ResNetEncoder
+from cerberus_cli.model.encoder_protocol import FeatureEncoder
+from cerberus_cli.model.resnet import BASIC_CHANNELS
 
 #: Encoder levels (indices into the trunk's five maps) each head reads.
 HEAD_LEVELS = {"linear": (4,), "cerberus": (2, 3, 4)}
@@ -63,12 +64,12 @@ class Standardise(nn.Module):
         return (x - self.mean) / self.std
 
 
-def head_dim(kind: str, channels: tuple[int, ...] = CHANNELS) -> int:
+def head_dim(kind: str, channels: tuple[int, ...] = BASIC_CHANNELS) -> int:
     """Width of the pooled features a head of ``kind`` reads."""
     return sum(channels[i] for i in HEAD_LEVELS[kind])
 
 
-def make_head(kind: str, classes: int, channels: tuple[int, ...] = CHANNELS) -> nn.Sequential:
+def make_head(kind: str, classes: int, channels: tuple[int, ...] = BASIC_CHANNELS) -> nn.Sequential:
     """A fresh head of ``kind`` for ``classes`` classes (``channels``: of the trunk's maps)."""
     dim = head_dim(kind, channels)
     if kind == "linear":
@@ -86,13 +87,16 @@ class DenseClassifier(nn.Module):
     the encoder, filled by the same forward pass.
     """
 
-    def __init__(self, kind: str, head: nn.Module, crop: int, encoder: ResNetEncoder) -> None:
+    def __init__(self, kind: str, head: nn.Module, crop: int, encoder: FeatureEncoder) -> None:
         super().__init__()
         self.kind, self.head, self.crop = kind, head, crop
         self._maps: dict[int, torch.Tensor] = {}
+        #: Cells of each level per cell of the deepest one.
+        self._ratio = [encoder.strides[-1] // s for s in encoder.strides]
         for level in HEAD_LEVELS[kind]:
             if level < 4:
-                getattr(encoder, f"layer{level}").register_forward_hook(self._keeper(level))
+                # Levels are named after the submodules that produce them (ResNet: layerN).
+                getattr(encoder, encoder.levels[level]).register_forward_hook(self._keeper(level))
 
     def _keeper(self, level: int) -> Any:
         def keep(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
@@ -103,7 +107,7 @@ class DenseClassifier(nn.Module):
         parts = []
         for level in HEAD_LEVELS[self.kind]:
             f = layer4 if level == 4 else self._maps.pop(level)
-            r = 2 ** (4 - level)
+            r = self._ratio[level]
             parts.append(F.avg_pool2d(f, k * r, stride=r * stride))
         return torch.cat(parts, dim=1)
 

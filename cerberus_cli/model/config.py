@@ -1,6 +1,7 @@
 """Typed model configuration: the one place that says what a Cerberus model is.
 
-A :class:`ModelConfig` names the encoder, the stem stride, the heads (with their
+A :class:`ModelConfig` names the encoder (one of
+:func:`~cerberus_cli.model.encoder.encoder_names`), the stem stride, the heads (with their
 classes and colours) and the resolution the model works at. It round-trips through
 plain dicts (``to_dict``/``from_dict``) so it can live inside a checkpoint file and a
 model card. The tile geometry is an inference option (``SegmentOptions.tile`` and
@@ -10,7 +11,7 @@ model card. The tile geometry is an inference option (``SegmentOptions.tile`` an
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from cerberus_cli.core.vocabulary import (
     GLAND_TYPES,
@@ -20,10 +21,18 @@ from cerberus_cli.core.vocabulary import (
     ClassSpec,
 )
 
+if TYPE_CHECKING:
+    from cerberus_cli.model.encoder_protocol import EncoderGeometry
+
 HeadKind = Literal["instance", "type", "tissue"]
 
 #: Channels of every instance head, in order.
 INSTANCE_CHANNELS = ("background", "inner", "boundary")
+#: (in, mid, out) channels of the four U-Net decoder levels, deepest first. Level k adds
+#: (ADD, not concatenation) the skip of encoder level 3 - k, so an encoder can carry
+#: decoders only when its five levels start with :data:`SKIP_CHANNELS` channels.
+DECODER_LEVELS = ((256, 256, 128), (128, 128, 64), (64, 64, 64), (64, 64, 64))
+SKIP_CHANNELS = tuple(cin for cin, _, _ in reversed(DECODER_LEVELS))
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class HeadSpec:
 class ModelConfig:
     """Everything needed to build a network and use it on slides."""
 
-    encoder: Literal["resnet18", "resnet34", "resnet50"] = "resnet34"
+    encoder: str = "resnet34"
     stem_stride: int = 1
     heads: tuple[HeadSpec, ...] = ()
     mpp: float = 0.5
@@ -70,13 +79,15 @@ class ModelConfig:
     name: str = "cerberus"
 
     def __post_init__(self) -> None:
-        if self.encoder not in ("resnet18", "resnet34", "resnet50"):
-            raise ValueError(f"unknown encoder {self.encoder!r} (resnet18, resnet34 or resnet50)")
-        if self.encoder == "resnet50" and any(h.kind != "tissue" for h in self.heads):
-            # The decoders are built for the 512 channels of ResNet18/34.
-            raise ValueError("resnet50 models carry no segmentation heads (transfer learning only)")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride}")
+        geometry = self.geometry  # raises ValueError for an encoder no kind builds
+        if any(h.kind != "tissue" for h in self.heads) and (
+                len(geometry.levels) != len(SKIP_CHANNELS) + 1
+                or geometry.channels[:len(SKIP_CHANNELS)] != SKIP_CHANNELS):
+            raise ValueError(f"{self.encoder} models carry no segmentation heads (the decoders "
+                             f"add skips of {', '.join(map(str, SKIP_CHANNELS))} channels and "
+                             f"one deeper level; its levels have {geometry.channels})")
         names = [h.name for h in self.heads]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate head names in {names}")
@@ -88,9 +99,17 @@ class ModelConfig:
 
     # --- derived -----------------------------------------------------------------
     @property
+    def geometry(self) -> EncoderGeometry:
+        """Levels, strides and channels of the encoder."""
+        # Late: the registry imports torch; postprocess reads configs without it.
+        from cerberus_cli.model.encoder import encoder_geometry
+
+        return encoder_geometry(self.encoder, self.stem_stride)
+
+    @property
     def total_stride(self) -> int:
         """Down-sampling of the deepest encoder features relative to the input."""
-        return 16 * self.stem_stride
+        return self.geometry.strides[-1]
 
     @property
     def tissue_crop(self) -> int:

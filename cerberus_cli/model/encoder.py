@@ -1,119 +1,62 @@
-"""ResNet encoder in plain torch, with torchvision's parameter names.
+"""The registry of encoder kinds and the one list of encoder names.
 
-Weights saved from ``torchvision.models.resnet18/34/50`` load into it unchanged (resnet50
-with bottleneck blocks, stride on the 3x3 convolution as torchvision's "v1.5"). The
-stem stride is configurable: the reference Cerberus model uses a stride-1 7x7 stem,
-so the five feature maps sit at scales 1, 1/2, 1/4, 1/8 and 1/16 of the input.
+Each kind (:class:`~cerberus_cli.model.encoder_protocol.EncoderKind`) is one module
+registered by one line in :data:`KINDS`; :func:`encoder_names` is what
+:class:`~cerberus_cli.model.config.ModelConfig` and the CLI's ``--arch`` accept, and
+:func:`build_encoder` is how the network, ``pretrain`` and ``features`` make one.
 """
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from collections.abc import Mapping
+from typing import Any
 
-LAYERS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3), "resnet50": (3, 4, 6, 3)}
-#: Encoders built from bottleneck blocks (4x wider outputs).
-BOTTLENECK = frozenset({"resnet50"})
-#: Channels of the five feature maps (stem, layer1..layer4) of the basic-block encoders.
-CHANNELS = (64, 64, 128, 256, 512)
-#: The same for bottleneck encoders.
-BOTTLENECK_CHANNELS = (64, 256, 512, 1024, 2048)
+from cerberus_cli.model.encoder_protocol import EncoderGeometry, EncoderKind, FeatureEncoder
+from cerberus_cli.model.resnet import RESNET
+from cerberus_cli.model.resnet import ResNetEncoder as ResNetEncoder  # until callers import model.resnet
 
-
-def encoder_channels(arch: str) -> tuple[int, ...]:
-    """Channels of the five feature maps of encoder ``arch``."""
-    return BOTTLENECK_CHANNELS if arch in BOTTLENECK else CHANNELS
+#: Every kind of encoder, by kind name.
+KINDS: dict[str, EncoderKind] = {
+    "resnet": RESNET,
+}
 
 
-class BasicBlock(nn.Module):
-    expansion = 1
-
-    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+def encoder_names() -> tuple[str, ...]:
+    """Registry names of every encoder, kind by kind (e.g. ``resnet18``, ``resnet34``)."""
+    return tuple(name for kind in KINDS.values() for name in kind.names)
 
 
-class Bottleneck(nn.Module):
-    expansion = 4
+def encoder_kind(name: str) -> EncoderKind:
+    """The kind that builds encoder ``name``.
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        out = planes * self.expansion
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or inplanes != out:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, out, 1, stride, bias=False), nn.BatchNorm2d(out)
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
-
-
-class ResNetEncoder(nn.Module):
-    """ResNet18/34/50 trunk returning the five feature maps, shallowest first.
-
-    ``with_fc`` keeps the (unused) ImageNet classifier so that a full torchvision
-    or original-release state dict loads without dropping keys.
+    Raises:
+        ValueError: no kind builds it (the message lists the names there are).
     """
+    for kind in KINDS.values():
+        if name in kind.names:
+            return kind
+    raise ValueError(f"unknown encoder {name!r}; choose from {', '.join(encoder_names())}")
 
-    def __init__(self, arch: str = "resnet34", stem_stride: int = 1, with_fc: bool = False) -> None:
-        super().__init__()
-        if arch not in LAYERS:
-            raise ValueError(f"unknown encoder {arch!r}; choose from {sorted(LAYERS)}")
-        self.conv1 = nn.Conv2d(3, 64, 7, stem_stride, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.arch = arch
-        #: Channels of the five feature maps this trunk returns.
-        self.channels = encoder_channels(arch)
-        block: type[BasicBlock] | type[Bottleneck] = Bottleneck if arch in BOTTLENECK else BasicBlock
-        blocks = LAYERS[arch]
-        c = self.channels
-        self.layer1 = self._make_layer(block, 64, 64, blocks[0], 1)
-        self.layer2 = self._make_layer(block, c[1], 128, blocks[1], 2)
-        self.layer3 = self._make_layer(block, c[2], 256, blocks[2], 2)
-        self.layer4 = self._make_layer(block, c[3], 512, blocks[3], 2)
-        self.fc = nn.Linear(c[4], 1000) if with_fc else None
 
-    @staticmethod
-    def _make_layer(block: type[BasicBlock] | type[Bottleneck], inplanes: int, planes: int,
-                    n: int, stride: int) -> nn.Sequential:
-        width = planes * block.expansion
-        layers = [block(inplanes, planes, stride)]
-        layers += [block(width, planes) for _ in range(n - 1)]
-        return nn.Sequential(*layers)
+def encoder_geometry(name: str, stem_stride: int) -> EncoderGeometry:
+    """Levels, strides and channels of encoder ``name``, without building it."""
+    return encoder_kind(name).geometry(name, stem_stride)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        d0 = self.relu(self.bn1(self.conv1(x)))
-        d1 = self.layer1(self.maxpool(d0))
-        d2 = self.layer2(d1)
-        d3 = self.layer3(d2)
-        d4 = self.layer4(d3)
-        return [d0, d1, d2, d3, d4]
+
+def build_encoder(name: str, stem_stride: int, with_fc: bool = False) -> FeatureEncoder:
+    """A freshly initialised encoder ``name`` (the seeded torch RNG decides its weights)."""
+    return encoder_kind(name).build(name, stem_stride, with_fc)
+
+
+def identify_state(state: Mapping[str, Any]) -> str | None:
+    """The encoder name a plain state dict (prefixes and task heads removed) belongs to."""
+    return next((found for kind in KINDS.values() if (found := kind.identify(state))), None)
+
+
+def level_names() -> tuple[str, ...]:
+    """Every level name of every registered kind (at stem stride 1), each once."""
+    names: dict[str, None] = {}
+    for kind in KINDS.values():
+        for name in kind.names:
+            names.update(dict.fromkeys(kind.geometry(name, 1).levels))
+    return tuple(names)

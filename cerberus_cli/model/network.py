@@ -1,6 +1,7 @@
 """The Cerberus multi-task network.
 
-ResNet encoder -> 1x1 bridge (512->256, no bias) -> one U-Net decoder per instance or
+Encoder (any kind of :mod:`cerberus_cli.model.encoder`; ResNet18/34 for the reference
+model) -> 1x1 bridge (deepest level -> 256, no bias) -> one U-Net decoder per instance or
 type head -> 1x1 output heads; plus a tissue classification head on the deepest
 encoder features. Which heads exist is decided by :class:`ModelConfig` alone.
 
@@ -16,11 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cerberus_cli.model.config import ModelConfig
-from cerberus_cli.model.encoder import CHANNELS, ResNetEncoder
+from cerberus_cli.model.config import DECODER_LEVELS, ModelConfig
+from cerberus_cli.model.encoder import build_encoder
 
-#: (in, mid, out) channels of the four decoder levels, deepest first.
-DECODER_LEVELS = ((256, 256, 128), (128, 128, 64), (64, 64, 64), (64, 64, 64))
 HEAD_HIDDEN = 96
 BRIDGE_CHANNELS = 256
 
@@ -69,12 +68,12 @@ def _output_head(channels: int) -> nn.Sequential:
 class TissueHead(nn.Module):
     """Patch-level tissue classifier on the deepest encoder features."""
 
-    def __init__(self, classes: int, crop: int) -> None:
+    def __init__(self, classes: int, crop: int, channels: int) -> None:
         super().__init__()
         self.crop = crop
-        self.bn1 = nn.BatchNorm2d(CHANNELS[-1])
+        self.bn1 = nn.BatchNorm2d(channels)
         self.dropout = nn.Dropout(0.3)
-        self.conv1 = nn.Conv2d(CHANNELS[-1], 256, 1)
+        self.conv1 = nn.Conv2d(channels, 256, 1)
         self.bn2 = nn.BatchNorm2d(256)
         self.conv2 = nn.Conv2d(256, classes, 1)
 
@@ -111,17 +110,18 @@ class CerberusNet(nn.Module):
     def __init__(self, config: ModelConfig, with_fc: bool = False) -> None:
         super().__init__()
         self.config = config
-        self.encoder = ResNetEncoder(config.encoder, config.stem_stride, with_fc=with_fc)
+        self.encoder = build_encoder(config.encoder, config.stem_stride, with_fc=with_fc)
+        deepest = self.encoder.channels[-1]
         self.seg_heads = [h.name for h in config.heads if h.kind in ("instance", "type")]
         if self.seg_heads:
-            self.bridge = nn.Conv2d(CHANNELS[-1], BRIDGE_CHANNELS, 1, bias=False)
+            self.bridge = nn.Conv2d(deepest, BRIDGE_CHANNELS, 1, bias=False)
         self.decoders = nn.ModuleDict({n: _decoder() for n in self.seg_heads})
         self.heads = nn.ModuleDict(
             {h.name: _output_head(h.channels) for h in config.heads if h.name in self.seg_heads}
         )
         tissue = config.heads_of_kind("tissue")
         self.tissue_name = tissue[0].name if tissue else None
-        self.tissue_head = TissueHead(tissue[0].channels, config.tissue_crop) if tissue else None
+        self.tissue_head = TissueHead(tissue[0].channels, config.tissue_crop, deepest) if tissue else None
 
     def forward(
         self,
@@ -160,7 +160,7 @@ class CerberusNet(nn.Module):
 
         ``feats`` are the encoder's maps (``self.encoder(images / 255)``); ``bridge`` is
         ``self.bridge(feats[-1])`` when the caller already has it. Level ``k`` is at the
-        resolution of the encoder map it adds as a skip (layer3, layer2, layer1, stem);
+        resolution of the encoder map it adds as a skip (of a ResNet: layer3, layer2, layer1, stem);
         the last one (64 channels) is what the head's 1x1 layers read. ``forward``
         decodes with this method; transfer features read the levels themselves.
         """

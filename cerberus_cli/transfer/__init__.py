@@ -6,14 +6,23 @@ Package map (one job per module)::
     patch_sources.py  annotated instance layouts: images, objects, grade / organ tables
     patch_tasks.py  ``make_patches()``: real patch tasks (nucleus type, gland grade, organ)
     patches.py      reading a table's patches at the model's mpp (worker processes)
-    encoder.py      the encoder as a feature extractor: levels, loading, random baseline
+    loaded_encoder.py  an encoder loaded from any source (model, plain state dict of a
+                    registered kind, random baseline), run to maps at named levels
+    encoder.py      the former name of loaded_encoder, for modules not yet moved
+    decoder_levels.py  decoder levels (HEAD.STAGE) as feature levels; default levels
     pooling.py      global (avg, avg+max) and masked (per-object) pooling
     forward.py      batches of patches -> pooled, concatenated feature vectors
     featurefile.py  Parquet feature files with provenance metadata, atomic write
-    extract.py      ``features()``: patches; skip / refuse on existing files
+    extractor.py    what every features run shares: encoder on its device, metadata,
+                    skip / refuse on existing files, patch rows -> features
+    extract.py      ``features()``: patches, or dispatch to grid / objects
     grid.py         grid features over the tissue of whole slides
-    objects.py      per-object features under segmented masks, one forward per tile
+    objects.py      per-object features under segmented masks (object files of any
+                    format), one forward per tile
     options.py      FeaturesOptions, ProbeOptions, ExportOptions
+    tuning_options.py  PretrainOptions, FinetuneOptions
+    multitask.py    the multi-task network of pretrain: one encoder, one linear head per task
+    finetune_heads.py  an encoder with a new classification head, for finetune
     metrics.py      accuracy, balanced accuracy, macro F1, ROC AUC; group bootstrap
     probe.py        ``probe()``: grouped-CV model selection, seeds, report
     probe_store.py  saving / loading a fitted probe (skops), ``predict()``

@@ -1,11 +1,13 @@
-"""The encoder of a model in torchvision ResNet key layout, for detectors and other tools.
+"""The encoder of a model as a plain state dict in its kind's key layout, for detectors
+and other tools.
 
-``encoder.pt`` holds a plain state dict (``conv1.weight``, ``layer1.0.conv1.weight``, ...;
-no ``fc``), loadable with ``torch.load(weights_only=True)`` into
+For a ResNet (the layout is torchvision's), ``encoder.pt`` holds ``conv1.weight``,
+``layer1.0.conv1.weight``, ... (no ``fc``), loadable with ``torch.load(weights_only=True)`` into
 ``torchvision.models.resnet18/34/50`` (``strict=False`` for the missing ``fc``) or a
 detectron2/mmdet ResNet backbone. ``encoder.json`` beside it says what the weights
 expect: stem stride (1 for the reference Cerberus model, where torchvision uses 2),
-input normalisation, resolution (mpp) and where they came from.
+input normalisation, resolution (mpp), the key layout, the strides of the levels after
+the first (a ResNet's C2..C5, as detectors name them) and where they came from.
 
 The source is anything ``features`` reads: a registry name, a checkpoint (e.g. a
 ``pretrain`` or ``finetune`` result), a torchvision-layout state dict or a
@@ -25,7 +27,8 @@ import torch
 from cerberus_cli import __version__
 from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import InputError
-from cerberus_cli.transfer.encoder import NORMALISATIONS, sidecar_path
+from cerberus_cli.model.encoder import encoder_kind
+from cerberus_cli.transfer.loaded_encoder import NORMALISATIONS, sidecar_path
 from cerberus_cli.transfer.options import ExportOptions
 
 
@@ -52,13 +55,12 @@ def export_encoder(model_spec: str | None, output: str | os.PathLike,
         "format": "cerberus-cli/encoder",
         "format_version": 1,
         "arch": encoder.arch,
-        "key_layout": "torchvision.models.resnet (no fc)",
+        "key_layout": encoder_kind(encoder.arch).key_layout,
         "stem_stride": stem,
         "normalisation": encoder.normalisation,
         "input": {"channels": "RGB", "scale": "value / 255", "mean": list(mean), "std": list(std)},
         "mpp": encoder.mpp,
-        "feature_strides": {"layer1": 2 * stem, "layer2": 4 * stem, "layer3": 8 * stem,
-                            "layer4": 16 * stem},
+        "feature_strides": dict(list(zip(encoder.trunk.levels, encoder.trunk.strides))[1:]),
         "source_model": {"name": encoder.name, "sha256": encoder.sha256, "file": encoder.source},
         "tensors": len(state),
         "package_version": __version__,

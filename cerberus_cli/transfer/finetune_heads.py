@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from cerberus_cli.model.classifier import HEAD_LEVELS, Standardise, head_dim, make_head
-from cerberus_cli.model.encoder import ResNetEncoder
-from cerberus_cli.transfer.encoder import NORMALISATIONS
+from cerberus_cli.model.encoder_protocol import FeatureEncoder
+from cerberus_cli.transfer.loaded_encoder import NORMALISATIONS
 
 __all__ = ["HEAD_LEVELS", "FinetuneNet", "Standardise", "fit_standardisation", "head_dim", "make_head"]
 
@@ -34,7 +34,7 @@ class FinetuneNet(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, encoder: ResNetEncoder, head: str, classes: int, normalisation: str) -> None:
+    def __init__(self, encoder: FeatureEncoder, head: str, classes: int, normalisation: str) -> None:
         super().__init__()
         self.encoder = encoder
         self.kind = head

@@ -9,20 +9,11 @@ import numpy as np
 import torch
 
 from cerberus_cli.model.device import autocast
-from cerberus_cli.transfer.encoder import LEVEL_CHANNELS, Encoder
+from cerberus_cli.transfer.loaded_encoder import Encoder
 from cerberus_cli.transfer.pooling import global_pool
 
 #: ``progress(done, total)``: called after every batch; the library never prints.
 Progress = Callable[[int, int], None]
-
-
-def level_dims(layers: tuple[str, ...], pooling: str,
-               channels: dict[str, int] | None = None) -> dict[str, int]:
-    """Feature dimension each level contributes (``channels``: of the encoder's levels,
-    :meth:`Encoder.level_channels`; default those of ResNet18/34)."""
-    per = 2 if pooling == "avgmax" else 1
-    channels = channels or LEVEL_CHANNELS
-    return {name: channels[name] * per for name in layers}
 
 
 def to_tensor(patches: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -63,9 +54,8 @@ class PooledForward:
 
 def pooled_features(items: Iterable[list[tuple[int, np.ndarray]]], total: int, dim: int,
                     forward: PooledForward, progress: Progress | None = None) -> np.ndarray:
-    """Features (total, dim) from batches of ``(row index, patch)``; ``dim`` is taken
-    from the encoder's own level widths (ResNet50 levels are wider than ResNet18/34's)."""
-    dim = sum(level_dims(forward.layers, forward.pooling, forward.encoder.level_channels()).values())
+    """Features (total, dim) from batches of ``(row index, patch)``; ``dim`` is the
+    width of one pooled, concatenated row (the run's ``level_dims`` summed)."""
     feats = np.zeros((total, dim), np.float32)
     done = 0
     for batch in items:

@@ -12,7 +12,7 @@ import pandas as pd
 from cerberus_cli.slides.scale import scaled_size
 from cerberus_cli.slides.slide import Slide, open_slide
 from cerberus_cli.slides.tissue import detect_tissue
-from cerberus_cli.transfer.extract import (
+from cerberus_cli.transfer.extractor import (
     FeaturesSummary,
     make_extractor,
     read_rows,

@@ -14,20 +14,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cerberus_cli.model.encoder import ResNetEncoder
+from cerberus_cli.model.encoder_protocol import FeatureEncoder
 
 
 class MultiTaskNet(nn.Module):
-    """A ResNet trunk and ``{task: Linear(C, classes)}`` heads on its pooled layer4 (C: 512
-    for ResNet18/34, 2048 for ResNet50)."""
+    """An encoder and ``{task: Linear(C, classes)}`` heads on its pooled deepest level (C:
+    512 for ResNet18/34, 2048 for ResNet50)."""
 
-    def __init__(self, encoder: ResNetEncoder, classes: dict[str, int]) -> None:
+    def __init__(self, encoder: FeatureEncoder, classes: dict[str, int]) -> None:
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict({t: nn.Linear(encoder.channels[-1], k) for t, k in classes.items()})
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 512) pooled deepest features of uint8 RGB ``(B, 3, H, W)`` (RGB / 255 input,
+        """(B, C) pooled deepest features of uint8 RGB ``(B, 3, H, W)`` (RGB / 255 input,
         as every Cerberus model)."""
         return self.encoder(images.float() / 255.0)[-1].mean(dim=(2, 3))
 

@@ -20,11 +20,12 @@ import shapely
 import torch
 
 from cerberus_cli.core.errors import InputError
+from cerberus_cli.outputs.object_formats import FORMATS
 from cerberus_cli.outputs.read import read_objects
 from cerberus_cli.slides.scale import read_scaled
 from cerberus_cli.slides.slide import open_slide
 from cerberus_cli.transfer.decoder_levels import level_stride
-from cerberus_cli.transfer.extract import (
+from cerberus_cli.transfer.extractor import (
     Extractor,
     FeaturesSummary,
     make_extractor,
@@ -40,17 +41,23 @@ COLUMNS = ["slide", "uuid", "task", "class_id", "class_name", "x", "y", "label",
 
 
 def objects_file(spec: str, slide: str | os.PathLike, n_slides: int) -> Path:
-    """The object file of ``slide``: ``spec`` itself, or ``spec/<stem>.parquet`` for a folder."""
+    """The object file of ``slide``: ``spec`` itself, or for a folder (e.g. ``cerberus
+    segment``'s output) ``spec/<stem>`` with a suffix of the object format table, the
+    table's first format where a slide has several (``S.parquet`` before ``S.geojson``)."""
     p = Path(spec)
+    stem = Path(slide).stem
     if p.is_dir():
-        found = p / f"{Path(slide).stem}.parquet"
-        if not found.is_file():
-            raise InputError(f"{found}: no object file for slide {slide}")
-        return found
+        found = [p / f"{stem}{s}" for f in FORMATS for s in f.suffixes]
+        chosen = next((f for f in found if f.is_file()), None)
+        if chosen is None:
+            raise InputError(f"{p}: no object file for slide {slide} "
+                             f"({' or '.join(f.name for f in found)})")
+        return chosen
     if not p.is_file():
         raise InputError(f"{p}: no such object file")
     if n_slides > 1:
-        raise InputError(f"{p}: one object file for {n_slides} slides; give a folder of SLIDE.parquet")
+        raise InputError(f"{p}: one object file for {n_slides} slides; give a folder of "
+                         f"SLIDE{FORMATS[0].suffixes[0]} (or another object format) files")
     return p
 
 

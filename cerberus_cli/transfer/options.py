@@ -20,8 +20,9 @@ from cerberus_cli.core.optionspec import (
     workers_opt,
 )
 from cerberus_cli.core.vocabulary import INSTANCE_TASKS
-from cerberus_cli.transfer.decoder_levels import OBJECT_LAYERS, STAGES, check_level_names
-from cerberus_cli.transfer.encoder import DEFAULT_LAYERS, LEVELS, NORMALISATIONS
+from cerberus_cli.model.encoder import level_names
+from cerberus_cli.transfer.decoder_levels import OBJECT_DEPTH, OBJECT_STAGES, STAGES, check_level_names
+from cerberus_cli.transfer.loaded_encoder import BRIDGE, DEFAULT_DEPTH, NORMALISATIONS
 from cerberus_cli.transfer.pooling import POOLINGS
 
 KINDS = ("patches", "grid", "objects")
@@ -49,15 +50,17 @@ class FeaturesOptions:
                     "(a grid of patches over the tissue of each slide) or objects (one row per "
                     "segmented object of each slide, pooled under its mask).", choices=KINDS)
     model: str | None = opt(None, "Encoder: registry name, cerberus-cli or original release "
-                            "checkpoint, or a torchvision-layout ResNet18/34 state dict "
-                            "[default: the bundled model].")
+                            "checkpoint, or a plain state dict of a known encoder (e.g. "
+                            "torchvision-layout ResNet18/34/50) [default: the bundled model].")
     random_init: int | None = opt(None, "Baseline: the model's architecture with random weights "
                                   "drawn with this seed.", metavar="SEED")
     layers: tuple[str, ...] | None = opt(
         None, "Comma-separated levels, each pooled and concatenated: encoder levels "
-        f"({', '.join(LEVELS)}) or decoder levels HEAD.STAGE of a Cerberus model (stage "
-        f"{', '.join(STAGES)}; e.g. nuclei_type.hidden) [default: {','.join(DEFAULT_LAYERS)}; "
-        f"objects: {','.join(OBJECT_LAYERS)}, heads the model lacks left out].",
+        f"({', '.join((*level_names(), BRIDGE))}) or decoder levels HEAD.STAGE of a Cerberus "
+        f"model (stage {', '.join(STAGES)}; e.g. nuclei_type.hidden) [default: the encoder's "
+        f"{DEFAULT_DEPTH} deepest levels (a ResNet: layer2,layer3,layer4); objects: "
+        f"{','.join(OBJECT_STAGES)} (heads the model lacks left out) and the {OBJECT_DEPTH} "
+        "deepest].",
         parse=_names, metavar="L1,L2,...")
     pooling: str = opt("avg", "Per-level pooling: avg, or avgmax (mean then max, concatenated).",
                        choices=POOLINGS)
@@ -71,8 +74,9 @@ class FeaturesOptions:
     allow_group_overlap: bool = opt(False, "Accept a group that appears in two splits.")
     stride_um: float | None = opt(None, "Grid: step between patches in um [default: the patch side].")
     min_tissue: float = opt(0.5, "Grid: least tissue fraction of a kept patch.")
-    objects: str | None = opt(None, "Objects: a 'cerberus segment' GeoParquet (or a folder of "
-                              "SLIDE.parquet files) giving the objects of the slides.")
+    objects: str | None = opt(None, "Objects: a 'cerberus segment' object file (GeoParquet or "
+                              "GeoJSON), or a folder of SLIDE.parquet / SLIDE.geojson files such "
+                              "as segment's output, giving the objects of the slides.")
     tasks: tuple[str, ...] = opt(INSTANCE_TASKS, "Objects: comma-separated tasks to keep.",
                                  parse=_names, metavar="T1,T2")
     tile_px: int = opt(512, "Objects: side of the tiles the encoder sees (px at the model mpp), "

@@ -14,8 +14,10 @@ from cerberus_cli.core.optionspec import (
     opt,
     require,
 )
+from cerberus_cli.model.encoder import encoder_names
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+#: Encoders a random start may take: every registered one.
+ARCHS = encoder_names()
 HEADS = ("linear", "cerberus")
 MODES = ("frozen", "full")
 
@@ -132,7 +134,10 @@ class FinetuneOptions:
     group_regex: str | None = opt(None, "Image folders: group = first capture group of this regex.")
     allow_group_overlap: bool = opt(False, "Accept a group that appears in two splits.")
     device: str = device_opt()
-    overwrite: bool = opt(False, "Replace an existing output folder's files.")
+    resume: bool = opt(False, "Continue an interrupted fine-tuning from OUT.runs/ (the last "
+                       "checkpoint of each seed and learning rate), bit for bit.")
+    overwrite: bool = opt(False, "Replace an existing output folder's files (and the runs of "
+                          "an interrupted fine-tuning).")
 
     def __post_init__(self) -> None:
         check_options(self)
@@ -152,3 +157,4 @@ class FinetuneOptions:
             check_mpp(self.image_mpp, "--image-mpp")
         check_range("bootstrap", self.bootstrap, 0, 100000)
         check_range("confidence", self.confidence, 0.5, 0.999)
+        require(not (self.resume and self.overwrite), "give --resume or --overwrite, not both")
