@@ -391,3 +391,14 @@ def test_objects_stay_inside_the_extent():
     # Clipped records measure their clipped geometry.
     r = max(kept, key=lambda r: r.geometry.bounds[2])
     assert r.area_um2 == pytest.approx(r.geometry.area * 0.25 ** 2)
+
+
+def test_object_uuids_are_uuid5_of_the_moments():
+    """The direct computation gives the strings of ``uuid.uuid5`` over the same name."""
+    from cerberus_cli.core.records import OBJECT_NAMESPACE
+    from cerberus_cli.postprocess.chunks import object_uuid_from_moments
+
+    for key, task, n, sx, sy in (("", "nuclei", 1, 0, 0), ("slide 7", "gland", 812, -3, 10 ** 12),
+                                 ("lame\u0301", "lumen", 5, 123456789, 987654321)):
+        want = str(uuid.uuid5(OBJECT_NAMESPACE, f"{key}|{task}|{n}|{sx}|{sy}"))
+        assert object_uuid_from_moments(key, task, n, sx, sy) == want

@@ -128,6 +128,11 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
         slot = len(where)
         where.append(k)
         origins.append((sl[1].start + offset[0], sl[0].start + offset[1]))
+        if len(contours) == 1:  # one shell, no hole (most objects): no hierarchy to walk
+            ring_poly.append(len(poly_slot))
+            rings.append(contours[0])
+            poly_slot.append(slot)
+            continue
         links = hierarchy[0]
         for j, (_, _, child, parent) in enumerate(links):
             if parent >= 0:
@@ -147,8 +152,10 @@ def label_polygons(labels: np.ndarray, ids: Sequence[int] | None = None,
     counts = shapely.get_num_coordinates(arr)
     shift = np.repeat(np.asarray(origins, dtype=np.float64), counts, axis=0)
     arr = shapely.transform(arr, lambda xy: (xy + shift) * scale)
-    for k, g in zip(where, arr):
-        geoms[k] = polygonal_part(g)
+    # Non-empty polygons and multi-polygons are their own polygonal part.
+    plain = np.isin(shapely.get_type_id(arr), (3, 6)) & ~shapely.is_empty(arr)
+    for k, g, ok in zip(where, arr, plain):
+        geoms[k] = g if ok else polygonal_part(g)
     return geoms
 
 
