@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from cerberus_cli.cli import main
 from cerberus_cli.model.bn_adapt import adapt_batchnorm, reestimate_batchnorm, target_statistics
 from cerberus_cli.model.encoder import ResNetEncoder
+from cerberus_cli.training.rundir import RunDir
 
 
 def run(*args: object) -> tuple[int, str]:
@@ -184,7 +185,7 @@ def test_class_weights_equalise_the_classes_of_an_imbalanced_loss():
     assert float(w[[0, 2]].mean()) == pytest.approx(1.0)
 
 
-def test_full_mode_warms_up_the_head_before_the_encoder_trains_at_a_lower_rate(signet, tiny_model):
+def test_full_mode_warms_up_the_head_before_the_encoder_trains_at_a_lower_rate(signet, tiny_model, tmp_path):
     """The bundled encoder fell below chance when a random head's gradients reached it
     from the first step at the head's rate: full mode must keep the encoder fixed while
     the head warms up, then train it at a fraction of the head's learning rate."""
@@ -203,7 +204,8 @@ def test_full_mode_warms_up_the_head_before_the_encoder_trains_at_a_lower_rate(s
     torch.manual_seed(0)  # the head's initial weights, as _train_one draws them for seed 0
     initial = FinetuneNet(encoder.trunk, "linear", len(task.classes), encoder.normalisation).head[1].weight.clone()
     rows: list[dict] = []
-    net, *_ = _train_one(encoder, task, options, 0, 0.05, torch.device("cpu"), None, rows.append)
+    net, *_ = _train_one(encoder, task, options, 0, 0.05, torch.device("cpu"), None, rows.append,
+                         RunDir(tmp_path / "run"))
     assert len(rows) == 2
     for k, v in net.encoder.state_dict().items():  # warm-up epochs only: the encoder as loaded
         assert torch.equal(v, before[k]), k
@@ -213,3 +215,51 @@ def test_full_mode_warms_up_the_head_before_the_encoder_trains_at_a_lower_rate(s
     assert head_group["lr"] == pytest.approx(0.01) and enc_group["lr"] == pytest.approx(0.001)
     assert {id(p) for p in enc_group["params"]} == {id(p) for p in net.encoder.parameters()}
     assert len(make_optimizer(net, FinetuneOptions(mode="frozen"), 0.01).param_groups) == 1
+
+
+class _Stop(Exception):
+    """Stands for a kill: raised from the progress callback, before that epoch's checkpoint."""
+
+
+def test_resume_is_bit_exact(signet, tmp_path, tiny_model):
+    """A fine-tuning stopped in its second learning rate (the epoch it stopped in logged
+    but not checkpointed) and resumed ends as an uninterrupted one: same epochs.csv, report
+    and weights; its runs folder is gone once the output is complete."""
+    from cerberus_cli.transfer.finetune import finetune
+    from cerberus_cli.transfer.tuning_options import FinetuneOptions
+
+    args = ["--model", tiny_model, "--mode", "full", "--head", "cerberus", "--bn-adapt", 2, "--epochs", 3,
+            "--warmup-epochs", 1, "--lr-grid", "0.001,0.0001", "--batch-size", 8, "--patch-px", 32,
+            "--bootstrap", 20, "--device", "cpu"]
+    code, text = run("finetune", signet, "-o", tmp_path / "a", *args)
+    assert code == 0, text
+
+    def stop_at_fifth(done: int, total: int, row: dict) -> None:
+        if done == 5:
+            raise _Stop
+
+    options = FinetuneOptions(model=str(tiny_model), mode="full", head="cerberus", bn_adapt=2, epochs=3,
+                              warmup_epochs=1, lr_grid=(0.001, 0.0001), batch_size=8, patch_px=32,
+                              bootstrap=20, device="cpu")
+    with pytest.raises(_Stop):
+        finetune(str(signet), tmp_path / "b", options, progress=stop_at_fifth)
+    runs = tmp_path / "b.runs"
+    assert not (tmp_path / "b").exists() and (runs / "seed0-lr1/checkpoints/last.pt").is_file()
+    code, text = run("finetune", signet, "-o", tmp_path / "b", *args)
+    assert code != 0 and "--resume" in text and "Traceback" not in text, text
+    code, text = run("finetune", signet, "-o", tmp_path / "b", *args, "--resume")
+    assert code == 0, text
+    assert not runs.exists()
+    assert (tmp_path / "a/epochs.csv").read_bytes() == (tmp_path / "b/epochs.csv").read_bytes()
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("a", "b"))
+    for report in (a, b):
+        report.pop("train_samples_per_s")
+    assert b["options"].pop("resume") and not a["options"].pop("resume")
+    assert a == b
+    ma, mb = (torch.load(tmp_path / d / "model.pt", weights_only=True) for d in ("a", "b"))
+    for key in ma["state_dict"]:
+        assert torch.equal(ma["state_dict"][key], mb["state_dict"][key]), key
+    for key in ma["classifier"]["state_dict"]:
+        assert torch.equal(ma["classifier"]["state_dict"][key], mb["classifier"]["state_dict"][key]), key
+    code, text = run("finetune", signet, "-o", tmp_path / "c", *args, "--resume")
+    assert code != 0 and "nothing to resume" in text, text

@@ -174,6 +174,9 @@ def test_resume_is_bit_for_bit(phantom, tmp_path):
     steps = [r["step"] for r in map(json.loads, (tmp_path / "part/metrics.jsonl").read_text().splitlines())
              if r["kind"] == "train"]
     assert steps == list(range(1, 9))
+    records = [[r for r in map(json.loads, (tmp_path / run / "metrics.jsonl").read_text().splitlines())
+                if r["kind"] != "summary"] for run in ("full", "part")]  # summaries hold timings
+    assert records[0] == records[1]
 
 
 def test_subtype_stage_trains_only_the_type_decoder(phantom, tmp_path):

@@ -19,6 +19,8 @@ Modules, one job each:
 * ``run_checkpoints`` a run's ``last.pt``: one verified file with the whole training state
 * ``tempfiles``  temporary names with host and pid; stale ones of dead runs removed
 * ``rundir``     the run directory: config, metrics, checkpoints; ``plot`` its plot
+* ``loop``       the one training loop of ``train``, ``pretrain`` and ``finetune``: schedule,
+  logging, best score, checkpoint and resume, progress (each command supplies its step)
 * ``trainer``    ``train(TrainOptions)``, the one entry point of ``cerberus train``
 """
 

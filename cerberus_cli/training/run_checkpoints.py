@@ -97,6 +97,8 @@ class ResumePoint:
     state: TrainState
     sha256: str
     legacy: bool = False
+    #: The entries of :func:`save_training`'s ``extra`` that the caller asked for.
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --- RNG states -------------------------------------------------------------------
@@ -211,20 +213,26 @@ def _write(payload: dict[str, Any], path: Path) -> Path:
     return write_file(path, lambda tmp: torch.save(payload, tmp))
 
 
-def save_model(model: CerberusNet, path: str | os.PathLike, provenance: dict[str, Any]) -> Path:
-    """Write a model checkpoint (e.g. ``best.pt``) atomically; return its path."""
-    return _write(model_payload(model, provenance), Path(path))
+def save_model(model: CerberusNet, path: str | os.PathLike, provenance: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write a model checkpoint (e.g. ``best.pt``) atomically; return its path.
+
+    ``extra``: more top-level entries (a command's own weights, such as the task heads
+    of ``pretrain`` or the classifier of ``finetune``).
+    """
+    return _write({**model_payload(model, provenance), **(extra or {})}, Path(path))
 
 
 def save_training(model: CerberusNet, path: str | os.PathLike, provenance: dict[str, Any],
-                  state: TrainState) -> Path:
+                  state: TrainState, extra: dict[str, Any] | None = None) -> Path:
     """Write weights and training state as one checkpoint file, atomically; return its path.
 
-    A ``last.state.pt`` of an earlier version beside it is removed once the new file
-    is in place: from then on the state inside the checkpoint is the one that counts.
+    ``extra`` as in :func:`save_model`; the digest covers it. A ``last.state.pt`` of an
+    earlier version beside it is removed once the new file is in place: from then on
+    the state inside the checkpoint is the one that counts.
     """
     path = Path(path)
-    payload = model_payload(model, provenance)
+    payload = {**model_payload(model, provenance), **(extra or {})}
     payload["training_state"] = state.to_dict()
     payload["digest"] = content_digest(payload)
     _write(payload, path)
@@ -275,8 +283,9 @@ def _legacy_state(path: Path, step: int) -> TrainState:
     return state
 
 
-def load_training(path: str | os.PathLike) -> ResumePoint:
-    """Load and verify a training checkpoint written by :func:`save_training`.
+def load_training(path: str | os.PathLike, extra_keys: tuple[str, ...] = ()) -> ResumePoint:
+    """Load and verify a training checkpoint written by :func:`save_training`; the
+    entries ``extra_keys`` of its ``extra`` come back in :attr:`ResumePoint.extra`.
 
     Checkpoints of earlier versions (weights in ``last.pt``, state in
     ``last.state.pt``) are accepted when both are from the same step.
@@ -304,8 +313,9 @@ def load_training(path: str | os.PathLike) -> ResumePoint:
         if prov_step is not None and int(prov_step) != state.step:
             raise CheckpointError(f"{path}: weights record step {prov_step} but the training state step "
                                   f"{state.step}; cannot resume")
+    extra = {k: obj[k] for k in extra_keys if k in obj}
     del obj  # the weights are read again as a model below; free this copy first
     loaded = load_checkpoint(path)
     if loaded.sha256 != sha:
         raise CheckpointError(f"{path}: changed while being read (is another run writing this folder?)")
-    return ResumePoint(loaded.model, loaded.provenance, state, sha, legacy)
+    return ResumePoint(loaded.model, loaded.provenance, state, sha, legacy, extra)

@@ -10,9 +10,12 @@ frozen, batch-norm statistics included. The tissue stage with ``tune_deepest`` a
 trains the deepest encoder block and the bridge, anchored on segmentation patches so
 the decoders' input stays as it was (:mod:`cerberus_cli.training.anchor`).
 
-Resuming is bit-for-bit: batches are a pure function of (seed, step), and the one
-checkpoint file carries the weights (fp32), the optimizer, the AMP scaler, every RNG
-state and where metrics.jsonl stood (:mod:`cerberus_cli.training.run_checkpoints`). Every
+Schedule, logging, checkpoints and resume are the shared loop's
+(:mod:`cerberus_cli.training.loop`); this module supplies the step, its record, the
+validation and what the checkpoints hold. Resuming is bit-for-bit: batches are a pure
+function of (seed, step), and the one checkpoint file carries the weights (fp32), the
+optimizer, the AMP scaler, every RNG state and where metrics.jsonl stood
+(:mod:`cerberus_cli.training.run_checkpoints`). Every
 training and validation item is checked once before the first step
 (:mod:`cerberus_cli.training.datacheck`), and the run directory is created only then.
 """
@@ -30,7 +33,7 @@ from typing import Any, cast
 
 import torch
 
-from cerberus_cli.core.errors import CerberusError, CheckpointError, InputError, first_line
+from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.core.vocabulary import TASKS, TISSUE
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.network import CerberusNet
@@ -43,20 +46,12 @@ from cerberus_cli.training.datasets import (
     TaskDataset,
     open_dataset,
 )
+from cerberus_cli.training.loop import LoopTask, Schedule, TrainingLoop, Validation
 from cerberus_cli.training.losses import task_losses
 from cerberus_cli.training.model_init import build_model, heads_for_tasks
 from cerberus_cli.training.options import DEFAULT_STEPS, DataSpec, TrainOptions
 from cerberus_cli.training.plot import plot_run
-from cerberus_cli.training.run_checkpoints import (
-    ResumePoint,
-    TrainState,
-    capture_rng,
-    load_training,
-    restore_rng,
-    save_model,
-    save_training,
-    seed_all,
-)
+from cerberus_cli.training.run_checkpoints import ResumePoint, TrainState, load_training, save_model, save_training
 from cerberus_cli.training.rundir import Mode, RunDir
 from cerberus_cli.training.splits import apply_split_file, random_split
 from cerberus_cli.training.task_sampler import SamplerConfig, SamplerMode, TaskSampler, source_item_probs
@@ -202,13 +197,13 @@ def _set_mode(model: CerberusNet, subtype_head: str | None, keep_encoder_bn: boo
         module.train()
 
 
-def _lr(options: TrainOptions, step: int) -> float:
-    if options.lr_drop_at is not None:
-        drop = options.lr_drop_at
-    else:
-        assert options.steps is not None, "--steps is resolved before training"
-        drop = int(0.8 * options.steps)
-    return options.lr if step < drop else min(options.lr, options.lr_drop_to)
+def schedule(options: TrainOptions) -> Schedule:
+    """Steps, learning rate (dropped at ``--lr-drop-at``, by default 80 % of ``--steps``)
+    and the logging, validation and checkpoint intervals of a run."""
+    assert options.steps is not None, "--steps is resolved before training"
+    drop = options.lr_drop_at if options.lr_drop_at is not None else int(0.8 * options.steps)
+    return Schedule(options.steps, options.lr, options.log_every, options.val_every, options.checkpoint_every,
+                    drop_at=drop, drop_to=options.lr_drop_to, log_first=True)
 
 
 def _anchor(options: TrainOptions, model: CerberusNet, init: dict) -> BridgeAnchor:
@@ -224,7 +219,7 @@ def _anchor(options: TrainOptions, model: CerberusNet, init: dict) -> BridgeAnch
     return BridgeAnchor(start.model)
 
 
-# --- checkpoints -------------------------------------------------------------------
+# --- the run's options -------------------------------------------------------------
 
 def _run_options(run: RunDir, mode: Mode, options: TrainOptions) -> TrainOptions:
     """The options this run goes by.
@@ -350,6 +345,57 @@ def train_step(model: CerberusNet, optimizer: torch.optim.Optimizer, batch: dict
 TrainProgress = Callable[[int, int, float], None]
 
 
+class _TrainTask(LoopTask):
+    """What ``train`` supplies to the shared loop: its step, records, validation and checkpoints."""
+
+    def __init__(self, options: TrainOptions, model: CerberusNet, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler | None, device: torch.device, run: RunDir,
+                 sched: Schedule, init: dict, data: TrainData, subtype_head: str | None,
+                 anchor: BridgeAnchor | None) -> None:
+        self.options, self.model, self.optimizer, self.scaler = options, model, optimizer, scaler
+        self.device, self.run, self.sched, self.init, self.data = device, run, sched, init, data
+        self.subtype_head, self.anchor = subtype_head, anchor
+        self.amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if options.amp else None
+        self.batches: Any = None
+        self.super_task = ""
+        self.losses: dict[str, float] = {}
+        self.timing: dict[str, list[float]] = {}
+
+    def step(self, step: int) -> float:
+        batch = next(self.batches)
+        assert batch["step"] == step, (batch["step"], step)  # the loader serves steps in order
+        o = self.options
+        t0 = time.perf_counter()
+        self.losses = train_step(self.model, self.optimizer, batch, self.device, self.subtype_head, self.scaler,
+                                 self.amp_dtype, o.tissue_bn, o.freeze_encoder, self.anchor, o.anchor_weight)
+        self.timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
+        self.super_task = batch["super_task"]
+        return float(sum(self.losses.values()))
+
+    def record(self, done: int) -> dict[str, Any]:
+        return {"lr": self.sched.lr_at(done - 1), "super_task": self.super_task,
+                "loss": sum(self.losses.values()), **{f"loss_{k}": v for k, v in self.losses.items()}}
+
+    def validate(self, done: int) -> Validation | None:
+        if not self.data.val:
+            return None
+        metrics = validate(self.model, self.data.val, self.device, self.options.val_limit)
+        s = score(metrics)
+        return Validation({"score": s, **metrics}, s, metrics)
+
+    def better(self, v: Validation, best_score: float, best_metrics: dict[str, float]) -> bool:
+        return v.score > best_score or not math.isfinite(best_score)
+
+    def save_best(self, done: int, v: Validation) -> None:
+        save_model(self.model, self.run.best, self._provenance(done, v))
+
+    def save_last(self, done: int, state: TrainState, v: Validation | None) -> None:
+        save_training(self.model, self.run.last, self._provenance(done, v), state)
+
+    def _provenance(self, step: int, v: Validation | None) -> dict[str, Any]:
+        return _provenance(self.options, step, self.init, v.metrics if v is not None else {}, self.data.train)
+
+
 def train(options: TrainOptions, progress: TrainProgress | None = None) -> TrainResult:
     """Train (or resume, or subtype) a Cerberus model as ``options`` say.
 
@@ -410,91 +456,25 @@ def train(options: TrainOptions, progress: TrainProgress | None = None) -> Train
     anchor = _anchor(options, model, init).to(device) if options.tune_deepest else None
     params = _trainable(model, subtype_head, options.freeze_encoder, options.tune_deepest)
     optimizer = torch.optim.Adam(params, lr=options.lr)
-    use_amp = options.amp
-    scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda") if options.amp and device.type == "cuda" else None
+    sched = schedule(options)
+    task = _TrainTask(options, model, optimizer, scaler, device, run, sched, init, data, subtype_head, anchor)
+    loop = TrainingLoop(run, sched, task, options.seed, on_step=progress)
+    start = loop.begin(point.state if point is not None else None,
+                       {"options": options.to_dict(), "model": cfg.to_dict(), "tasks": tasks,
+                        "data": {t: ds.describe() for t, ds in train_sets.items()},
+                        "val_data": {t: ds.describe() for t, ds in val_sets.items()}},
+                       seed_rngs=True)
+    task.batches = iter(batch_loader(builder, start, options.workers))
+    result = loop.run_steps()
 
-    start, best, best_metrics = 0, -math.inf, {}
-    if point is not None:
-        state = point.state
-        start, best, best_metrics = state.step, state.best_score, dict(state.best_metrics)
-        try:
-            optimizer.load_state_dict(state.optimizer)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{run.last}: optimizer state does not fit the model: "
-                                  f"{first_line(exc)}") from None
-        if scaler is not None and state.scaler:
-            scaler.load_state_dict(state.scaler)
-        run.remove_stale()
-        run.restore_metrics(state.metrics, start)
-        run.write_csv()
-        restore_rng(state.rng)
-        log.info("resuming %s at step %d of %d", run.path, start, options.steps)
-    else:
-        run.create({"options": options.to_dict(), "model": cfg.to_dict(), "tasks": tasks,
-                    "data": {t: ds.describe() for t, ds in train_sets.items()},
-                    "val_data": {t: ds.describe() for t, ds in val_sets.items()}})
-        seed_all(options.seed)
-
-    def checkpoint(step: int, metrics: dict[str, float]) -> None:
-        state = TrainState(step=step, optimizer=optimizer.state_dict(),
-                           scaler=scaler.state_dict() if scaler is not None else None,
-                           lr=_lr(options, step), rng=capture_rng(),
-                           loader={"next_step": step, "seed": options.seed},
-                           metrics=run.metrics_mark(), best_score=float(best),
-                           best_metrics={k: float(v) for k, v in best_metrics.items()})
-        save_training(model, run.last, _provenance(options, step, init, metrics, train_sets), state)
-
-    timing: dict[str, list[float]] = {}
-    final: dict[str, float] = {}
-    if progress is not None:
-        progress(start, steps, math.nan)
-    step = start
-    for batch in batch_loader(builder, start, options.workers):
-        step = batch["step"]
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(options, step)
-        t0 = time.perf_counter()
-        losses = train_step(model, optimizer, batch, device, subtype_head, scaler,
-                            amp_dtype if use_amp else None, options.tissue_bn, options.freeze_encoder,
-                            anchor, options.anchor_weight)
-        total = sum(losses.values())
-        timing.setdefault(batch["super_task"], []).append(time.perf_counter() - t0)
-        final = losses
-        done = step + 1
-        # Which steps are recorded depends on the step alone, so a resumed run's
-        # metrics.jsonl is an uninterrupted run's; the first step after a resume is
-        # shown, not recorded.
-        recorded = done % options.log_every == 0 or done == options.steps or done == 1
-        if recorded:
-            run.log({"kind": "train", "step": done, "lr": _lr(options, step), "super_task": batch["super_task"],
-                     "loss": total, **{f"loss_{k}": v for k, v in final.items()}})
-        if recorded or done == start + 1:
-            log.info("step %d/%d %s loss %.4f (%s)", done, options.steps, batch["super_task"], total,
-                     ", ".join(f"{k} {v:.3f}" for k, v in final.items()))
-        if progress is not None:
-            progress(done, steps, float(total))
-        metrics: dict[str, float] = {}
-        if val_sets and (done % options.val_every == 0 or done == options.steps):
-            metrics = validate(model, val_sets, device, options.val_limit)
-            s = score(metrics)
-            run.log({"kind": "val", "step": done, "score": s, **metrics})
-            log.info("validation at step %d: %s", done,
-                     ", ".join(f"{k} {v:.3f}" for k, v in sorted(metrics.items())))
-            if s > best or not math.isfinite(best):
-                best, best_metrics = s, metrics
-                save_model(model, run.best, _provenance(options, done, init, metrics, train_sets))
-        if done % options.checkpoint_every == 0 or done == options.steps:
-            checkpoint(done, metrics)
-            run.write_csv()
-
-    speeds = {k: sampler.batch_size(k) * len(v) / sum(v) for k, v in timing.items() if sum(v) > 0}
+    speeds = {k: sampler.batch_size(k) * len(v) / sum(v) for k, v in task.timing.items() if sum(v) > 0}
     run.log({"kind": "summary", "step": options.steps,
              **{f"samples_per_s_{k}": v for k, v in speeds.items()}})
     run.write_csv()
     _plot(run)
     return TrainResult(run.path, steps, run.last, run.best if run.best.is_file() else None,
-                       best, best_metrics, final, speeds)
+                       result.best_score, result.best_metrics, task.losses, speeds)
 
 
 def _plot(run: RunDir) -> None:

@@ -23,6 +23,12 @@ features gave 0.99). The loss is weighted by inverse class frequency
 In ``frozen`` mode the encoder is in eval mode throughout, so its pooled features are
 computed once per split (no augmentation) and only the head trains on them.
 
+Each (seed, lr) is one run of the shared training loop (:mod:`cerberus_cli.training.loop`),
+one step per epoch, in its own run folder ``OUT.runs/seed<S>-lr<I>/`` (``I``: the rate's
+place in the grid) with a checkpoint after every epoch; ``--resume`` continues an
+interrupted fine-tuning from there, bit for bit, and the folder is removed once ``OUT``
+is complete.
+
 Outputs (a folder, written under a temporary name and renamed when complete):
 ``report.json``, ``epochs.csv`` (seed, lr, epoch, train loss, val loss and metrics) and
 ``model.pt``: seed 0's chosen network as an encoder-only Cerberus checkpoint (readable by
@@ -38,6 +44,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -49,11 +56,13 @@ import torch
 import torch.nn.functional as F
 
 from cerberus_cli.core.atomic import AtomicPath
-from cerberus_cli.core.errors import InputError
+from cerberus_cli.core.errors import CheckpointError, InputError
 from cerberus_cli.model.bn_adapt import adapt_batchnorm
 from cerberus_cli.model.classifier import CLASSIFIER_KEY
 from cerberus_cli.model.device import resolve_device
-from cerberus_cli.training.run_checkpoints import model_payload
+from cerberus_cli.training.loop import LoopTask, Schedule, TrainingLoop, Validation
+from cerberus_cli.training.run_checkpoints import TrainState, load_training, model_payload, save_model, save_training
+from cerberus_cli.training.rundir import RunDir
 from cerberus_cli.transfer.encoder import Encoder
 from cerberus_cli.transfer.finetune_heads import FinetuneNet, fit_standardisation
 from cerberus_cli.transfer.metrics import METRICS, group_bootstrap
@@ -114,36 +123,58 @@ def make_optimizer(net: FinetuneNet, options: FinetuneOptions, lr: float) -> tor
     return torch.optim.SGD(groups, lr=lr, momentum=options.momentum, weight_decay=options.weight_decay)
 
 
-def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed: int, lr: float,
-               device: torch.device, frozen_feats: dict[str, torch.Tensor] | None,
-               on_epoch: Callable[[dict[str, Any]], None],
-               clock: list[float] | None = None) -> tuple[FinetuneNet, float, float, int]:
-    """Train one (seed, lr); return the network at its best val epoch, that epoch's val
-    score and loss, and the epoch. ``clock`` ([seconds, samples]) accumulates the time
-    spent in training batches and the samples they held."""
-    torch.manual_seed(seed)
-    net = FinetuneNet(copy.deepcopy(encoder.trunk), options.head, len(task.classes),
-                      encoder.normalisation).to(device)
-    train, val = task.train, task.splits["val"]
-    batch = options.batch_size
-    if options.bn_adapt and options.mode == "full":
-        parts = epoch_batches(len(train), batch, seed, 0)[:options.bn_adapt]  # epochs count from 1
-        adapt_batchnorm(net.encoder, lambda x: net.pooled(x), (_tensor(train.images[p], device) for p in parts))
-    # The head standardises its input with statistics of the (adapted) encoder's training
-    # features: without it SGD underfits the uneven scales of pooled features.
-    start_feats = frozen_feats["train"] if frozen_feats is not None else _features(net, train, batch, device)
-    fit_standardisation(net.head, start_feats)
-    frozen = options.mode == "frozen"
-    params = list(net.head.parameters()) if frozen else list(net.parameters())
-    optimizer = make_optimizer(net, options, lr)
-    y_train = torch.from_numpy(train.labels).to(device)
-    weight = class_weights(train.labels, len(task.classes)).to(device) if options.balanced_loss else None
-    best: tuple[float, float] = (-math.inf, math.inf)
-    best_state: dict[str, torch.Tensor] = {}
-    best_epoch = 0
-    start_val: torch.Tensor | None = None
-    for epoch in range(1, options.epochs + 1):
-        warm = frozen or epoch <= options.warmup_epochs
+#: The columns of epochs.csv, one row per epoch of each (seed, lr).
+ROW_KEYS = ("seed", "lr", "epoch", "train_loss", "val_loss", *(f"val_{m}" for m in METRICS))
+
+
+def classifier_entry(net: FinetuneNet, task: TaskData, options: FinetuneOptions,
+                     encoder: Encoder) -> dict[str, Any]:
+    """The checkpoint entry of ``net``'s head (:data:`CLASSIFIER_KEY`), as ``segment`` reads it."""
+    return {"kind": options.head, "classes": task.classes, "task": task.name, "patch_px": options.patch_px,
+            "normalisation": encoder.normalisation,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in net.head.state_dict().items()}}
+
+
+def load_weights(net: FinetuneNet, path: Path) -> None:
+    """Set ``net``'s encoder and head from a checkpoint of one fine-tuning run."""
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    entry = obj.get(CLASSIFIER_KEY) if isinstance(obj, dict) else None
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: not a checkpoint of a fine-tuning run (no classifier)")
+    net.encoder.load_state_dict({k.removeprefix("encoder."): v for k, v in obj["state_dict"].items()
+                                 if k.startswith("encoder.")})
+    net.head.load_state_dict(entry["state_dict"])
+
+
+class _EpochTask(LoopTask):
+    """What one (seed, lr) of ``finetune`` supplies to the shared loop: a step is an epoch."""
+
+    def __init__(self, net: FinetuneNet, encoder: Encoder, task: TaskData, options: FinetuneOptions, seed: int,
+                 lr: float, device: torch.device, run: RunDir, frozen_feats: dict[str, torch.Tensor] | None,
+                 start_feats: torch.Tensor, clock: list[float] | None) -> None:
+        self.net, self.encoder, self.task, self.options = net, encoder, task, options
+        self.seed, self.lr, self.device, self.run = seed, lr, device, run
+        self.frozen_feats, self.start_feats, self.clock = frozen_feats, start_feats, clock
+        self.frozen = options.mode == "frozen"
+        self.params = list(net.head.parameters()) if self.frozen else list(net.parameters())
+        self.optimizer = make_optimizer(net, options, lr)
+        train = task.train
+        self.y_train = torch.from_numpy(train.labels).to(device)
+        self.weight = class_weights(train.labels, len(task.classes)).to(device) if options.balanced_loss else None
+        self.start_val: torch.Tensor | None = None
+        self.train_loss = math.nan
+        # The checkpoints' encoder-only model, around net's encoder (shared). Building it
+        # draws initial weights: the global RNG (dropout's) must not see that.
+        with torch.random.fork_rng(devices=[]):
+            self.model = encoder_model(net.encoder, encoder.arch, encoder.stem_stride, encoder.mpp,
+                                       f"finetune-{task.name}")
+
+    def _warm(self, epoch: int) -> bool:
+        return self.frozen or epoch <= self.options.warmup_epochs
+
+    def step(self, step: int) -> float:
+        epoch, net, options, train = step + 1, self.net, self.options, self.task.train
+        warm = self._warm(epoch)
         net.train()
         net.encoder.train(not warm)
         if not warm and not options.bn_train:
@@ -152,57 +183,132 @@ def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed:
             p.requires_grad_(not warm)
         total, seen = 0.0, 0
         t0 = time.perf_counter()
-        for idx in epoch_batches(len(train), batch, seed, epoch):
-            if frozen_feats is not None:
-                logits = net.head(frozen_feats["train"][idx])
-            elif warm and not options.augment:  # the frozen encoder's features, computed above
-                logits = net.head(start_feats[idx])
+        for idx in epoch_batches(len(train), options.batch_size, self.seed, epoch):
+            if self.frozen_feats is not None:
+                logits = net.head(self.frozen_feats["train"][idx])
+            elif warm and not options.augment:  # the frozen encoder's features, computed at the start
+                logits = net.head(self.start_feats[idx])
             else:
                 images = train.images[idx]
                 if options.augment:
-                    images = flip_rotate(images, np.random.default_rng([seed, epoch, int(idx[0]), 5]))
-                x = _tensor(images, device)
+                    images = flip_rotate(images, np.random.default_rng([self.seed, epoch, int(idx[0]), 5]))
+                x = _tensor(images, self.device)
                 if warm:
                     with torch.no_grad():
                         pooled = net.pooled(x)
                     logits = net.head(pooled)
                 else:
                     logits = net(x)
-            loss = F.cross_entropy(logits, y_train[idx], weight=weight)
-            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(logits, self.y_train[idx], weight=self.weight)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # The standardising layer scales gradients into the encoder by 1/std (std of
             # pooled features is often ~0.05): bound each step so full mode cannot diverge.
-            torch.nn.utils.clip_grad_norm_(params, options.clip_grad)
-            optimizer.step()
+            torch.nn.utils.clip_grad_norm_(self.params, options.clip_grad)
+            self.optimizer.step()
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
-        if clock is not None:
-            clock[0] += time.perf_counter() - t0
-            clock[1] += seen
-        if frozen_feats is not None:
-            val_feats: torch.Tensor | None = frozen_feats["val"]
-        elif warm:  # the encoder has not moved yet: its val features once, for every warm-up epoch
-            if start_val is None:
-                start_val = _features(net, val, batch, device)
-            val_feats = start_val
+        if self.clock is not None:
+            self.clock[0] += time.perf_counter() - t0
+            self.clock[1] += seen
+        self.train_loss = total / seen
+        return self.train_loss
+
+    def record(self, done: int) -> dict[str, Any]:
+        return {"train_loss": self.train_loss}
+
+    def validate(self, done: int) -> Validation | None:
+        net, val, batch = self.net, self.task.splits["val"], self.options.batch_size
+        if self.frozen_feats is not None:
+            val_feats: torch.Tensor | None = self.frozen_feats["val"]
+        elif self._warm(done):  # the encoder has not moved yet: its val features once, for every warm-up epoch
+            if self.start_val is None:
+                self.start_val = _features(net, val, batch, self.device)
+            val_feats = self.start_val
         else:
             val_feats = None
-        logits = _logits(net, val, batch, device, val_feats)
+        logits = _logits(net, val, batch, self.device, val_feats)
         val_loss = float(F.cross_entropy(logits, torch.from_numpy(val.labels),
-                                         weight=None if weight is None else weight.cpu()))
+                                         weight=None if self.weight is None else self.weight.cpu()))
         m = score(val.labels, logits.argmax(1).numpy(), logits.numpy())
-        row = {"seed": seed, "lr": lr, "epoch": epoch, "train_loss": total / seen, "val_loss": val_loss,
-               **{f"val_{k}": v for k, v in m.items()}}
+        row = {"seed": self.seed, "lr": self.lr, "epoch": done, "train_loss": self.train_loss,
+               "val_loss": val_loss, **{f"val_{k}": v for k, v in m.items()}}
+        return Validation({k: row[k] for k in ROW_KEYS}, m["balanced_accuracy"],
+                          {"val_loss": val_loss, "epoch": float(done)})
+
+    def better(self, v: Validation, best_score: float, best_metrics: dict[str, float]) -> bool:
+        # Ties on balanced accuracy go to the lower val loss.
+        return (v.score, -v.metrics["val_loss"]) > (best_score, -best_metrics.get("val_loss", math.inf))
+
+    def _save(self, path: Path, done: int, state: TrainState | None) -> None:
+        provenance = {"training": {"step": done, "run": str(self.run.path)}}
+        extra = {CLASSIFIER_KEY: classifier_entry(self.net, self.task, self.options, self.encoder)}
+        if state is None:
+            save_model(self.model, path, provenance, extra)
+        else:
+            save_training(self.model, path, provenance, state, extra)
+
+    def save_best(self, done: int, v: Validation) -> None:
+        self._save(self.run.best, done, None)
+
+    def save_last(self, done: int, state: TrainState, v: Validation | None) -> None:
+        self._save(self.run.last, done, state)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The epochs.csv rows of the epochs metrics.jsonl holds (those before a resume)."""
+        return [{k: r[k] for k in ROW_KEYS} for r in self.run.records() if r.get("kind") == "val"]
+
+
+def _train_one(encoder: Encoder, task: TaskData, options: FinetuneOptions, seed: int, lr: float,
+               device: torch.device, frozen_feats: dict[str, torch.Tensor] | None,
+               on_epoch: Callable[[dict[str, Any]], None], run: RunDir,
+               clock: list[float] | None = None) -> tuple[FinetuneNet, float, float, int]:
+    """Train one (seed, lr) in the run folder ``run`` (continuing it from its last
+    checkpoint when there is one); return the network at its best val epoch, that
+    epoch's val score and loss, and the epoch. ``clock`` ([seconds, samples]) accumulates
+    the time spent in training batches and the samples they held."""
+    torch.manual_seed(seed)
+    net = FinetuneNet(copy.deepcopy(encoder.trunk), options.head, len(task.classes),
+                      encoder.normalisation).to(device)
+    train, batch = task.train, options.batch_size
+    if options.bn_adapt and options.mode == "full":
+        parts = epoch_batches(len(train), batch, seed, 0)[:options.bn_adapt]  # epochs count from 1
+        adapt_batchnorm(net.encoder, lambda x: net.pooled(x), (_tensor(train.images[p], device) for p in parts))
+    # The head standardises its input with statistics of the (adapted) encoder's training
+    # features: without it SGD underfits the uneven scales of pooled features. A resume
+    # computes them again (a pure function of the start) before the checkpoint's weights.
+    start_feats = frozen_feats["train"] if frozen_feats is not None else _features(net, train, batch, device)
+    fit_standardisation(net.head, start_feats)
+    epochs = _EpochTask(net, encoder, task, options, seed, lr, device, run, frozen_feats, start_feats, clock)
+    config = {"command": "finetune", "seed": seed, "lr": lr, "task": task.name, "classes": task.classes,
+              "encoder_sha256": encoder.sha256, "options": _run_options(options)}
+    state = None
+    if run.last.is_file():
+        if run.read_config() != json.loads(json.dumps(config)):
+            raise InputError(f"{run.config}: the run was started with other options, data or encoder; "
+                             "cannot resume with these (use --overwrite to start again)")
+        state = load_training(run.last).state
+        load_weights(net, run.last)
+
+    def shown(done: int, total: int, record: dict[str, Any]) -> None:
+        if record["kind"] == "val":
+            on_epoch({k: record[k] for k in ROW_KEYS})
+
+    loop = TrainingLoop(run, Schedule(options.epochs, lr, 1, 1, 1), epochs, seed, on_record=shown)
+    # The head's initial weights were drawn after seeding: the loop leaves the RNGs as they are.
+    loop.begin(state, config)
+    for row in epochs.rows():  # the epochs before a resume
         on_epoch(row)
-        key = (m["balanced_accuracy"], -val_loss)
-        if key > (best[0], -best[1]):
-            best = (m["balanced_accuracy"], val_loss)
-            best_state = copy.deepcopy(net.state_dict())
-            best_epoch = epoch
-    net.load_state_dict(best_state)
+    result = loop.run_steps()
+    load_weights(net, run.best)
     net.eval()
-    return net, best[0], best[1], best_epoch
+    return net, result.best_score, result.best_metrics["val_loss"], int(result.best_metrics["epoch"])
+
+
+def _run_options(options: FinetuneOptions) -> dict[str, Any]:
+    """The options that shape a fine-tuning run's results (a resume must give the same)."""
+    keep = {k: v for k, v in asdict(options).items() if k not in ("device", "overwrite", "resume")}
+    return json.loads(json.dumps(keep, default=str))
 
 
 def load_finetune_task(table: str, options: FinetuneOptions, encoder: Encoder) -> TaskData:
@@ -229,13 +335,28 @@ def _has_task_column(table: str) -> bool:
     return path.is_file() and "task" in read_patch_table(path, allow_group_overlap=True).columns
 
 
+def runs_folder(out: Path, options: FinetuneOptions) -> Path:
+    """Where the runs of each (seed, lr) of the fine-tuning into ``out`` live until it is
+    complete; checked against ``--resume`` and ``--overwrite``."""
+    runs = out.with_name(out.name + ".runs")
+    if options.resume and not runs.is_dir():
+        raise InputError(f"{runs}: nothing to resume (no interrupted fine-tuning of {out})")
+    if runs.exists() and not (options.resume or options.overwrite):
+        raise InputError(f"{runs}: holds an interrupted fine-tuning of {out} "
+                         "(use --resume to continue it or --overwrite to start again)")
+    return runs
+
+
 def finetune(table: str, out_dir: str | os.PathLike, options: FinetuneOptions,
              progress: Progress | None = None) -> dict[str, Any]:
     """Fine-tune a new head on the encoder of ``options.model``; write and return the report."""
     out = Path(out_dir)
     target = AtomicPath(out, overwrite=options.overwrite)
+    runs = runs_folder(out, options)
     encoder = checked_encoder(options.model, random_seed=options.random_init)
     task = load_finetune_task(table, options, encoder)
+    if runs.exists() and options.overwrite:
+        shutil.rmtree(runs)
     device = resolve_device(options.device)
     encoder.trunk = encoder.trunk.to(device)
     frozen_feats = None
@@ -256,9 +377,10 @@ def finetune(table: str, out_dir: str | os.PathLike, options: FinetuneOptions,
     model0: FinetuneNet | None = None
     for seed in range(options.seeds):
         best: tuple[float, float, float, int, FinetuneNet] | None = None
-        for lr in options.lr_grid:
+        for i, lr in enumerate(options.lr_grid):
             net, val_score, val_loss, epoch = _train_one(encoder, task, options, seed, lr, device,
-                                                         frozen_feats, on_epoch, clock)
+                                                         frozen_feats, on_epoch, RunDir(runs / f"seed{seed}-lr{i}"),
+                                                         clock)
             if best is None or (val_score, -val_loss) > (best[0], -best[1]):
                 best = (val_score, val_loss, lr, epoch, net)
         assert best is not None
@@ -303,13 +425,12 @@ def finetune(table: str, out_dir: str | os.PathLike, options: FinetuneOptions,
         model = encoder_model(model0.encoder.cpu(), encoder.arch, encoder.stem_stride, encoder.mpp,
                               f"finetune-{task.name}")
         payload = model_payload(model, {"finetune": {k: report[k] for k in ("task", "encoder", "head", "mode")}})
-        payload[CLASSIFIER_KEY] = {"kind": options.head, "classes": task.classes, "task": task.name,
-                                 "patch_px": options.patch_px, "normalisation": encoder.normalisation,
-                                 "state_dict": {k: v.detach().cpu() for k, v in model0.head.state_dict().items()}}
+        payload[CLASSIFIER_KEY] = classifier_entry(model0, task, options, encoder)
         torch.save(payload, target.tmp / "model.pt")
         target.commit()
     except BaseException:
         target.abort()
         raise
+    shutil.rmtree(runs, ignore_errors=True)  # OUT is complete: nothing left to resume
     report["out"] = str(out)
     return report

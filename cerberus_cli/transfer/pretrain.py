@@ -7,6 +7,9 @@ the model config), so ``cerberus features``, ``probe``, ``finetune`` and
 ``train --init`` read them as they are; the task heads ride along under
 ``pretrain_heads`` and ``last.pt`` also carries the training state (optimizer, RNG,
 step, metrics mark) under the same digest as the trainer's, for a bit-exact resume.
+Schedule, logging, checkpoints and resume are the shared loop's
+(:mod:`cerberus_cli.training.loop`); this module supplies the step, the training
+record (mean losses since the last one), the validation and the checkpoints' contents.
 
 Protocol: batches drawn task-balanced; per-sample CE averaged over the batch; head
 gradients rescaled by B/|B_task|; SGD with momentum, heads at ``lr * head_lr_mult``;
@@ -25,25 +28,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from cerberus_cli.core.errors import CheckpointError, InputError, first_line
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.device import resolve_device
 from cerberus_cli.model.encoder import ResNetEncoder
 from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.training.loop import LoopTask, Schedule, TrainingLoop, Validation
 from cerberus_cli.training.plot import plot_run
-from cerberus_cli.training.run_checkpoints import (
-    TrainState,
-    capture_rng,
-    content_digest,
-    load_training,
-    model_payload,
-    restore_rng,
-    seed_all,
-)
+from cerberus_cli.training.run_checkpoints import TrainState, load_training, save_model, save_training, seed_all
 from cerberus_cli.training.rundir import RunDir
-from cerberus_cli.training.tempfiles import write_file
 from cerberus_cli.transfer.encoder import Encoder, load_encoder
 from cerberus_cli.transfer.metrics import metrics as score
 from cerberus_cli.transfer.multitask import (
@@ -106,26 +100,6 @@ def encoder_model(trunk: ResNetEncoder, arch: str, stem: int, mpp: float, name: 
     return net
 
 
-def save_pretrain_checkpoint(path: Path, model: CerberusNet, heads: nn.ModuleDict,
-                             provenance: dict[str, Any], state: TrainState | None) -> Path:
-    """A Cerberus checkpoint of the encoder plus the task heads (and the training state)."""
-    payload = model_payload(model, provenance)
-    payload[HEADS_KEY] = {k: v.detach().cpu().clone() for k, v in heads.state_dict().items()}
-    if state is not None:
-        payload["training_state"] = state.to_dict()
-        payload["digest"] = content_digest(payload)
-    return write_file(path, lambda tmp: torch.save(payload, tmp))
-
-
-def read_heads(path: Path) -> dict[str, torch.Tensor]:
-    """The task heads stored in a pre-training checkpoint."""
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    heads = obj.get(HEADS_KEY) if isinstance(obj, dict) else None
-    if not isinstance(heads, dict):
-        raise CheckpointError(f"{path}: not a 'cerberus pretrain' checkpoint (no task heads)")
-    return heads
-
-
 def _to_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
 
@@ -173,6 +147,77 @@ def _config(options: PretrainOptions, tasks: list[TaskData], arch: str, stem: in
                                "sizes": {k: len(v) for k, v in t.splits.items()}} for t in tasks}}
 
 
+class _PretrainTask(LoopTask):
+    """What ``pretrain`` supplies to the shared loop."""
+
+    def __init__(self, options: PretrainOptions, net: MultiTaskNet, model: CerberusNet,
+                 optimizer: torch.optim.Optimizer, tasks: list[TaskData], device: torch.device,
+                 run: RunDir, init: dict[str, Any]) -> None:
+        self.options, self.net, self.model, self.optimizer = options, net, model, optimizer
+        self.tasks, self.device, self.run, self.init = tasks, device, run, init
+        self.names = [t.name for t in tasks]
+        self.splits = [t.train for t in tasks]
+        self.sums = {n: 0.0 for n in self.names}
+        self.counts = {n: 0 for n in self.names}
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.seconds, self.samples = 0.0, 0
+
+    def step(self, step: int) -> float:
+        o, net, batch = self.options, self.net, self.options.batch_size
+        t0 = time.perf_counter()
+        frozen = step < o.warmup
+        set_encoder_frozen(net, frozen)
+        images, task_ids, labels = task_balanced_batch(self.splits, batch, o.seed, step, o.augment)
+        x = _to_tensor(images, self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(not frozen):
+            feats = net.features(x)
+        loss, per_task, n_task = multitask_loss(net.heads, feats, torch.from_numpy(task_ids).to(self.device),
+                                                torch.from_numpy(labels).to(self.device), self.names)
+        loss.backward()
+        rescale_head_grads(net.heads, n_task, batch)
+        self.optimizer.step()
+        self.seconds += time.perf_counter() - t0
+        self.samples += batch
+        for n, v in per_task.items():
+            self.sums[n] += v * n_task[n]
+            self.counts[n] += n_task[n]
+        return float(loss.detach())
+
+    def record(self, done: int) -> dict[str, Any]:
+        """Mean losses per task over the steps since the last record."""
+        means = {n: self.sums[n] / self.counts[n] for n in self.names if self.counts[n]}
+        self.first = self.first or dict(means)
+        self.last = dict(means)
+        self.sums = {n: 0.0 for n in self.names}
+        self.counts = {n: 0 for n in self.names}
+        return {"warmup": done - 1 < self.options.warmup, "loss": float(np.mean(list(means.values()))),
+                **{f"loss/{n}": v for n, v in means.items()}}
+
+    def validate(self, done: int) -> Validation | None:
+        values = validate(self.net, self.tasks, self.options.batch_size, self.device)
+        return Validation(values, values["val_score"], values) if values else None
+
+    def _provenance(self, step: int) -> dict[str, Any]:
+        o = self.options
+        return {"pretrain": {"tasks": {t.name: t.classes for t in self.tasks}, "init": self.init,
+                             "steps": o.steps, "batch_size": o.batch_size},
+                "training": {"step": step, "run": str(self.run.path)}}
+
+    def _heads(self) -> dict[str, Any]:
+        return {HEADS_KEY: {k: v.detach().cpu().clone() for k, v in self.net.heads.state_dict().items()}}
+
+    def save_best(self, done: int, v: Validation) -> None:
+        save_model(self.model, self.run.best, {**self._provenance(done), "best": v.record}, self._heads())
+
+    def save_last(self, done: int, state: TrainState, v: Validation | None) -> None:
+        save_training(self.model, self.run.last, self._provenance(done), state, self._heads())
+
+    def checkpointed(self, done: int) -> None:
+        _plot(self.run, self.tasks)
+
+
 def pretrain(out_dir: str | Path, options: PretrainOptions,
              progress: Progress | None = None) -> PretrainResult:
     """Pre-train an encoder on every task of ``options.data``; see the module docstring.
@@ -186,12 +231,15 @@ def pretrain(out_dir: str | Path, options: PretrainOptions,
     reader = PatchReader(options.mpp, options.patch_px, options.image_mpp)
     tasks = load_tasks(list(options.data), reader, options.patch_px, options.group_regex,
                        options.allow_group_overlap)
-    names = [t.name for t in tasks]
     seed_all(options.seed)
     state: TrainState | None = None
+    heads: dict[str, torch.Tensor] | None = None
     if mode == "resume":
-        point = load_training(run.last)
+        point = load_training(run.last, (HEADS_KEY,))
         state = point.state
+        heads = point.extra.get(HEADS_KEY)
+        if not isinstance(heads, dict):
+            raise CheckpointError(f"{run.last}: not a 'cerberus pretrain' checkpoint (no task heads)")
         cfg = run.read_config()
         saved = {k: v["classes"] for k, v in cfg.get("tasks", {}).items()}
         if saved != {t.name: t.classes for t in tasks}:
@@ -203,85 +251,21 @@ def pretrain(out_dir: str | Path, options: PretrainOptions,
         trunk, arch, stem, init = initial_encoder(options)
     torch.manual_seed(options.seed)
     net = MultiTaskNet(trunk, {t.name: len(t.classes) for t in tasks})
-    if state is not None:
-        net.heads.load_state_dict(read_heads(run.last))
+    if heads is not None:
+        net.heads.load_state_dict(heads)
     net.to(device)
     optimizer = torch.optim.SGD(
         [{"params": list(net.encoder.parameters()), "lr": options.lr},
          {"params": list(net.heads.parameters()), "lr": options.lr * options.head_lr_mult}],
         lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
     model = encoder_model(net.encoder, arch, stem, options.mpp, f"pretrain-{arch}")
-    start, best_score = 0, float("-inf")
-    if state is not None:
-        optimizer.load_state_dict(state.optimizer)
-        restore_rng(state.rng)
-        run.restore_metrics(state.metrics, state.step)
-        start, best_score = state.step, state.best_score
-    else:
-        run.create(_config(options, tasks, arch, stem, init))
-
-    def provenance(step: int) -> dict[str, Any]:
-        return {"pretrain": {"tasks": {t.name: t.classes for t in tasks}, "init": init,
-                             "steps": options.steps, "batch_size": options.batch_size},
-                "training": {"step": step, "run": str(run.path)}}
-
-    splits = [t.train for t in tasks]
-    batch = options.batch_size
-    sums = {n: 0.0 for n in names}
-    counts = {n: 0 for n in names}
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    train_seconds, trained = 0.0, 0
-    for step in range(start, options.steps):
-        t0 = time.perf_counter()
-        frozen = step < options.warmup
-        set_encoder_frozen(net, frozen)
-        images, task_ids, labels = task_balanced_batch(splits, batch, options.seed, step, options.augment)
-        x = _to_tensor(images, device)
-        optimizer.zero_grad(set_to_none=True)
-        with torch.set_grad_enabled(not frozen):
-            feats = net.features(x)
-        loss, per_task, n_task = multitask_loss(net.heads, feats, torch.from_numpy(task_ids).to(device),
-                                                torch.from_numpy(labels).to(device), names)
-        loss.backward()
-        rescale_head_grads(net.heads, n_task, batch)
-        optimizer.step()
-        train_seconds += time.perf_counter() - t0
-        trained += batch
-        for n, v in per_task.items():
-            sums[n] += v * n_task[n]
-            counts[n] += n_task[n]
-        done = step + 1
-        if done % options.log_every == 0 or done == options.steps:
-            means = {n: sums[n] / counts[n] for n in names if counts[n]}
-            first = first or dict(means)
-            last = dict(means)
-            record: dict[str, Any] = {"kind": "train", "step": done, "warmup": frozen,
-                                      "loss": float(np.mean(list(means.values()))),
-                                      **{f"loss/{n}": v for n, v in means.items()}}
-            run.log(record)
-            sums = {n: 0.0 for n in names}
-            counts = {n: 0 for n in names}
-            if progress is not None:
-                progress(done, options.steps, record)
-        if done % options.val_every == 0 or done == options.steps:
-            values = validate(net, tasks, batch, device)
-            if values:
-                record = {"kind": "val", "step": done, **values}
-                run.log(record)
-                if values["val_score"] > best_score:
-                    best_score = values["val_score"]
-                    save_pretrain_checkpoint(run.best, model, net.heads,
-                                             {**provenance(done), "best": values}, None)
-                if progress is not None:
-                    progress(done, options.steps, record)
-        if done % options.save_every == 0 or done == options.steps:
-            train_state = TrainState(step=done, optimizer=optimizer.state_dict(), lr=options.lr,
-                                     rng=capture_rng(), loader={"seed": options.seed, "next_step": done},
-                                     metrics=run.metrics_mark(), best_score=best_score)
-            save_pretrain_checkpoint(run.last, model, net.heads, provenance(done), train_state)
-            run.write_csv()
-            _plot(run, tasks)
+    task = _PretrainTask(options, net, model, optimizer, tasks, device, run, init)
+    # The initial heads were drawn after seeding: the loop leaves the RNGs as they are.
+    loop = TrainingLoop(run, Schedule(options.steps, options.lr, options.log_every, options.val_every,
+                                      options.save_every), task, options.seed, on_record=progress)
+    loop.begin(state, _config(options, tasks, arch, stem, init))
+    result = loop.run_steps()
     net.eval()
-    return PretrainResult(run.path, run.last, run.best if run.best.is_file() else None, best_score,
-                          options.steps, first, last, trained / train_seconds if train_seconds else 0.0)
+    return PretrainResult(run.path, run.last, run.best if run.best.is_file() else None, result.best_score,
+                          options.steps, task.first, task.last,
+                          task.samples / task.seconds if task.seconds else 0.0)

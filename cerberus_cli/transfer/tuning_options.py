@@ -14,10 +14,8 @@ from cerberus_cli.core.optionspec import (
     opt,
     require,
 )
-from cerberus_cli.model.encoder import encoder_names
 
-#: Encoders a random start may take: every registered one.
-ARCHS = encoder_names()
+ARCHS = ("resnet18", "resnet34", "resnet50")
 HEADS = ("linear", "cerberus")
 MODES = ("frozen", "full")
 
