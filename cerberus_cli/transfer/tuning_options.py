@@ -14,8 +14,10 @@ from cerberus_cli.core.optionspec import (
     opt,
     require,
 )
+from cerberus_cli.model.encoder import encoder_names
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
+#: Encoders a random start may take: every registered one.
+ARCHS = encoder_names()
 HEADS = ("linear", "cerberus")
 MODES = ("frozen", "full")
 
