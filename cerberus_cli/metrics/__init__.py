@@ -38,9 +38,10 @@ Quick use::
 
 For folders and slide outputs see :func:`cerberus_cli.metrics.evaluate.evaluate` (truth
 paired with predictions by name, :mod:`.pairing`: object files of any format of
-:mod:`cerberus_cli.outputs.object_formats`); it also scores ``cerberus segment``'s object files against label maps (rasterised onto
-the maps' pixels, :func:`~cerberus_cli.metrics.polygons.rasterise_polygons`) and, with a
-class map (:mod:`.class_map`), predictions in the ground truth's own coarser classes.
+:mod:`cerberus_cli.outputs.object_formats`); it also scores ``cerberus segment``'s
+object files against label maps (rasterised onto the maps' pixels,
+:func:`~cerberus_cli.metrics.polygons.rasterise_polygons`) and, with a class map
+(:mod:`.class_map`), predictions in the ground truth's own coarser classes.
 """
 
 from cerberus_cli.metrics.aji import (
