@@ -177,12 +177,16 @@ def curve(b: Bench, feats: Path, sizes: list[int], probe_args: list[str]) -> dic
     order = np.random.default_rng(0).permutation(train)
     out = {}
     for n in sizes:
+        if n >= len(train):  # the whole train split: the headline probe itself
+            out[str(n)] = run_probe(b, feats, b.work / "probe" / feats.stem, probe_args)
+            continue
         keep = np.sort(np.concatenate([order[:n], test]))
         part = feats.parent / "curve" / f"{feats.stem}.n{n}.parquet"
         if not part.exists():
             part.parent.mkdir(parents=True, exist_ok=True)
             write_features(part, cols.iloc[keep], X[keep], meta)
-        out[str(n)] = run_probe(b, part, b.work / "probe_curve" / part.stem, probe_args)
+        out[str(n)] = run_probe(b, part, b.work / "probe_curve" / part.stem,
+                                [*probe_args, "--no-knn-baseline"])
     return out
 
 
@@ -276,7 +280,8 @@ def objects_stage(b: Bench, names: list[str], encs: dict[str, list[str]],
                        "--tasks", "nuclei", "--mpp", "0.25", "-o", str(fdir), "--workers", "0",
                        "--device", "cpu", *args)
         for tag, lab in (("4class", labels), ("3class", three)):
-            parts_c, parts_x, meta = [], [], {}
+            parts_c, parts_x = [], []
+            meta: dict[str, Any] = {}
             for f in sorted(fdir.glob("*.features.parquet")):
                 cols, X, meta = read_features(f)
                 keep = cols["uuid"].isin(lab["uuid"]).to_numpy()
@@ -371,8 +376,8 @@ def main() -> None:
         "monuseg": subset(w / "monuseg" / "patches.csv", w / "monuseg_sub.csv",
                           {"train": args.monuseg}),
     }
-    results["subsets"] = {t: pd.read_csv(p).groupby(["split", "label"]).size()
-                          .rename(lambda k: "/".join(k) if isinstance(k, tuple) else k).to_dict()
+    results["subsets"] = {t: {f"{s}/{lab}": int(n) for (s, lab), n in
+                              pd.read_csv(p).groupby(["split", "label"]).size().items()}
                           for t, p in tables.items()}
     encs = encoders(w, args.encoders.split(","))
     feats = {(t, e): w / "features" / f"{t}.{e}.parquet"
