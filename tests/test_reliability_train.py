@@ -34,7 +34,7 @@ from click.testing import CliRunner
 
 from cerberus_cli.cli import main
 from cerberus_cli.core.errors import CerberusError
-from cerberus_cli.training import checkpoints as ckpt
+from cerberus_cli.training import run_checkpoints as ckpt
 from cerberus_cli.training.rundir import RunDir
 from cerberus_cli.training.tempfiles import OwnedAtomicPath, remove_stale, stale_owner, write_file
 

@@ -22,9 +22,18 @@ from cerberus_cli.core.errors import InputError
 from cerberus_cli.model.network import CerberusNet
 
 
+def _deepest_block(model: CerberusNet) -> nn.Module:
+    """The encoder's deepest block (a ResNet's ``layer4``), which ``tune_deepest`` trains."""
+    block = getattr(model.encoder, "layer4", None)
+    if not isinstance(block, nn.Module):
+        raise InputError(f"--tune-deepest: the {model.config.encoder} encoder has no deepest block "
+                         "(layer4) to tune")
+    return block
+
+
 def tuned_modules(model: CerberusNet) -> list[nn.Module]:
     """The modules a ``tune_deepest`` tissue stage trains besides the tissue head."""
-    return [model.encoder.layer4, model.bridge]
+    return [_deepest_block(model), model.bridge]
 
 
 class BridgeAnchor(nn.Module):
@@ -35,7 +44,7 @@ class BridgeAnchor(nn.Module):
         super().__init__()
         if not model.seg_heads:
             raise InputError("--tune-deepest: the model has no segmentation heads whose features to keep")
-        self.layer4 = copy.deepcopy(model.encoder.layer4)
+        self.layer4 = copy.deepcopy(_deepest_block(model))
         self.bridge = copy.deepcopy(model.bridge)
         for p in self.parameters():
             p.requires_grad_(False)

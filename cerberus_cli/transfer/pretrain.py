@@ -32,7 +32,8 @@ import torch
 from cerberus_cli.core.errors import CheckpointError, InputError, first_line
 from cerberus_cli.model.config import ModelConfig
 from cerberus_cli.model.device import resolve_device
-from cerberus_cli.model.encoder import ResNetEncoder
+from cerberus_cli.model.encoder import build_encoder
+from cerberus_cli.model.encoder_protocol import FeatureEncoder
 from cerberus_cli.model.network import CerberusNet
 from cerberus_cli.training.loop import LoopTask, Schedule, TrainingLoop, Validation
 from cerberus_cli.training.plot import plot_run
@@ -81,18 +82,18 @@ def checked_encoder(spec: str | None, **kwargs: Any) -> Encoder:
                               f"({found.group(0) if found else first_line(exc)})") from None
 
 
-def initial_encoder(options: PretrainOptions) -> tuple[ResNetEncoder, str, int, dict[str, Any]]:
+def initial_encoder(options: PretrainOptions) -> tuple[FeatureEncoder, str, int, dict[str, Any]]:
     """(trunk, arch, stem stride, provenance note) of the encoder a run starts from."""
     if options.init == "random":
         torch.manual_seed(options.seed)
-        return (ResNetEncoder(options.arch, options.stem_stride), options.arch, options.stem_stride,
+        return (build_encoder(options.arch, options.stem_stride), options.arch, options.stem_stride,
                 {"init": "random", "seed": options.seed})
     enc = checked_encoder(options.init, torchvision_mpp=options.mpp, torchvision_stem=options.stem_stride)
     return enc.trunk, enc.arch, enc.stem_stride, {
         "init": options.init, "init_sha256": enc.sha256, "init_normalisation": enc.normalisation}
 
 
-def encoder_model(trunk: ResNetEncoder, arch: str, stem: int, mpp: float, name: str) -> CerberusNet:
+def encoder_model(trunk: FeatureEncoder, arch: str, stem: int, mpp: float, name: str) -> CerberusNet:
     """An encoder-only Cerberus model around ``trunk`` (shared, not copied)."""
     net = CerberusNet(ModelConfig(encoder=arch, stem_stride=stem, heads=(), mpp=mpp,  # type: ignore[arg-type]
                                   name=name))
