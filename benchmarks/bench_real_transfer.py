@@ -17,6 +17,7 @@ summary goes to ``--json`` (default ``benchmarks/transfer_real.json``).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -357,6 +358,8 @@ def main() -> None:
     ap.add_argument("--tasks", default="consep,glas,monuseg", help="patch tasks to extract and probe")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--object-images", type=int, default=6, help="CoNSeP test images segmented")
+    ap.add_argument("--object-encoders", default="real,random",
+                    help="encoders whose object features are probed")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     stages = set(args.stages.split(","))
@@ -364,6 +367,8 @@ def main() -> None:
     w.mkdir(parents=True, exist_ok=True)
     b = Bench(args.data.resolve(), w, args.threads)
     results: dict[str, Any] = json.loads(args.json.read_text()) if args.json.exists() else {}
+    results["model_sha256"] = {m: hashlib.sha256((ROOT / "models" / m).read_bytes()).hexdigest()
+                               for m in ("default.pt", "phantom.pt")}
     results["machine"] = f"{platform.machine()}, {os.cpu_count()} CPU cores (shared), CPU only"
 
     if "patches" in stages:
@@ -409,7 +414,7 @@ def main() -> None:
                                                              args.bootstrap)
     if "objects" in stages:
         names = [f"test_{i}" for i in range(1, args.object_images + 1)]
-        obj_encs = {e: a for e, a in encs.items() if e in ("real", "random")}
+        obj_encs = {e: a for e, a in encs.items() if e in args.object_encoders.split(",")}
         results["objects"] = objects_stage(b, names, obj_encs, probe_args, args.bootstrap)
     results["commands"] = results.get("commands", []) + b.commands
     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
