@@ -101,7 +101,7 @@ def test_bn_reestimation_takes_target_statistics_and_keeps_affine():
 
 @pytest.mark.parametrize("case, message", [
     ("one_class", "one class"), ("no_val", "no 'val' rows"), ("unseen", "label sets differ"),
-    ("bad_model", "not a"),
+    ("bad_model", "encoder"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(signet, tmp_path, tiny_model, case, message):
     import pandas as pd

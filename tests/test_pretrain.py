@@ -112,7 +112,7 @@ def test_head_gradients_are_rescaled_and_absent_heads_get_none():
     ("one_class", "one class"),
     ("empty", "no labelled rows"),
     ("unseen", "label sets differ between splits"),
-    ("bad_init", "not a"),
+    ("bad_init", "encoder"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(tasks, tmp_path, case, message):
     signet, _ = tasks
