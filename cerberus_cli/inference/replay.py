@@ -25,11 +25,12 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import zarr
 
+from cerberus_cli.core.processes import peak_rss_mib
 from cerberus_cli.core.records import ObjectRecord
 from cerberus_cli.inference.mapstore import ChunkTracker, MapStore, subarray, tiles_in
 from cerberus_cli.inference.pipeline import WindowResult, process_window
@@ -58,6 +59,8 @@ class ReplayResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     #: Objects per task.
     counts: dict[str, int] = field(default_factory=dict)
+    #: Peak resident memory (MiB) of the calling process and of the largest worker.
+    peak_rss_mib: dict[str, float] = field(default_factory=dict)
     #: Every record, in write order (only when asked for).
     records: list[ObjectRecord] = field(default_factory=list)
 
@@ -75,6 +78,20 @@ class ReplayResult:
     def mpx_per_wall_s(self) -> float:
         """Output megapixels per second of wall time."""
         return self.output_mpx / self.wall_s if self.wall_s > 0 else float("inf")
+
+
+@runtime_checkable
+class MapSource(Protocol):
+    """What stands in for the network in a replay: each kept tile's maps."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of the grid padded to whole tiles."""
+        ...
+
+    def tile(self, tile: Tile) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Instance probabilities (2, size, size) and type maps (size, size) of ``tile``."""
+        ...
 
 
 class SavedMaps:
@@ -161,7 +178,7 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
 
 def replay_slide(
     slide_path: str | Path,
-    maps_path: str | Path,
+    maps_path: str | Path | MapSource,
     out_path: str | Path,
     config: ModelConfig,
     pool: ProcessPoolExecutor | None,
@@ -187,6 +204,7 @@ def replay_slide(
     the object ids, as in ``segment``; ``options`` default to those of ``segment``.
     ``read_tiles=False`` leaves out the loader's work (reading slide tiles);
     ``clip`` keeps every object inside the slide (``ChunkMaps.extent``).
+    ``maps_path`` may also be any :class:`MapSource` (maps made up for a large slide).
     """
     from cerberus_cli.outputs.geoparquet import GeoParquetWriter
     from cerberus_cli.outputs.overlay import OverlayCanvas, overlay_mpp
@@ -195,7 +213,7 @@ def replay_slide(
     slide_path = Path(slide_path)
     key = slide_path.stem if key is None else key
     options = PostprocessOptions() if options is None else options
-    saved = SavedMaps(maps_path)
+    saved = maps_path if isinstance(maps_path, MapSource) else SavedMaps(maps_path)
     with open_slide(slide_path, backend=backend, mpp=mpp) as slide:
         tiles = plan_tiles(slide, detect_tissue(slide), config.mpp, tile, margin)
         width, height = grid_size(slide, config.mpp)
@@ -214,6 +232,7 @@ def replay_slide(
     cpu = dict.fromkeys(STAGES, 0.0)
     counts: dict[str, int] = {}
     kept: list[ObjectRecord] = []
+    worker_peak = 0.0
     work = Path(out_path).with_suffix(".replay.zarr")
     writer = GeoParquetWriter(out_path, {"replay": True}, overwrite=True)
     t_start = time.perf_counter()
@@ -244,6 +263,7 @@ def replay_slide(
             done = item.result() if isinstance(item, Future) else item
             records = done.records
             cpu["postprocess"] += done.seconds
+            worker_peak = max(worker_peak, done.peak_rss_mib)
             c0 = time.process_time()
             writer.write(records)
             if canvas is not None:
@@ -270,4 +290,5 @@ def replay_slide(
     output_mpx = sum(min(t.size, width - t.x) * min(t.size, height - t.y) for t in tiles) / 1e6
     return ReplayResult(tiles=len(tiles), chunks=len(tracker.chunks), output_mpx=output_mpx,
                         core_mpx=core_mpx,
-                        wall_s=wall, cpu_s=cpu, counts=counts, records=kept)
+                        wall_s=wall, cpu_s=cpu, counts=counts, records=kept,
+                        peak_rss_mib={"main": peak_rss_mib(), "worker": worker_peak})
