@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cerberus_cli.cli import main
 from cerberus_cli.model.bn_adapt import adapt_batchnorm, reestimate_batchnorm, target_statistics
-from cerberus_cli.model.encoder import ResNetEncoder
+from cerberus_cli.model.resnet import ResNetEncoder
 from cerberus_cli.training.rundir import RunDir
 
 

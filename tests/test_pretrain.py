@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from cerberus_cli.cli import main
-from cerberus_cli.model.encoder import ResNetEncoder
+from cerberus_cli.model.resnet import ResNetEncoder
 from cerberus_cli.transfer.multitask import MultiTaskNet, multitask_loss, rescale_head_grads
 
 FAST = ["--patch-px", "32", "--batch-size", "8", "--arch", "resnet18", "--val-every", "4",

@@ -299,7 +299,7 @@ def test_subtype_adds_a_missing_type_head(phantom, tmp_path):
 
 
 def test_imagenet_init_from_torchvision_state_dict(phantom, tmp_path):
-    from cerberus_cli.model.encoder import ResNetEncoder
+    from cerberus_cli.model.resnet import ResNetEncoder
 
     enc = ResNetEncoder("resnet18", with_fc=True)
     torch.save(enc.state_dict(), tmp_path / "resnet18.pth")

@@ -42,6 +42,18 @@ paired with predictions by name, :mod:`.pairing`: object files of any format of
 object files against label maps (rasterised onto the maps' pixels,
 :func:`~cerberus_cli.metrics.polygons.rasterise_polygons`) and, with a class map
 (:mod:`.class_map`), predictions in the ground truth's own coarser classes.
+
+The runner's modules, one job each:
+
+* :mod:`.options`: the typed options of ``cerberus evaluate``; :mod:`.evaluate` the runner.
+* :mod:`.readers`: truth and predicted label maps from folders, paired by file stem.
+* :mod:`.labels`: label maps checked, compacted, with areas, classes and centroids.
+* :mod:`.matching`: one-to-one matching of true and predicted instances.
+* :mod:`.samples`: one evaluated image (or slide) reduced to what the metrics need.
+* :mod:`.scoring`: samples into a report (which metrics, how they are averaged).
+* :mod:`.report`: the result, overall, per class and per image.
+* :mod:`.patches`: tissue-type patch classification against a prediction table.
+* :mod:`.regions`: tissue-type maps of whole slides compared as class regions.
 """
 
 from cerberus_cli.metrics.aji import (

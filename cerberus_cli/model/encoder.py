@@ -13,7 +13,6 @@ from typing import Any
 
 from cerberus_cli.model.encoder_protocol import EncoderGeometry, EncoderKind, FeatureEncoder
 from cerberus_cli.model.resnet import RESNET
-from cerberus_cli.model.resnet import ResNetEncoder as ResNetEncoder  # until callers import model.resnet
 
 #: Every kind of encoder, by kind name.
 KINDS: dict[str, EncoderKind] = {

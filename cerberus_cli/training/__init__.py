@@ -2,6 +2,7 @@
 
 Modules, one job each:
 
+* ``options``    ``TrainOptions``, the typed options of a run (CLI and library)
 * ``formats/``   one reader per dataset format (Lizard, CoNIC, PanNuke, GlaS, CRAG,
   the generic instance layout, tissue class folders, phantom datasets)
 * ``dataset_base`` the item types, ``TaskDataset`` and the image/label readers formats share
@@ -11,6 +12,8 @@ Modules, one job each:
 * ``resample``   bringing images and label maps to the model resolution
 * ``augment``    geometric and colour augmentation
 * ``targets``    inner/boundary maps, U-Net weight maps, type maps
+* ``type_codes`` the values of a type map: a class id, a set of classes, or unknown
+* ``class_map``  a dataset's own class ids as type-map values (coarse classes as sets)
 * ``task_sampler`` the super-task / task sampler (a pure function of seed and step)
 * ``batches``    batch assembly in worker processes
 * ``losses``     masked per-task losses

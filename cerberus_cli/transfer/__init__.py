@@ -8,7 +8,6 @@ Package map (one job per module)::
     patches.py      reading a table's patches at the model's mpp (worker processes)
     loaded_encoder.py  an encoder loaded from any source (model, plain state dict of a
                     registered kind, random baseline), run to maps at named levels
-    encoder.py      the former name of loaded_encoder, for modules not yet moved
     decoder_levels.py  decoder levels (HEAD.STAGE) as feature levels; default levels
     pooling.py      global (avg, avg+max) and masked (per-object) pooling
     forward.py      batches of patches -> pooled, concatenated feature vectors
@@ -21,9 +20,14 @@ Package map (one job per module)::
                     format), one forward per tile
     options.py      FeaturesOptions, ProbeOptions, ExportOptions
     tuning_options.py  PretrainOptions, FinetuneOptions
+    taskdata.py     labelled patch tasks for training, checked and held in memory
+    sampling.py     task-balanced batches with flip/rotate augmentation
+    pretrain.py     ``pretrain()``: multi-task pre-training of one encoder (Mormont et al.)
+    finetune.py     ``finetune()``: a new head on a transferred encoder, chosen on validation
     multitask.py    the multi-task network of pretrain: one encoder, one linear head per task
     finetune_heads.py  an encoder with a new classification head, for finetune
     metrics.py      accuracy, balanced accuracy, macro F1, ROC AUC; group bootstrap
+    protocol.py     the probe protocol on one data set: grouped k-fold selection, refit, test
     probe.py        ``probe()``: grouped-CV model selection, seeds, report
     probe_store.py  saving / loading a fitted probe (skops), ``predict()``
     export.py       the encoder in torchvision key layout with a JSON sidecar

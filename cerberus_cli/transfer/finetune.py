@@ -63,8 +63,8 @@ from cerberus_cli.model.device import resolve_device
 from cerberus_cli.training.loop import LoopTask, Schedule, TrainingLoop, Validation
 from cerberus_cli.training.run_checkpoints import TrainState, load_training, model_payload, save_model, save_training
 from cerberus_cli.training.rundir import RunDir
-from cerberus_cli.transfer.encoder import Encoder
 from cerberus_cli.transfer.finetune_heads import FinetuneNet, fit_standardisation
+from cerberus_cli.transfer.loaded_encoder import Encoder
 from cerberus_cli.transfer.metrics import METRICS, group_bootstrap
 from cerberus_cli.transfer.metrics import metrics as score
 from cerberus_cli.transfer.patches import PatchReader

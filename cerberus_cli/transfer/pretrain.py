@@ -39,7 +39,7 @@ from cerberus_cli.training.loop import LoopTask, Schedule, TrainingLoop, Validat
 from cerberus_cli.training.plot import plot_run
 from cerberus_cli.training.run_checkpoints import TrainState, load_training, save_model, save_training, seed_all
 from cerberus_cli.training.rundir import RunDir
-from cerberus_cli.transfer.encoder import Encoder, load_encoder
+from cerberus_cli.transfer.loaded_encoder import Encoder, load_encoder
 from cerberus_cli.transfer.metrics import metrics as score
 from cerberus_cli.transfer.multitask import (
     MultiTaskNet,
@@ -72,7 +72,7 @@ class PretrainResult:
 
 
 def checked_encoder(spec: str | None, **kwargs: Any) -> Encoder:
-    """:func:`~cerberus_cli.transfer.encoder.load_encoder`, with tensors of the wrong shape
+    """:func:`~cerberus_cli.transfer.loaded_encoder.load_encoder`, with tensors of the wrong shape
     (a file of another layout) reported as one line naming the file."""
     try:
         return load_encoder(spec, **kwargs)

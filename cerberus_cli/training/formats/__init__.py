@@ -1,4 +1,14 @@
-"""Dataset readers, one module per format, and format detection."""
+"""Dataset readers, one module per format, and format detection.
+
+* ``lizard``: PNG images and ``.mat`` labels (``inst_map``, ``id``, ``class``)
+* ``conic``: ``images.npy`` and ``labels.npy`` (instances and classes)
+* ``pannuke``: ``images.npy`` and ``masks.npy`` per fold
+* ``generic``: the generic instance layout (``images/``, ``instances/``, ``classes/``)
+* ``glas``: GlaS ``NAME.bmp`` images with ``NAME_anno.bmp`` gland instances
+* ``crag``: CRAG ``Images/`` with ``Annotation/`` instance maps
+* ``tissue_folders``: tissue-type class folders ``ROOT/<CLASS>/*``
+* ``phantom``: ``cerberus synth tiles`` output, one folder per task
+"""
 
 from __future__ import annotations
 
