@@ -50,15 +50,3 @@ def masked_pool(fmap: torch.Tensor, weights: torch.Tensor, pooling: str) -> torc
         maxes.append(torch.where(t, flat[None], torch.full_like(flat[None], big)).amax(dim=2))
     return torch.cat([avg, torch.cat(maxes)], dim=1)
 
-
-def upsampled_weights(mask: np.ndarray, stride: int, shape: tuple[int, int]) -> torch.Tensor:
-    """:func:`cell_weights` as a tensor, with the cell of the object's centre as the
-    fallback when the object covers no cell (it lies beyond the map's edge)."""
-    weights = cell_weights(mask, stride, shape)
-    if weights.max() <= 0 and mask.any():
-        ys, xs = np.nonzero(mask)
-        i = min(int(ys.mean()) // stride, shape[0] - 1)
-        j = min(int(xs.mean()) // stride, shape[1] - 1)
-        weights[i, j] = 1.0
-    return torch.from_numpy(weights)
-
