@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,7 @@ class LoopResult:
     best_metrics: dict[str, float]
 
 
-class LoopTask:
+class LoopTask(ABC):
     """What one command supplies to :class:`TrainingLoop`: ``step``, ``record`` and
     ``save_last`` always; the other hooks as it needs them."""
 
@@ -97,10 +98,12 @@ class LoopTask:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None = None
 
+    @abstractmethod
     def step(self, step: int) -> float:
         """Run step ``step`` (counted from 0); return its loss."""
         raise NotImplementedError
 
+    @abstractmethod
     def record(self, done: int) -> dict[str, Any]:
         """The fields of the ``train`` record logged after ``done`` steps."""
         raise NotImplementedError
@@ -117,6 +120,7 @@ class LoopTask:
         """Save the weights of the best validation so far (``best.pt``)."""
         return None
 
+    @abstractmethod
     def save_last(self, done: int, state: TrainState, v: Validation | None) -> None:
         """Write ``last.pt``: the weights and ``state`` (``v``: this step's validation)."""
         raise NotImplementedError
