@@ -1,11 +1,14 @@
 """Export a bundled model from its training runs and measure it on phantoms.
 
     python model-training/export_model.py VAL_DIR TEST_DIR RUN_DIR [RUN_DIR ...] \
-        [--tissue-test DIR] [--name default] [--licence real] [--checkpoint last]
+        [--tissue-test DIR] [--name default] [--licence real] [--checkpoint last] \
+        [--postprocess gland_threshold=0.5 ...]
 
 The run directories are the training stages in order; the last run's checkpoint
 (``--checkpoint last`` or ``best``) becomes ``models/NAME.pt`` with int8 storage and
-the terms of ``--licence`` (``model-training/stamp_licence.py``) in its provenance.
+the terms of ``--licence`` (``model-training/stamp_licence.py``) in its provenance and
+the post-processing settings of ``--postprocess`` (chosen on training images, e.g. by
+``gland_pp_sweep.py``) as its calibration (``ModelConfig.postprocess``).
 That file is loaded back and evaluated on every tile of two held-out phantom sets:
 VAL_DIR (the validation set of the phantom runs, which chose checkpoints) and
 TEST_DIR (used for nothing else); the metrics go into the checkpoint's provenance and
@@ -20,11 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from stamp_licence import TERMS
 
 from cerberus_cli.model.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.training.validation import evaluate_phantom
 
 HERE = Path(__file__).resolve().parent
@@ -41,6 +46,10 @@ def _stage_record(run_dir: Path) -> dict:
     return {"run": run_dir.name, **{k: opts.get(k) for k in keep}}
 
 
+def _number(text: str) -> float:
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("val_dir", type=Path)
@@ -50,9 +59,14 @@ def main() -> None:
     p.add_argument("--name", default="default", help="registry name: models/NAME.pt and NAME.md")
     p.add_argument("--licence", choices=sorted(TERMS), default="real")
     p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    p.add_argument("--postprocess", action="append", default=[], metavar="NAME=VALUE",
+                   help="a post-processing setting the model is calibrated with (repeatable)")
     args = p.parse_args()
     src = args.run_dirs[-1] / "checkpoints" / f"{args.checkpoint}.pt"
     loaded = load_checkpoint(src)
+    calibration = tuple(sorted((k, _number(v)) for k, v in (s.split("=", 1) for s in args.postprocess)))
+    PostprocessOptions().for_model(calibration)  # names and values checked before any work
+    loaded.model.config = replace(loaded.model.config, postprocess=calibration)
     training = loaded.provenance.get("training", {})
     what = ("real annotated H&E (MoNuSeg, CoNSeP, GlaS) and phantom tiles" if args.licence == "real"
             else "phantom H&E tiles; for demos and tests")

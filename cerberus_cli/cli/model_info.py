@@ -53,5 +53,9 @@ def model_info(spec: str | None, list_models: bool, as_json: bool) -> None:
     )
     console.print(f"sha256 {info['sha256']}")
     console.print(f"weights licence: {info['licence']}")
+    calibration = cfg.get("postprocess", {})
+    console.print("post-processing calibration: " + (
+        ", ".join(f"{k}={v}" for k, v in calibration.items()) if calibration
+        else "none (the reference settings)"))
     if info["provenance"]:
         console.print(f"provenance: {json.dumps(info['provenance'])}")

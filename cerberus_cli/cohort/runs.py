@@ -65,6 +65,9 @@ def segment(
     loaded = load_model(options.model)
     log.info("model %s (sha256 %s...): weights licence: %s", options.model or "default",
              loaded.sha256[:12], loaded.licence)
+    if loaded.config.postprocess and options.post.model_calibration:
+        log.info("post-processing calibrated for this model (where not set): %s",
+                 ", ".join(f"{k}={v}" for k, v in loaded.config.postprocess))
     slides = collect_inputs(list(inputs), manifest, slides_dir)
     if not slides:
         raise InputError("no slides given (pass slide files, folders, globs or --manifest)")

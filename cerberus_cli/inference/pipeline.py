@@ -104,7 +104,7 @@ class Segmenter:
         self.network = prepare_model(loaded.model, self.device, options.channels_last)
         self.engine = Engine(self._inference_network(), self.config, self.device, self.dtype,
                              options.margin, options.tile, options.channels_last)
-        self.post_options = options.post
+        self.post_options = options.post.for_model(self.config.postprocess)
         self.post_margin = required_margin(self.post_options)
         self._pool: ProcessPoolExecutor | None = None
         self.stain = StainNormaliser("none")

@@ -201,7 +201,8 @@ def replay_slide(
     maps (its run record lists them). ``pool`` runs tile reads and chunk
     post-processing (None: everything in this process). Objects are written to
     ``out_path`` (GeoParquet); ``key`` (default: the slide file's stem) enters
-    the object ids, as in ``segment``; ``options`` default to those of ``segment``.
+    the object ids, as in ``segment``; ``options`` default to those of ``segment``
+    (and, like there, take the model's calibration unless they turn it off).
     ``read_tiles=False`` leaves out the loader's work (reading slide tiles);
     ``clip`` keeps every object inside the slide (``ChunkMaps.extent``).
     ``maps_path`` may also be any :class:`MapSource` (maps made up for a large slide).
@@ -213,6 +214,8 @@ def replay_slide(
     slide_path = Path(slide_path)
     key = slide_path.stem if key is None else key
     options = PostprocessOptions() if options is None else options
+    if config.postprocess:
+        options = options.for_model(config.postprocess)
     saved = maps_path if isinstance(maps_path, MapSource) else SavedMaps(maps_path)
     with open_slide(slide_path, backend=backend, mpp=mpp) as slide:
         tiles = plan_tiles(slide, detect_tissue(slide), config.mpp, tile, margin)

@@ -77,6 +77,10 @@ class ModelConfig:
     mpp: float = 0.5
     tissue_patch_px: int = 144
     name: str = "cerberus"
+    #: Post-processing settings these weights were calibrated with (name, value pairs of
+    #: ``PostprocessOptions`` fields, sorted); they replace the reference values of
+    #: those settings unless a user sets them. Empty: the reference values throughout.
+    postprocess: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.stem_stride not in (1, 2):
@@ -144,6 +148,11 @@ class ModelConfig:
              "classes": [{"name": c.name, "color": list(c.color)} for c in h.classes]}
             for h in self.heads
         ]
+        # Kept out when empty, so configs without a calibration stay as they were.
+        if self.postprocess:
+            d["postprocess"] = dict(self.postprocess)
+        else:
+            del d["postprocess"]
         return d
 
     @staticmethod
@@ -155,6 +164,7 @@ class ModelConfig:
             mpp=float(d["mpp"]),
             tissue_patch_px=int(d.get("tissue_patch_px", 144)),
             name=str(d.get("name", "cerberus")),
+            postprocess=tuple(sorted(d.get("postprocess", {}).items())),
         )
 
     def with_heads(self, names: list[str]) -> ModelConfig:

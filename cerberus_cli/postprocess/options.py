@@ -6,7 +6,8 @@ reference Cerberus model); areas in pixels (px^2).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, replace
 
 from cerberus_cli.core.optionspec import check_range, opt, require
 
@@ -23,7 +24,8 @@ class PostprocessOptions:
     kernel of ``*_kernel_px``) and its holes filled; lumina are kept only inside
     glands. ``gland_downsample=2`` runs the gland and lumen steps on a 2x
     block-averaged map (sizes halved) for speed; labels are brought back to the
-    full grid, so the rest of the pipeline is unchanged.
+    full grid, so the rest of the pipeline is unchanged. A model may carry its own
+    values of some settings (:meth:`for_model`).
     """
 
     nuclei_threshold: float = opt(0.5, "Nuclei: probability above which inner+boundary is "
@@ -48,6 +50,9 @@ class PostprocessOptions:
     max_nucleus_px: int = opt(64, "Largest expected nucleus extent, px (sets chunk margins).")
     max_gland_px: int = opt(512, "Largest expected gland extent, px (sets chunk margins).")
     max_lumen_px: int = opt(384, "Largest expected lumen extent, px (sets chunk margins).")
+    model_calibration: bool = opt(True, "Use the post-processing settings the model was "
+                                  "calibrated with (`cerberus model` lists them) for every "
+                                  "setting left at its default.")
 
     def __post_init__(self) -> None:
         require(self.gland_downsample in (1, 2),
@@ -61,3 +66,27 @@ class PostprocessOptions:
         for name in ("nuclei_min_marker_px", "nuclei_min_size_px", "gland_min_size_px",
                      "lumen_min_size_px", "simplify_px"):
             check_range(name, getattr(self, name), 0, float("inf"))
+
+    def for_model(self, calibration: Iterable[tuple[str, float]]) -> PostprocessOptions:
+        """The settings to run a model with: with ``model_calibration``, its calibrated
+        values (``ModelConfig.postprocess``) in place of every setting still at its
+        reference default.
+
+        A setting changed from the default wins over the calibration; the reference
+        value itself is forced with ``model_calibration=False``.
+        """
+        if not self.model_calibration:
+            return self
+        reference = PostprocessOptions()
+        types = {f.name: type(getattr(reference, f.name)) for f in fields(self)}
+        changes = {}
+        for name, value in calibration:
+            if name not in types:
+                raise ValueError(f"model post-processing calibration names {name!r}, which is "
+                                 "not a post-processing setting")
+            if types[name] is int and not float(value).is_integer():
+                raise ValueError(f"model post-processing calibration: {name} must be a whole "
+                                 f"number, got {value}")
+            if getattr(self, name) == getattr(reference, name):
+                changes[name] = types[name](value)
+        return replace(self, **changes)

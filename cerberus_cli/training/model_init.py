@@ -82,7 +82,8 @@ def model_from_checkpoint(spec: str, extra_heads: list[str], tasks: list[str] | 
             raise InputError(f"{spec}: a {cfg.encoder} encoder cannot start a Cerberus model "
                              "(its decoders need resnet18 or resnet34)")
         heads = tuple(h for h in cerberus_heads() if h.name in heads_for_tasks(tasks) + extra_heads)
-        fresh = replace(cfg, heads=heads, tissue_patch_px=tissue_patch or cfg.tissue_patch_px)
+        fresh = replace(cfg, heads=heads, tissue_patch_px=tissue_patch or cfg.tissue_patch_px,
+                        postprocess=())
         model = CerberusNet(fresh)
         model.encoder.load_state_dict(loaded.model.encoder.state_dict())
         return model, {"init": spec, "init_sha256": loaded.sha256, "added_heads": [h.name for h in heads],
@@ -98,6 +99,9 @@ def model_from_checkpoint(spec: str, extra_heads: list[str], tasks: list[str] | 
         model = CerberusNet(cfg)
         # strict=False: only the added heads are missing; every loaded key has a home.
         model.load_state_dict(loaded.model.state_dict(), strict=False)
+    # A post-processing calibration holds for the weights it was measured on, not for
+    # the new weights training makes from them.
+    model.config = replace(model.config, postprocess=())
     return model, {"init": spec, "init_sha256": loaded.sha256, "added_heads": [h.name for h in add]}
 
 

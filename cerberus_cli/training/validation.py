@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from cerberus_cli.core.vocabulary import INSTANCE_TASKS, TISSUE
 from cerberus_cli.metrics.dice import dice
 from cerberus_cli.model.network import CerberusNet
+from cerberus_cli.postprocess.options import PostprocessOptions
 from cerberus_cli.postprocess.types import vote_types
 from cerberus_cli.training.datasets import (
     IGNORE,
@@ -52,19 +53,21 @@ def predict_maps(model: CerberusNet, image: np.ndarray, heads: list[str],
     return {k: v[0, :, :h, :w].float().softmax(0).cpu().numpy() for k, v in out.items()}
 
 
-def instances_from_maps(task: str, probs: np.ndarray, gland_probs: np.ndarray | None = None) -> np.ndarray:
+def instances_from_maps(task: str, probs: np.ndarray, gland_probs: np.ndarray | None = None,
+                        options: PostprocessOptions | None = None) -> np.ndarray:
     """Instance map from an instance head's (3, H, W) probabilities, by the same
-    post-processing ``cerberus segment`` uses. Lumina are kept inside the glands
-    post-processed from ``gland_probs`` (anywhere when not given)."""
+    post-processing ``cerberus segment`` uses (``options``: its defaults). Lumina are
+    kept inside the glands post-processed from ``gland_probs`` (anywhere when not given)."""
     from cerberus_cli.postprocess import instances as post
 
+    options = PostprocessOptions() if options is None else options
     if task == "nuclei":
-        return post.nuclei_instances(probs[1], probs[2])
+        return post.nuclei_instances(probs[1], probs[2], options)
     if task == "gland":
-        return post.gland_instances(probs[1], probs[2])
-    glands = (post.gland_instances(gland_probs[1], gland_probs[2]) if gland_probs is not None
+        return post.gland_instances(probs[1], probs[2], options)
+    glands = (post.gland_instances(gland_probs[1], gland_probs[2], options) if gland_probs is not None
               else np.ones(probs.shape[1:], np.int32))
-    return post.lumen_instances(probs[1], probs[2], glands)
+    return post.lumen_instances(probs[1], probs[2], glands, options)
 
 
 def panoptic_quality(true: np.ndarray, pred: np.ndarray) -> float:
@@ -106,13 +109,15 @@ def evaluate_instance_task(model: CerberusNet, ds: TaskDataset, device: torch.de
     heads = [task] + ([type_head.name] if type_head is not None else [])
     if task == "lumen" and "gland" in model.seg_heads:
         heads.append("gland")  # lumina are kept inside predicted glands, as in inference
+    options = PostprocessOptions().for_model(model.config.postprocess)  # as segment runs it
     dices, pqs, correct, total = [], [], 0, 0
     for i in _indices(len(ds), limit):
         item: InstanceItem = ds.load(i)  # type: ignore[assignment]
         maps = predict_maps(model, item.image, heads, device)
         probs = maps[task]
         dices.append(dice(probs[1:].sum(0) > 0.5, item.instances > 0))
-        pq = panoptic_quality(item.instances, instances_from_maps(task, probs, maps.get("gland")))
+        pq = panoptic_quality(item.instances,
+                              instances_from_maps(task, probs, maps.get("gland"), options))
         if not np.isnan(pq):
             pqs.append(pq)
         if type_head is not None and item.types is not None:
