@@ -41,9 +41,9 @@ def test_bundled_model_is_small_light_and_documented(name):
 TARGETS = {"nuclei_pq": 0.65, "gland_pq": 0.75, "lumen_pq": 0.65, "nuclei_type_acc": 0.8,
            "tissue_acc": 0.9}
 #: The real-data model misses the phantom gland target: its gland decoder learnt GlaS glands
-#: (test 0.609, against 0.785 for the phantom model; models/default.md). Its floor there
+#: (test 0.688, against 0.785 for the phantom model; models/default.md). Its floor there
 #: holds what it measures, so a change that costs more fails.
-FLOORS = {"phantom": TARGETS, "default": {**TARGETS, "gland_pq": 0.55}}
+FLOORS = {"phantom": TARGETS, "default": {**TARGETS, "gland_pq": 0.65}}
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,10 @@ def _evaluate(true: Path, pred: Path, report: Path, *args: str) -> dict:
     return overall
 
 
-#: Measured with these settings PQ 0.394, mPQ over the 3 predictable classes 0.263 (the
+#: Measured with these settings PQ 0.414, mPQ over the 3 predictable classes 0.292 (the
 #: phantom model: PQ 0.342, mPQ 0.024).
-CONSEP_PQ_FLOOR = 0.36
-CONSEP_MPQ_FLOOR = 0.22
+CONSEP_PQ_FLOOR = 0.38
+CONSEP_MPQ_FLOOR = 0.25
 
 
 def test_consep_crop_nuclei_and_types(tmp_path):
@@ -53,9 +53,9 @@ def test_consep_crop_nuclei_and_types(tmp_path):
     assert overall["mpq_predictable"] >= CONSEP_MPQ_FLOOR, overall
 
 
-#: Measured 0.036: worse than the phantom model's 0.099 (models/default.md, "Where it falls
+#: Measured 0.032: worse than the phantom model's 0.099 (models/default.md, "Where it falls
 #: short"); the floor keeps it from falling further.
-STROMA_PQ_FLOOR = 0.03
+STROMA_PQ_FLOOR = 0.025
 
 
 def test_stroma_crop_nuclei_pq_floor(tmp_path):
@@ -65,14 +65,14 @@ def test_stroma_crop_nuclei_pq_floor(tmp_path):
     assert overall["pq"] >= STROMA_PQ_FLOOR, overall
 
 
-#: Measured with these settings: 1 nucleus over 150 um^2 of 2615 (the first model: 26, up to
-#: 1259 um^2), the largest 178 um^2; glands 0.196 mm^2, more than the phantom model's 0.116
-#: (models/default.md, "Where it falls short"); epithelial share 0.35 (phantom model 0.62).
+#: Measured with these settings: no nucleus over 150 um^2 of 2237 (the first model: 26, up to
+#: 1259 um^2), the largest 108 um^2; glands 0.247 mm^2 (32), more than the phantom model's
+#: 0.116 (models/default.md, "Where it falls short"); epithelial share 0.23 (phantom model 0.62).
 GIANT_UM2 = 150.0
-MAX_GIANT = 4
-MAX_AREA_UM2 = 250.0
-MAX_GLAND_MM2 = 0.25
-MAX_EPITHELIAL_SHARE = 0.45
+MAX_GIANT = 3
+MAX_AREA_UM2 = 200.0
+MAX_GLAND_MM2 = 0.28
+MAX_EPITHELIAL_SHARE = 0.35
 
 
 def test_aperio_fibres_are_not_giant_nuclei_or_glands(tmp_path):
