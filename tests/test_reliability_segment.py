@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from cerberus_cli.cli import main
 from cerberus_cli.cohort import commit
+from cerberus_cli.model.registry import available_models
 from tests._slide_fixtures import corrupt_tile, smooth_image, write_variant
 
 FAST = ["--tile", "208", "--workers", "0", "--post-workers", "0", "--batch-size", "2",
@@ -57,6 +58,11 @@ def test_record_lists_every_file_and_a_plain_rerun_skips(done, phantom_slide):
     assert set(record["files"]) | {"phantom.run.json"} == set(final_files(done))
     res = run("segment", str(phantom_slide), "-o", str(done), *FAST, "--json")
     assert res.exit_code == 0
+    assert json.loads(res.stdout)["slides"][0]["status"] == "skipped"
+    # The same weights named by their file rather than by registry name: still the same run.
+    res = run("segment", str(phantom_slide), "-o", str(done), *FAST, "--json",
+              "--model", str(available_models()["default"]))
+    assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["slides"][0]["status"] == "skipped"
 
 

@@ -84,6 +84,9 @@ def differences(record: dict[str, Any], slide: dict[str, Any], model_sha256: str
         out.append("model")
     # Through JSON, as recorded: tuples become lists, so equal options compare equal.
     old, new = _flat(prov.get("options", {})), _flat(json.loads(json.dumps(result_options(options))))
+    # The model is its weights (compared by sha256 above), however --model named it.
+    old.pop("model", None)
+    new.pop("model", None)
     out += [f"--{k.replace('_', '-')}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     return out
 
