@@ -220,6 +220,11 @@ cerberus segment $R/gland-glas-train/images --mpp 0.62005 --tissue-method all --
 python model-training/gland_pp_sweep.py glas_train_maps $R/gland-glas-train/instances
 python model-training/gland_pp_sweep.py glas_train_maps $R/gland-glas-train/instances \
     --thresholds 0.45,0.5 --min-sizes 3000,4000,5000,6000,8000 --kernels 15,19
+# ... and, after the export below, on the shipped model's maps (sweep_7e831a6b.txt):
+cerberus segment $R/gland-glas-train/images --mpp 0.62005 --tissue-method all --save-maps \
+    --no-overlay --model default --no-model-calibration -o glas_train_maps3
+python model-training/gland_pp_sweep.py glas_train_maps3 $R/gland-glas-train/instances \
+    --thresholds 0.5,0.55 --min-sizes 400,2000,3000,4000 --kernels 11,15
 
 # Stage real_seg3 (record: real_seg3/): the 80ad1ded release (real_tissue2's weights, int8)
 # continued as a new run (--init default: no optimiser state), weighted towards glands
