@@ -213,9 +213,7 @@ def replay_slide(
 
     slide_path = Path(slide_path)
     key = slide_path.stem if key is None else key
-    options = PostprocessOptions() if options is None else options
-    if config.postprocess:
-        options = options.for_model(config.postprocess)
+    options = (PostprocessOptions() if options is None else options).for_model(config.postprocess)
     saved = maps_path if isinstance(maps_path, MapSource) else SavedMaps(maps_path)
     with open_slide(slide_path, backend=backend, mpp=mpp) as slide:
         tiles = plan_tiles(slide, detect_tissue(slide), config.mpp, tile, margin)

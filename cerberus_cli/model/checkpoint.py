@@ -7,7 +7,8 @@ A checkpoint is a ``torch.save`` dict (loadable with ``weights_only=True``)::
     package_version   version of cerberus-cli that wrote it
     created           ISO-8601 UTC time
     config            ModelConfig.to_dict(): encoder, stem stride, heads, classes,
-                      colours, mpp, tile geometry
+                      colours, mpp, tile geometry; ``postprocess`` (the weights'
+                      post-processing calibration) when they have one
     provenance        free-form dict: how the weights were made (training run,
                       import source, data, metrics)
     storage           "fp32" | "fp16" | "int8" (how the float weights are stored)
