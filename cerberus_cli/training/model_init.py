@@ -76,14 +76,15 @@ def model_from_checkpoint(spec: str, extra_heads: list[str], tasks: list[str] | 
     from cerberus_cli.model.registry import load_model
 
     loaded = load_model(spec)
-    cfg = loaded.config
+    # A post-processing calibration holds for the weights it was measured on, not for
+    # the new weights training makes from them.
+    cfg = replace(loaded.config, postprocess=())
     if not cfg.heads and tasks:
         if cfg.encoder not in ("resnet18", "resnet34"):
             raise InputError(f"{spec}: a {cfg.encoder} encoder cannot start a Cerberus model "
                              "(its decoders need resnet18 or resnet34)")
         heads = tuple(h for h in cerberus_heads() if h.name in heads_for_tasks(tasks) + extra_heads)
-        fresh = replace(cfg, heads=heads, tissue_patch_px=tissue_patch or cfg.tissue_patch_px,
-                        postprocess=())
+        fresh = replace(cfg, heads=heads, tissue_patch_px=tissue_patch or cfg.tissue_patch_px)
         model = CerberusNet(fresh)
         model.encoder.load_state_dict(loaded.model.encoder.state_dict())
         return model, {"init": spec, "init_sha256": loaded.sha256, "added_heads": [h.name for h in heads],
@@ -94,14 +95,12 @@ def model_from_checkpoint(spec: str, extra_heads: list[str], tasks: list[str] | 
             raise InputError(f"{spec}: cannot add head {h.name!r}: the model has no {h.parent!r} head")
     if not add:
         model = loaded.model
+        model.config = cfg
     else:
         cfg = replace(cfg, heads=cfg.heads + tuple(add))
         model = CerberusNet(cfg)
         # strict=False: only the added heads are missing; every loaded key has a home.
         model.load_state_dict(loaded.model.state_dict(), strict=False)
-    # A post-processing calibration holds for the weights it was measured on, not for
-    # the new weights training makes from them.
-    model.config = replace(model.config, postprocess=())
     return model, {"init": spec, "init_sha256": loaded.sha256, "added_heads": [h.name for h in add]}
 
 
