@@ -90,6 +90,13 @@ def test_probe_bundled_beats_random(bundled_features, phantom_table, tmp_path):
     assert res.exit_code == 0, res.output
     cmp = json.loads((tmp_path / "cmp" / "report.json").read_text())
     assert cmp["mean_rank"]["bundled"] < cmp["mean_rank"]["random"]
+    # Paired on the same test rows: random minus bundled, with its interval.
+    diff = cmp["differences"]
+    assert diff["baseline"] == "bundled"
+    ba = diff["configurations"]["random"]["all"]["balanced_accuracy"]
+    assert ba["difference"] == pytest.approx(random_ba - report["balanced_accuracy"], abs=1e-9)
+    assert ba["ci"][0] <= ba["difference"] <= ba["ci"][1] and ba["ci"][1] < 0
+    assert ba["share_ahead"] < 0.05
     # The saved probe predicts new features (skops, not pickle).
     assert (out / "probe.skops").is_file()
     res = run("probe", bundled_features, "--predict", out, "-o", tmp_path / "pred")
@@ -112,3 +119,28 @@ def test_outer_cv_without_test_split(tmp_path):
     report = json.loads((tmp_path / "p" / "report.json").read_text())
     assert "outer 3-fold" in report["protocol"] and report["n_test"] == n
     assert report["accuracy"] > 0.9
+
+
+def test_compare_pairs_only_the_same_rows(tmp_path):
+    """A configuration probed on other rows gets no paired difference, and the report says why."""
+    rng = np.random.default_rng(1)
+    n = 40
+    labels = np.repeat(["a", "b"], n // 2)
+    cols = pd.DataFrame({"path": [f"p{i}.png" for i in range(n)], "label": labels,
+                         "group": [f"g{i // 4}" for i in range(n)],
+                         "split": ["train" if (i // 4) % 2 == 0 else "test" for i in range(n)]})
+    X = rng.normal(size=(n, 4)) + 2 * (labels == "a")[:, None]
+    one = write_features(tmp_path / "one.parquet", cols, X, {"kind": "patches", "layers": ["x"]})
+    same = write_features(tmp_path / "same.parquet", cols, X, {"kind": "patches", "layers": ["x"]})
+    moved = cols.assign(path=[f"q{i}.png" for i in range(n)])
+    other = write_features(tmp_path / "other.parquet", moved, X, {"kind": "patches", "layers": ["x"]})
+    res = run("probe", one, same, other, "--compare", "-o", tmp_path / "cmp", *FAST)
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    paired = rep["differences"]["configurations"]
+    # The same features on the same rows: no difference, an interval of zero width.
+    assert paired["same"]["all"]["balanced_accuracy"]["difference"] == 0
+    assert paired["same"]["all"]["balanced_accuracy"]["ci"] == [0, 0]
+    assert "other" not in paired
+    assert any(w.startswith("other/all: no paired difference against one (the test rows")
+               for w in rep["warnings"]), rep["warnings"]

@@ -7,6 +7,8 @@ decision values or probabilities (only their order within a class column matters
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -73,6 +75,34 @@ def normalised_confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.n
     return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
 
 
+def _resamples(groups: np.ndarray, replicates: int, seed: int) -> Iterator[np.ndarray]:
+    """Row indices of ``replicates`` bootstrap samples that draw whole groups with
+    replacement (a pure function of ``groups`` and ``seed``)."""
+    rng = np.random.default_rng(seed)
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    for _ in range(replicates):
+        pick = rng.integers(0, len(members), len(members))
+        yield np.concatenate([members[g] for g in pick])
+
+
+def _seed_mean(y_true: np.ndarray, preds: list[np.ndarray], scores: list[np.ndarray],
+               idx: np.ndarray) -> dict[str, float]:
+    """Every metric on rows ``idx``, averaged over the seeds' predictions (NaN: undefined)."""
+    yt = y_true[idx]
+    per_seed = [metrics(yt, p[idx], s[idx]) for p, s in zip(preds, scores)]
+    return {m: float(np.nanmean([d[m] for d in per_seed]))
+            if not all(math.isnan(d[m]) for d in per_seed) else math.nan for m in METRICS}
+
+
+def _interval(values: list[float], confidence: float) -> tuple[float, float] | None:
+    arr = np.asarray([x for x in values if not math.isnan(x)])
+    if not len(arr):
+        return None
+    alpha = (1.0 - confidence) / 2.0
+    return float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha))
+
+
 def group_bootstrap(y_true: np.ndarray, preds: list[np.ndarray], scores: list[np.ndarray],
                     groups: np.ndarray, replicates: int, confidence: float,
                     seed: int = 0) -> dict[str, tuple[float, float] | np.ndarray]:
@@ -80,28 +110,47 @@ def group_bootstrap(y_true: np.ndarray, preds: list[np.ndarray], scores: list[np
     the row-normalised confusion matrix, resampling whole groups with replacement."""
     if replicates <= 0:
         return {}
-    rng = np.random.default_rng(seed)
-    _, inverse = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     k = scores[0].shape[1]
     values: dict[str, list[float]] = {m: [] for m in METRICS}
     cms = []
-    for _ in range(replicates):
-        pick = rng.integers(0, len(members), len(members))
-        idx = np.concatenate([members[g] for g in pick])
-        yt = y_true[idx]
-        per_seed = [metrics(yt, p[idx], s[idx]) for p, s in zip(preds, scores)]
-        for m in METRICS:
-            values[m].append(float(np.nanmean([d[m] for d in per_seed]))
-                             if not all(math.isnan(d[m]) for d in per_seed) else math.nan)
-        cms.append(np.mean([normalised_confusion(yt, p[idx], k) for p in preds], axis=0))
-    alpha = (1.0 - confidence) / 2.0
+    for idx in _resamples(groups, replicates, seed):
+        for m, value in _seed_mean(y_true, preds, scores, idx).items():
+            values[m].append(value)
+        cms.append(np.mean([normalised_confusion(y_true[idx], p[idx], k) for p in preds], axis=0))
     out: dict[str, tuple[float, float] | np.ndarray] = {}
     for m, v in values.items():
-        arr = np.asarray([x for x in v if not math.isnan(x)])
-        if len(arr):
-            out[m] = (float(np.quantile(arr, alpha)), float(np.quantile(arr, 1 - alpha)))
+        ci = _interval(v, confidence)
+        if ci is not None:
+            out[m] = ci
+    alpha = (1.0 - confidence) / 2.0
     stack = np.stack(cms)
     out["confusion_low"] = np.quantile(stack, alpha, axis=0)
     out["confusion_high"] = np.quantile(stack, 1 - alpha, axis=0)
+    return out
+
+
+def paired_difference(y_true: np.ndarray, base: tuple[list[np.ndarray], list[np.ndarray]],
+                      other: tuple[list[np.ndarray], list[np.ndarray]], groups: np.ndarray,
+                      replicates: int, confidence: float, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """``other`` minus ``base`` on the same test rows, per metric: the difference, its
+    percentile interval and the share of replicates where ``other`` is ahead.
+
+    Both are scored on each replicate's resampled groups, so what the two have in common
+    (which groups are hard) cancels: the interval of a difference is narrower than the
+    two separate intervals suggest. ``base`` and ``other`` are (predictions, scores) per
+    seed.
+    """
+    everything = np.arange(len(y_true))
+    a, b = _seed_mean(y_true, *base, everything), _seed_mean(y_true, *other, everything)
+    diffs: dict[str, list[float]] = {m: [] for m in METRICS}
+    if replicates > 0:
+        for idx in _resamples(groups, replicates, seed):
+            ra, rb = _seed_mean(y_true, *base, idx), _seed_mean(y_true, *other, idx)
+            for m in METRICS:
+                diffs[m].append(rb[m] - ra[m])
+    out: dict[str, dict[str, Any]] = {}
+    for m in METRICS:
+        finite = [d for d in diffs[m] if not math.isnan(d)]
+        out[m] = {"difference": b[m] - a[m], "ci": _interval(diffs[m], confidence),
+                  "share_ahead": float(np.mean(np.asarray(finite) > 0)) if finite else None}
     return out

@@ -24,10 +24,10 @@ from cerberus_cli.core.atomic import AtomicPath
 from cerberus_cli.core.errors import CerberusError, InputError
 from cerberus_cli.transfer.featurefile import provenance_of, read_features
 from cerberus_cli.transfer.forward import Progress
-from cerberus_cli.transfer.metrics import METRICS
+from cerberus_cli.transfer.metrics import METRICS, paired_difference
 from cerberus_cli.transfer.options import ProbeOptions
 from cerberus_cli.transfer.probe_store import load_probe, predict_frame, save_probe
-from cerberus_cli.transfer.protocol import ProbeData, run_protocol, select_and_fit
+from cerberus_cli.transfer.protocol import ProbeData, TestPredictions, fit_and_score, select_and_fit
 
 REPORT_JSON = "report.json"
 REPORT_CSV = "report.csv"
@@ -115,6 +115,7 @@ def probe_data(table: pd.DataFrame, X: np.ndarray, options: ProbeOptions, source
             if test.all():
                 raise InputError(f"{source}: every row is in the test split; nothing to train on")
     y = labels.astype(str).to_numpy()
+    rows = _row_identity(table)
     if test is None and len(np.unique(groups)) >= 2:
         lone = _lone_classes(y, groups)
         keep = ~np.isin(y, lone)
@@ -129,7 +130,25 @@ def probe_data(table: pd.DataFrame, X: np.ndarray, options: ProbeOptions, source
                             "row(s)): each sits in a single group, so an outer grouped "
                             "cross-validation cannot both train on it and test it")
             X, y, groups = X[keep], y[keep], groups[keep]
-    return ProbeData(X, y, groups, test, source, warnings)
+            rows = rows[keep] if rows is not None else None
+    return ProbeData(X, y, groups, test, source, warnings, rows)
+
+
+#: Columns that name a row (an object, a patch) the same way in every feature file of it.
+ROW_KEYS = ("uuid", "path")
+
+
+def _row_identity(table: pd.DataFrame) -> np.ndarray | None:
+    """Each row's identity (its ``uuid`` or ``path`` and, for patches cut from one image,
+    its position), or None when the table has no such column."""
+    key = next((k for k in ROW_KEYS if k in table.columns), None)
+    if key is None:
+        return None
+    ident = table[key].astype(str)
+    for extra in ("x", "y", "tile_x", "tile_y"):
+        if extra in table.columns:
+            ident = ident + "@" + table[extra].astype(str)
+    return ident.to_numpy()
 
 
 def _tasks(table: pd.DataFrame) -> list[str | None]:
@@ -142,10 +161,44 @@ def _grid(options: ProbeOptions, classifier: str) -> tuple:
     return options.k_grid if classifier == "knn" else options.c_grid
 
 
-def _run(data: ProbeData, options: ProbeOptions, classifier: str) -> dict[str, Any]:
-    return run_protocol(data, classifier, _grid(options, classifier), options.folds,
-                        options.seeds, options.bootstrap, options.confidence, options.max_iter,
-                        options.allow_group_overlap)
+def _run(data: ProbeData, options: ProbeOptions,
+         classifier: str) -> tuple[dict[str, Any], TestPredictions]:
+    return fit_and_score(data, classifier, _grid(options, classifier), options.folds,
+                         options.seeds, options.bootstrap, options.confidence, options.max_iter,
+                         options.allow_group_overlap)
+
+
+def _pairable(a: TestPredictions, b: TestPredictions) -> str | None:
+    """Why two configurations' test predictions cannot be paired row by row (None: they can)."""
+    if len(a.labels) != len(b.labels):
+        return f"{len(a.labels)} and {len(b.labels)} test rows"
+    if a.rows is None or b.rows is None:
+        return "no 'uuid' or 'path' column names the rows"
+    if not (np.array_equal(a.rows, b.rows) and np.array_equal(a.labels, b.labels)
+            and np.array_equal(a.groups, b.groups)):
+        return "the test rows, their labels or groups differ"
+    return None
+
+
+def differences(predictions: dict[str, dict[str, TestPredictions]], options: ProbeOptions
+                ) -> tuple[dict[str, Any], list[str]]:
+    """Each configuration minus the first, per task and metric, on the same test rows
+    (paired group bootstrap); and why any pair was left out."""
+    names = list(predictions)
+    base_name = names[0]
+    out: dict[str, Any] = {"baseline": base_name, "configurations": {}}
+    skipped: list[str] = []
+    for name in names[1:]:
+        for task, other in predictions[name].items():
+            base = predictions[base_name].get(task)
+            why = "the baseline has no such task" if base is None else _pairable(base, other)
+            if why is not None or base is None:
+                skipped.append(f"{name}/{task}: no paired difference against {base_name} ({why})")
+                continue
+            out["configurations"].setdefault(name, {})[task] = paired_difference(
+                base.labels, (base.preds, base.scores), (other.preds, other.scores), base.groups,
+                options.bootstrap, options.confidence)
+    return out, skipped
 
 
 def _primary(result: dict[str, Any]) -> float:
@@ -239,6 +292,7 @@ def probe(paths: list[str], out_dir: str | os.PathLike, options: ProbeOptions,
     loaded = {name: load_set(files, options) for name, files in sets.items()}
     units = sum(len(_tasks(t)) for t, _, _ in loaded.values())
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    predictions: dict[str, dict[str, TestPredictions]] = {}
     final: tuple[Any, dict[str, Any]] | None = None
     done = 0
     for name, (table, X, meta) in loaded.items():
@@ -247,10 +301,11 @@ def probe(paths: list[str], out_dir: str | os.PathLike, options: ProbeOptions,
         for task in _tasks(table):
             rows = table if task is None else table[table["task"].astype(str) == task]
             data = probe_data(rows.reset_index(drop=True), X[rows.index.to_numpy()], options, source)
-            res = _run(data, options, options.classifier)
+            res, test = _run(data, options, options.classifier)
             if options.knn_baseline and options.classifier != "knn":
-                res["baselines"] = {"knn": _run(data, options, "knn")}
+                res["baselines"] = {"knn": _run(data, options, "knn")[0]}
             results[name][task or "all"] = res
+            predictions.setdefault(name, {})[task or "all"] = test
             if not options.compare and task is None:
                 info = {"classes": res["classes"], "classifier": options.classifier,
                         "chosen": res["chosen_mode"], "label": options.label,
@@ -276,6 +331,8 @@ def probe(paths: list[str], out_dir: str | os.PathLike, options: ProbeOptions,
         report["comparison"] = {c: {t: {m: r[m] for m in METRICS} for t, r in per.items()}
                                 for c, per in results.items()}
         report["mean_rank"] = mean_ranks(results)
+        report["differences"], skipped = differences(predictions, options)
+        report["warnings"].extend(skipped)
         report["top_level"] = f"metrics of the first configuration ({next(iter(results))})"
     report["package_version"] = __version__
     report = _clean(report)

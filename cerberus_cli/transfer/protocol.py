@@ -38,6 +38,19 @@ class ProbeData:
     test: np.ndarray | None  # bool mask of test rows, None: outer grouped CV
     source: str              # the file(s), for messages
     warnings: list[str] = field(default_factory=list)  # carried into the report
+    rows: np.ndarray | None = None  # identity of each row (uuid or path), to pair data sets
+
+
+@dataclass
+class TestPredictions:
+    """What the protocol predicted on the test rows: enough to score two probes on the
+    same rows (see :func:`cerberus_cli.transfer.metrics.paired_difference`)."""
+
+    labels: np.ndarray       # class indices of the test rows
+    preds: list[np.ndarray]  # one per seed
+    scores: list[np.ndarray]  # one (N, K) per seed
+    groups: np.ndarray
+    rows: np.ndarray | None  # row identities, as in ProbeData.rows
 
 
 def pipeline(classifier: str, seed: int, max_iter: int) -> tuple[Pipeline, dict[str, str]]:
@@ -80,14 +93,17 @@ def select_and_fit(X: np.ndarray, y: np.ndarray, groups: np.ndarray, classifier:
     pipe, info = pipeline(classifier, seed, max_iter)
     values = list(grid)
     splits = fold_count(folds, groups, y)
+    cv = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed) if splits >= 2 else None
     if classifier == "knn":
-        # k cannot exceed the rows of the smallest training fold.
-        limit = max(1, int(len(y) * (1 - 1 / max(2, splits))))
-        values = sorted({min(int(v), limit) for v in values})
-    if splits < 2 or len(values) == 1:
+        # k cannot exceed the rows of the smallest training fold (whole groups make the
+        # folds uneven), nor those of the final fit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            limit = min([len(y)] + ([len(tr) for tr, _ in cv.split(X, y, groups)] if cv else []))
+        values = sorted({min(int(v), max(1, limit)) for v in values})
+    if cv is None or len(values) == 1:
         pipe.set_params(**{info["param"]: values[0]})
         return pipe.fit(X, y), values[0]
-    cv = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
     search = GridSearchCV(pipe, {info["param"]: values}, cv=cv, scoring="balanced_accuracy",
                           refit=True, n_jobs=1, error_score="raise")
     with warnings.catch_warnings():
@@ -125,6 +141,14 @@ def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seed
                  bootstrap: int, confidence: float, max_iter: int,
                  allow_group_overlap: bool = False) -> dict[str, Any]:
     """Fit and score one classifier on ``data``; the result dict of the report."""
+    return fit_and_score(data, classifier, grid, folds, seeds, bootstrap, confidence, max_iter,
+                         allow_group_overlap)[0]
+
+
+def fit_and_score(data: ProbeData, classifier: str, grid: tuple, folds: int, seeds: int,
+                  bootstrap: int, confidence: float, max_iter: int,
+                  allow_group_overlap: bool = False) -> tuple[dict[str, Any], TestPredictions]:
+    """:func:`run_protocol`'s result, and the test predictions it was scored on."""
     train_mask = ~data.test if data.test is not None else np.ones(len(data.labels), bool)
     classes = np.unique(data.labels[train_mask])
     check_data(data, classes, allow_group_overlap)
@@ -196,7 +220,8 @@ def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seed
         "per_seed": per_seed,
         "warnings": list(data.warnings),
     })
-    return result
+    rows = data.rows[test_idx] if data.rows is not None else None
+    return result, TestPredictions(yt, preds, scores, data.groups[test_idx], rows)
 
 
 def _mean(values: list[float]) -> float | None:
