@@ -31,7 +31,13 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("patches", "features", "probe", "curve", "finetune", "objects")
+STAGES = ("patches", "features", "probe", "compare", "curve", "finetune", "objects", "loto")
+
+#: Real patch tasks (the keys of the subsets) and the leave-one-task-out encoders: each
+#: pre-trained from the phantom model on the phantom tasks plus every real task but one
+#: (``pre-no-TASK``), against the phantom tasks alone (``pre-phantom``) and all of them
+#: (``pre-all``: the in-pool reference, where the probed task was also pre-trained on).
+REAL_TASKS = ("consep", "glas", "monuseg")
 
 #: MoNuSeg 2018 train images are TCGA diagnostic slides; the tissue source site (the
 #: second field of the barcode) fixes the TCGA project, hence the organ. MoNuSeg's own
@@ -203,6 +209,99 @@ def finetune(b: Bench, table: Path, enc: list[str], out: Path, bootstrap: int) -
                                  "roc_auc_ci", "accuracy") if k in test} | {"report": str(out)}
 
 
+def compare(b: Bench, task: str, files: list[Path], out: Path, probe_args: list[str]) -> dict[str, Any]:
+    """``probe --compare``: every configuration minus the first on the same test rows."""
+    if not (out / "report.json").exists():
+        b.cerberus("probe", *map(str, files), "--compare", "-o", str(out), *probe_args,
+                   "--no-knn-baseline")
+    rep = json.loads((out / "report.json").read_text())
+    return {"baseline": rep["differences"]["baseline"],
+            "differences": {c: per["all"] for c, per in rep["differences"]["configurations"].items()},
+            "warnings": rep.get("warnings", []), "report": str(out)}
+
+
+# ---------------------------------------------------------------- leave-one-task-out
+
+def phantom_tasks(b: Bench) -> dict[str, Path]:
+    """The phantom pre-training tasks: nucleus type and tissue type."""
+    w = b.work / "pretrain_data"
+    w.mkdir(parents=True, exist_ok=True)
+    if not (w / "nuclei" / "nuclei.csv").exists():
+        b.cerberus("synth", "nuclei", "-o", str(w / "nuclei"), "--count", "2000", "--size", "64",
+                   "--per-tile", "24", "--seed", "3")
+    if not (w / "tissue").exists():
+        b.cerberus("synth", "tiles", "-o", str(w / "tissue"), "--count", "256", "--size", "128",
+                   "--tasks", "tissue", "--seed", "11")
+    return {"ph_nuclei": w / "nuclei" / "nuclei.csv", "ph_tissue": w / "tissue" / "tissue"}
+
+
+def real_pretrain_tables(b: Bench, consep_rows: int) -> dict[str, Path]:
+    """Pre-training tables of the real tasks: CoNSeP train rows only (a seeded sample), every
+    GlaS and MoNuSeg patch (their probes are cross-validated, and a task is never in the
+    pool of the encoder it is probed on)."""
+    w = b.work
+    return {
+        "consep": subset(w / "consep" / "patches.csv", w / "pretrain_data" / "consep.csv",
+                         {"train": consep_rows}, seed=1),
+        "glas": subset(w / "glas" / "patches.csv", w / "pretrain_data" / "glas.csv", {"train": 10**9}),
+        "monuseg": subset(w / "monuseg" / "patches.csv", w / "pretrain_data" / "monuseg.csv",
+                          {"train": 10**9}),
+    }
+
+
+def pretrain_runs(b: Bench, pools: dict[str, list[str]], data: dict[str, Path],
+                  settings: list[str]) -> dict[str, Any]:
+    """``cerberus pretrain`` per pool (a name -> its tasks), resumed where a run stopped."""
+    out: dict[str, Any] = {}
+    for name, tasks in pools.items():
+        run = b.work / "pretrain" / name
+        last = run / "checkpoints" / "last.pt"
+        specs = [a for t in tasks for a in ("--data", f"{t}={data[t]}")]
+        if not (run / "done").exists():
+            resume = ["--resume"] if last.exists() else []
+            wall = b.cerberus("pretrain", "-o", str(run), "--init", "phantom", *specs, *settings,
+                              "--device", "cpu", *resume)
+            (run / "done").write_text(f"{wall:.1f}\n")
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        train = [r for r in records if r.get("kind") == "train"]
+        out[name] = {"tasks": tasks, "wall_s": float((run / "done").read_text()),
+                     "first_losses": {k: v for k, v in train[0].items() if k.endswith("loss")},
+                     "last_losses": {k: v for k, v in train[-1].items() if k.endswith("loss")},
+                     "checkpoint": str(last)}
+    return out
+
+
+def loto_stage(b: Bench, tables: dict[str, Path], settings: list[str], consep_rows: int,
+               probe_args: list[str], with_all: bool) -> dict[str, Any]:
+    """Leave-one-task-out pre-training (Mormont et al.): each real task probed on an
+    encoder pre-trained without it, against phantom-only pre-training (paired)."""
+    data = {**phantom_tasks(b), **real_pretrain_tables(b, consep_rows)}
+    phantom = ["ph_nuclei", "ph_tissue"]
+    pools = {"pre-phantom": phantom}
+    pools |= {f"pre-no-{t}": phantom + [o for o in REAL_TASKS if o != t] for t in REAL_TASKS}
+    if with_all:
+        pools["pre-all"] = phantom + list(REAL_TASKS)
+    out: dict[str, Any] = {"pretrain": pretrain_runs(b, pools, data, settings), "settings": settings,
+                           "pretrain_rows": {t: int(len(pd.read_csv(p))) for t, p in data.items()
+                                             if p.suffix == ".csv"}}
+    for task in REAL_TASKS:
+        files = []
+        for name in ("pre-phantom", f"pre-no-{task}", *(["pre-all"] if with_all else [])):
+            f = b.work / "features" / f"{task}.{name}.parquet"
+            if not f.exists():
+                b.cerberus("features", str(tables[task]), "-o", str(f), "--workers", "0",
+                           "--batch-size", "64", "--device", "cpu",
+                           "--model", out["pretrain"][name]["checkpoint"])
+            files.append(f)
+        files.append(b.work / "features" / f"{task}.phantom.parquet")  # the start, un-trained
+        out.setdefault("probe", {})[task] = {
+            Path(f).stem.split(".", 1)[1]: run_probe(b, f, b.work / "probe" / Path(f).stem, probe_args)
+            for f in files}
+        out.setdefault("compare", {})[task] = compare(b, task, files, b.work / "compare_loto" / task,
+                                                      probe_args)
+    return out
+
+
 # ---------------------------------------------------------------- objects
 
 def label_objects(data: Path, seg: Path, names: list[str]) -> pd.DataFrame:
@@ -345,6 +444,34 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def patch_stages(b: Bench, stages: set[str], tasks: list[str], tables: dict[str, Path],
+                 encs: dict[str, list[str]], probe_args: list[str],
+                 results: dict[str, Any]) -> dict[tuple[str, str], Path]:
+    """Features of every (task, encoder), their probes and the paired comparison of the
+    encoders per task; returns the feature files."""
+    w = b.work
+    feats = {(t, e): w / "features" / f"{t}.{e}.parquet" for t in tasks for e in encs}
+    if "features" in stages:
+        (w / "features").mkdir(exist_ok=True)
+        for (t, e), f in feats.items():
+            if not f.exists():
+                wall = b.cerberus("features", str(tables[t]), "-o", str(f), "--workers", "0",
+                                  "--batch-size", "64", "--device", "cpu", *encs[e])
+                results.setdefault("features_s", {})[f"{t}.{e}"] = round(wall, 1)
+    if "probe" in stages:
+        for (t, e), f in feats.items():
+            if f.exists():
+                results.setdefault("probe", {}).setdefault(t, {})[e] = run_probe(
+                    b, f, w / "probe" / f"{t}.{e}", probe_args)
+    if "compare" in stages:
+        for t in tasks:
+            files = [feats[(t, e)] for e in encs if feats[(t, e)].exists()]
+            if len(files) > 1:
+                results.setdefault("compare", {})[t] = compare(b, t, files, w / "compare" / t,
+                                                               probe_args)
+    return feats
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "real-train")
@@ -361,6 +488,15 @@ def main() -> None:
     ap.add_argument("--object-encoders", default="real,random",
                     help="encoders whose object features are probed")
     ap.add_argument("--threads", type=int, default=1)
+    # Mormont et al.'s SGD rate and head multiplier (0.005, or a head multiplier of 10,
+    # diverged within 60 steps from the phantom model on these tasks).
+    ap.add_argument("--pretrain", default="--steps 1000 --warmup 100 --batch-size 32 --patch-px 64 "
+                    "--lr 0.001 --head-lr-mult 1 --val-every 1000 --save-every 100 --log-every 50",
+                    help="cerberus pretrain options of every leave-one-task-out run")
+    ap.add_argument("--pretrain-consep", type=int, default=4000,
+                    help="CoNSeP train patches in the pre-training pool")
+    ap.add_argument("--pretrain-all", action="store_true",
+                    help="also pre-train on every task (the in-pool reference)")
     args = ap.parse_args()
     stages = set(args.stages.split(","))
     w = args.work
@@ -385,22 +521,9 @@ def main() -> None:
                               pd.read_csv(p).groupby(["split", "label"]).size().items()}
                           for t, p in tables.items()}
     encs = encoders(w, args.encoders.split(","))
-    feats = {(t, e): w / "features" / f"{t}.{e}.parquet"
-             for t in args.tasks.split(",") for e in encs}
-    if "features" in stages:
-        (w / "features").mkdir(exist_ok=True)
-        for (t, e), f in feats.items():
-            if not f.exists():
-                wall = b.cerberus("features", str(tables[t]), "-o", str(f), "--workers", "0",
-                                  "--batch-size", "64", "--device", "cpu", *encs[e])
-                results.setdefault("features_s", {})[f"{t}.{e}"] = round(wall, 1)
     probe_args = ["--seeds", "1", "--folds", "3", "--c-grid", "0.001,0.01,0.1",
                   "--bootstrap", str(args.bootstrap)]
-    if "probe" in stages:
-        for (t, e), f in feats.items():
-            if f.exists():
-                results.setdefault("probe", {}).setdefault(t, {})[e] = run_probe(
-                    b, f, w / "probe" / f"{t}.{e}", probe_args)
+    feats = patch_stages(b, stages, args.tasks.split(","), tables, encs, probe_args, results)
     if "curve" in stages:
         sizes = [50, 200, 500, n_tr]
         for e in encs:
@@ -416,6 +539,9 @@ def main() -> None:
         names = [f"test_{i}" for i in range(1, args.object_images + 1)]
         obj_encs = {e: a for e, a in encs.items() if e in args.object_encoders.split(",")}
         results["objects"] = objects_stage(b, names, obj_encs, probe_args, args.bootstrap)
+    if "loto" in stages:
+        results["loto"] = loto_stage(b, tables, args.pretrain.split(), args.pretrain_consep,
+                                     probe_args, args.pretrain_all)
     results["commands"] = results.get("commands", []) + b.commands
     args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(markdown(results))
