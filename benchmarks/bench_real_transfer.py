@@ -209,7 +209,7 @@ def finetune(b: Bench, table: Path, enc: list[str], out: Path, bootstrap: int) -
                                  "roc_auc_ci", "accuracy") if k in test} | {"report": str(out)}
 
 
-def compare(b: Bench, task: str, files: list[Path], out: Path, probe_args: list[str]) -> dict[str, Any]:
+def compare(b: Bench, files: list[Path], out: Path, probe_args: list[str]) -> dict[str, Any]:
     """``probe --compare``: every configuration minus the first on the same test rows."""
     if not (out / "report.json").exists():
         b.cerberus("probe", *map(str, files), "--compare", "-o", str(out), *probe_args,
@@ -297,7 +297,7 @@ def loto_stage(b: Bench, tables: dict[str, Path], settings: list[str], consep_ro
         out.setdefault("probe", {})[task] = {
             Path(f).stem.split(".", 1)[1]: run_probe(b, f, b.work / "probe" / Path(f).stem, probe_args)
             for f in files}
-        out.setdefault("compare", {})[task] = compare(b, task, files, b.work / "compare_loto" / task,
+        out.setdefault("compare", {})[task] = compare(b, files, b.work / "compare_loto" / task,
                                                       probe_args)
     return out
 
@@ -394,6 +394,10 @@ def objects_stage(b: Bench, names: list[str], encs: dict[str, list[str]],
                 write_features(labelled, cols, np.concatenate(parts_x), meta)
             out.setdefault("probe", {}).setdefault(e, {})[tag] = run_probe(
                 b, labelled, b.work / "probe_objects" / f"{e}.{tag}", probe_args)
+    if len(encs) > 1:  # the same nuclei under each encoder: paired differences
+        out["compare"] = {tag: compare(b, [b.work / "objfeat" / f"{e}.{tag}.parquet" for e in encs],
+                                       b.work / "compare_objects" / tag, probe_args)
+                          for tag in ("4class", "3class")}
     return out
 
 
@@ -402,6 +406,41 @@ def _ci(r: dict[str, Any] | None, key: str) -> str:
         return "-"
     ci = r.get(f"{key}_ci")
     return f"{r[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def comparison_lines(results: dict[str, Any]) -> list[str]:
+    """The paired-difference and leave-one-task-out tables."""
+    lines: list[str] = []
+    obj = results.get("objects")
+    comparisons = {t: c for t, c in results.get("compare", {}).items()}
+    comparisons |= {f"objects {tag}": c for tag, c in (obj or {}).get("compare", {}).items()}
+    comparisons |= {f"loto {t}": c for t, c in results.get("loto", {}).get("compare", {}).items()}
+    if comparisons:
+        lines += ["paired differences (configuration minus baseline, same test rows)",
+                  "| task | configuration - baseline | balanced accuracy [95 % CI] | share ahead | "
+                  "ROC AUC [95 % CI] | share ahead |", "|---|---|---|---|---|---|"]
+        for t, c in comparisons.items():
+            for cfg, d in c["differences"].items():
+                cells = []
+                for m in ("balanced_accuracy", "roc_auc"):
+                    ci = d[m]["ci"]
+                    cells += [f"{d[m]['difference']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""),
+                              "-" if d[m]["share_ahead"] is None else f"{d[m]['share_ahead']:.2f}"]
+                lines.append(f"| {t} | {cfg} - {c['baseline']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    loto = results.get("loto")
+    if loto:
+        lines += ["leave-one-task-out probes", "| task | encoder | balanced accuracy [95 % CI] | "
+                  "ROC AUC [95 % CI] | accuracy |", "|---|---|---|---|---|"]
+        for t, per in loto.get("probe", {}).items():
+            lines += [f"| {t} | {e} | {_ci(r, 'balanced_accuracy')} | {_ci(r, 'roc_auc')} | "
+                      f"{r['accuracy']:.3f} |" for e, r in per.items()]
+        lines += ["", "| pre-training run | tasks | wall s | first -> last loss |", "|---|---|---|---|"]
+        for name, r in loto.get("pretrain", {}).items():
+            losses = ", ".join(f"{k.split('/')[-1]} {r['first_losses'][k]:.2f} -> {v:.2f}"
+                               for k, v in r["last_losses"].items() if "/" in k)
+            lines.append(f"| {name} | {', '.join(r['tasks'])} | {r['wall_s']:.0f} | {losses} |")
+    return lines
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -441,6 +480,8 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_ci(r['3class'], 'balanced_accuracy')} | {_ci(r['3class'], 'roc_auc')} |")
         lines.append(f"| type head's vote | {_ci(obj['vote'], 'balanced_accuracy')} | "
                      f"{_ci(obj['vote_3class'], 'balanced_accuracy')} | - |")
+        lines.append("")
+    lines += comparison_lines(results)
     return "\n".join(lines)
 
 
@@ -467,7 +508,7 @@ def patch_stages(b: Bench, stages: set[str], tasks: list[str], tables: dict[str,
         for t in tasks:
             files = [feats[(t, e)] for e in encs if feats[(t, e)].exists()]
             if len(files) > 1:
-                results.setdefault("compare", {})[t] = compare(b, t, files, w / "compare" / t,
+                results.setdefault("compare", {})[t] = compare(b, files, w / "compare" / t,
                                                                probe_args)
     return feats
 
