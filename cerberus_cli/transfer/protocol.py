@@ -137,18 +137,11 @@ def check_data(data: ProbeData, classes: np.ndarray, allow_group_overlap: bool) 
                          "cross-validation needs two or more groups")
 
 
-def run_protocol(data: ProbeData, classifier: str, grid: tuple, folds: int, seeds: int,
-                 bootstrap: int, confidence: float, max_iter: int,
-                 allow_group_overlap: bool = False) -> dict[str, Any]:
-    """Fit and score one classifier on ``data``; the result dict of the report."""
-    return fit_and_score(data, classifier, grid, folds, seeds, bootstrap, confidence, max_iter,
-                         allow_group_overlap)[0]
-
-
 def fit_and_score(data: ProbeData, classifier: str, grid: tuple, folds: int, seeds: int,
                   bootstrap: int, confidence: float, max_iter: int,
                   allow_group_overlap: bool = False) -> tuple[dict[str, Any], TestPredictions]:
-    """:func:`run_protocol`'s result, and the test predictions it was scored on."""
+    """Fit and score one classifier on ``data``: the result dict of the report, and the
+    test predictions it was scored on."""
     train_mask = ~data.test if data.test is not None else np.ones(len(data.labels), bool)
     classes = np.unique(data.labels[train_mask])
     check_data(data, classes, allow_group_overlap)
