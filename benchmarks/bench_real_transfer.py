@@ -265,8 +265,8 @@ def pretrain_runs(b: Bench, pools: dict[str, list[str]], data: dict[str, Path],
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         train = [r for r in records if r.get("kind") == "train"]
         out[name] = {"tasks": tasks, "wall_s": float((run / "done").read_text()),
-                     "first_losses": {k: v for k, v in train[0].items() if k.endswith("loss")},
-                     "last_losses": {k: v for k, v in train[-1].items() if k.endswith("loss")},
+                     "first_losses": {k: v for k, v in train[0].items() if k.startswith("loss")},
+                     "last_losses": {k: v for k, v in train[-1].items() if k.startswith("loss")},
                      "checkpoint": str(last)}
     return out
 
