@@ -115,8 +115,9 @@ def test_nuclei_type_patches_features_probe(tmp_path, tiny_model):
     assert report["warnings"] == [] and "test split" in report["protocol"]
 
 
-def test_real_consep_crop_end_to_end(tmp_path, tiny_model):
-    """The real CoNSeP crop cut into quadrants: two train images, two test images."""
+def consep_crop_layouts(tmp_path: Path) -> None:
+    """The real CoNSeP crop cut into quadrants: two train images (``tmp_path/train``), two
+    test images (``tmp_path/test``)."""
     img = cv2.imread(str(DATA / "consep_test10_crop.jpg"))
     inst = cv2.imread(str(DATA / "consep_test10_crop.instances.png"), cv2.IMREAD_UNCHANGED)
     cls = cv2.imread(str(DATA / "consep_test10_crop.classes.png"), cv2.IMREAD_UNCHANGED)
@@ -131,6 +132,11 @@ def test_real_consep_crop_end_to_end(tmp_path, tiny_model):
             cv2.imwrite(str(root / "classes" / f"crop_{rows}{q}.png"), cls[win])
         (root / "dataset.json").write_text(json.dumps({"mpp": 0.25}))
         (root / "classes.json").write_text(json.dumps(CONSEP_CLASSES))
+
+
+def test_real_consep_crop_end_to_end(tmp_path, tiny_model):
+    """The real CoNSeP crop's quadrants: patches, features, probe."""
+    consep_crop_layouts(tmp_path)
     out = tmp_path / "crop"
     res = run("patches", f"train={tmp_path / 'train'}", f"test={tmp_path / 'test'}", "-o", out,
               "--patch-um", "16")
@@ -153,6 +159,43 @@ def test_real_consep_crop_end_to_end(tmp_path, tiny_model):
     report = json.loads((tmp_path / "probe" / "report.json").read_text())
     assert report["n_test"] == int((table["split"] == "test").sum())
     assert 0.0 <= report["balanced_accuracy"] <= 1.0
+
+
+def test_real_crop_pretraining_pool_and_paired_compare(tmp_path, tiny_model):
+    """The leave-one-task-out path on real patches: pre-train a pool (the real crop's
+    nucleus types and a phantom task), probe the task both on the start and on the
+    pre-trained encoder, and compare them paired on the same test rows."""
+    consep_crop_layouts(tmp_path)
+    crop = tmp_path / "crop"
+    assert run("patches", f"train={tmp_path / 'train'}", f"test={tmp_path / 'test'}", "-o", crop,
+               "--patch-um", "16").exit_code == 0
+    assert run("synth", "nuclei", "-o", tmp_path / "ph", "--count", "40", "--size", "32",
+               "--seed", "3").exit_code == 0
+    pre = tmp_path / "pre"
+    res = run("pretrain", "-o", pre, "--init", tiny_model, "--data", f"consep={crop / 'patches.csv'}",
+              "--data", f"ph_nuclei={tmp_path / 'ph' / 'nuclei.csv'}", "--steps", "4", "--warmup", "1",
+              "--batch-size", "8", "--patch-px", "32", "--val-every", "4", "--save-every", "4",
+              "--log-every", "2", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    records = [json.loads(line) for line in (pre / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss/consep", "loss/ph_nuclei"} <= set(records[0])
+    feats = {}
+    for name, model in (("start", tiny_model), ("pooled", pre / "checkpoints" / "last.pt")):
+        feats[name] = tmp_path / f"crop.{name}.parquet"
+        res = run("features", crop / "patches.csv", "-o", feats[name], "--model", model,
+                  "--workers", "0")
+        assert res.exit_code == 0, res.output
+    res = run("probe", feats["start"], feats["pooled"], "--compare", "-o", tmp_path / "cmp",
+              "--seeds", "1", "--folds", "2", "--c-grid", "1e-2", "--bootstrap", "50",
+              "--no-knn-baseline")
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "cmp" / "report.json").read_text())
+    diff = rep["differences"]
+    assert diff["baseline"] == "crop.start"
+    ba = diff["configurations"]["crop.pooled"]["all"]["balanced_accuracy"]
+    pooled, start = (rep["comparison"][c]["all"]["balanced_accuracy"] for c in ("crop.pooled", "crop.start"))
+    assert ba["difference"] == pytest.approx(pooled - start, abs=1e-9)
+    assert ba["ci"][0] <= ba["difference"] <= ba["ci"][1]
 
 
 def test_gland_grade_patches(tmp_path):
