@@ -145,7 +145,7 @@ def _row_identity(table: pd.DataFrame) -> np.ndarray | None:
     if key is None:
         return None
     ident = table[key].astype(str)
-    for extra in ("x", "y", "tile_x", "tile_y"):
+    for extra in ("x", "y"):
         if extra in table.columns:
             ident = ident + "@" + table[extra].astype(str)
     return ident.to_numpy()
