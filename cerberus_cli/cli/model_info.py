@@ -8,6 +8,7 @@ from rich.table import Table
 
 from cerberus_cli.model.describe import describe_model
 from cerberus_cli.model.registry import available_models
+from cerberus_cli.postprocess.options import describe_calibration
 
 
 @click.command("model")
@@ -55,7 +56,7 @@ def model_info(spec: str | None, list_models: bool, as_json: bool) -> None:
     console.print(f"weights licence: {info['licence']}")
     calibration = cfg.get("postprocess", {})
     console.print("post-processing calibration: " + (
-        ", ".join(f"{k}={v}" for k, v in calibration.items()) if calibration
+        describe_calibration(calibration.items()) if calibration
         else "none (the reference settings)"))
     if info["provenance"]:
         console.print(f"provenance: {json.dumps(info['provenance'])}")

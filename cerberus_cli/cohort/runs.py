@@ -35,6 +35,7 @@ from cerberus_cli.inference.options import SegmentOptions
 from cerberus_cli.inference.pipeline import Segmenter
 from cerberus_cli.model.checkpoint import LoadedModel
 from cerberus_cli.model.registry import load_model
+from cerberus_cli.postprocess.options import describe_calibration
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def segment(
              loaded.sha256[:12], loaded.licence)
     if loaded.config.postprocess and options.post.model_calibration:
         log.info("post-processing calibrated for this model (where not set): %s",
-                 ", ".join(f"{k}={v}" for k, v in loaded.config.postprocess))
+                 describe_calibration(loaded.config.postprocess))
     slides = collect_inputs(list(inputs), manifest, slides_dir)
     if not slides:
         raise InputError("no slides given (pass slide files, folders, globs or --manifest)")

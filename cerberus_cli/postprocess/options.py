@@ -90,3 +90,8 @@ class PostprocessOptions:
             if getattr(self, name) == getattr(reference, name):
                 changes[name] = types[name](value)
         return replace(self, **changes)
+
+
+def describe_calibration(calibration: Iterable[tuple[str, float]]) -> str:
+    """A model's calibration as ``name=value, ...`` (for logs and ``cerberus model``)."""
+    return ", ".join(f"{k}={v}" for k, v in calibration)
